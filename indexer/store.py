@@ -1,0 +1,590 @@
+"""The index on disk, and the one module that writes it.
+
+Layout of an index directory::
+
+    takes.sqlite            takes, their generations, FTS5 text, the manifest (commit point)
+    manifest.json           a readable mirror of the manifest, rewritten after each commit
+    segments/seg-NNNNNN.faiss
+                            vectors added by generation NNNNNN, ids = SQLite row ids
+    embedding-cache.sqlite  vectors by (model, text hash): re-embedding known text is free
+    .lock                   held by the single writer
+
+Every change is one new *generation*. A writer embeds first, then writes the
+new segment file aside (fsync, rename), then commits the SQLite transaction
+that inserts the rows and names the new segment in the manifest. That commit is
+the switch: a crash before it leaves the previous generation untouched (the
+orphan segment is removed by the next writer), and a crash after it leaves the
+new one complete. Rows are never deleted in place: a removal records the
+generation that removed the row, so a reader that loaded generation G keeps a
+consistent view (rows with ``added_generation <= G`` and not removed by G)
+while later generations are written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import time
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from embeddings import Embedder
+from indexer.errors import IndexCorrupt, IndexLocked, IndexNotFound, ModelMismatch, TakesError
+from indexer.fsutil import fsync_dir, write_atomic
+from indexer.models import TAKE_FIELDS, Take
+
+FORMAT_VERSION = 1
+DATABASE_NAME = "takes.sqlite"
+MANIFEST_NAME = "manifest.json"
+SEGMENTS_DIR = "segments"
+CACHE_NAME = "embedding-cache.sqlite"
+LOCK_NAME = ".lock"
+
+# Columns stored for each take, in Take field order.
+_COLUMNS = ", ".join(TAKE_FIELDS)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS takes (
+    -- AUTOINCREMENT: a purged row's id must never be reused, because old
+    -- vector segments may still hold a vector under it.
+    row_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    author TEXT,
+    handle TEXT,
+    date TEXT,
+    thread_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    thread_size INTEGER,
+    url TEXT,
+    source TEXT NOT NULL,
+    text_key TEXT NOT NULL,
+    added_generation INTEGER NOT NULL,
+    removed_generation INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS takes_live_id ON takes(id) WHERE removed_generation IS NULL;
+CREATE INDEX IF NOT EXISTS takes_live_text_key ON takes(text_key) WHERE removed_generation IS NULL;
+CREATE INDEX IF NOT EXISTS takes_thread ON takes(thread_id, position);
+CREATE VIRTUAL TABLE IF NOT EXISTS takes_fts USING fts5(
+    text, content='takes', content_rowid='row_id', tokenize='porter unicode61 remove_diacritics 2'
+);
+"""
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open a SQLite database the way every part of the project should.
+
+    WAL lets readers keep their snapshot while a writer commits, so a search
+    never sees "database is locked"; the busy timeout covers checkpoints.
+    """
+    connection = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+    connection.execute("PRAGMA busy_timeout = 30000")
+    if readonly:
+        connection.execute("PRAGMA query_only = ON")
+    else:
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = FULL")
+    return connection
+
+
+def text_key(text: str, author: str | None) -> str:
+    """Identity of a take's content: same words from the same author, whatever the spacing or case."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    words = " ".join(re.findall(r"\w+", folded))
+    author_part = (author or "").strip().casefold()
+    return hashlib.sha1(f"{author_part}\x00{words}".encode()).hexdigest()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def normalize_model_name(name: str) -> str:
+    """The name recorded in the manifest: the hub prefix of the default model is noise."""
+    return name.removeprefix("sentence-transformers/")
+
+
+@dataclass(frozen=True)
+class Segment:
+    generation: int
+    file: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What an index is: written in SQLite at each commit, mirrored to manifest.json."""
+
+    model: str
+    dim: int
+    count: int
+    generation: int
+    segments: tuple[Segment, ...] = ()
+    index_type: str = "flat"
+    format_version: int = FORMAT_VERSION
+    updated_at: str = ""
+
+    def to_json(self) -> str:
+        data = {
+            "format_version": self.format_version,
+            "model": self.model,
+            "dim": self.dim,
+            "count": self.count,
+            "generation": self.generation,
+            "index_type": self.index_type,
+            "segments": [asdict(segment) for segment in self.segments],
+            "updated_at": self.updated_at,
+        }
+        return json.dumps(data, indent=2)
+
+    @classmethod
+    def from_json(cls, raw: str) -> "Manifest":
+        data = json.loads(raw)
+        if data.get("format_version") != FORMAT_VERSION:
+            raise IndexCorrupt(
+                f"index format version {data.get('format_version')} is not the supported "
+                f"version {FORMAT_VERSION}: rebuild it with `takes index`"
+            )
+        segments = tuple(Segment(**segment) for segment in data.get("segments", []))
+        return cls(
+            model=data["model"],
+            dim=int(data["dim"]),
+            count=int(data["count"]),
+            generation=int(data["generation"]),
+            segments=segments,
+            index_type=data.get("index_type", "flat"),
+            updated_at=data.get("updated_at", ""),
+        )
+
+    def check_model(self, model: str | None, dim: int | None = None) -> None:
+        """Raise ModelMismatch unless ``model`` (and ``dim``) is what built this index."""
+        if model is not None and normalize_model_name(model) != self.model:
+            raise ModelMismatch(self.model, self.dim, model, dim)
+        if dim is not None and dim != self.dim:
+            raise ModelMismatch(self.model, self.dim, model or self.model, dim)
+
+
+def read_manifest(connection: sqlite3.Connection) -> Manifest | None:
+    row = connection.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()
+    return Manifest.from_json(row[0]) if row else None
+
+
+def database_path(index_dir: Path) -> Path:
+    return Path(index_dir) / DATABASE_NAME
+
+
+def open_index_database(index_dir: Path) -> tuple[sqlite3.Connection, Manifest]:
+    """Open an existing index for reading; IndexNotFound when there is none."""
+    path = database_path(index_dir)
+    if not path.exists():
+        raise IndexNotFound(index_dir)
+    connection = connect(path, readonly=True)
+    try:
+        manifest = read_manifest(connection)
+    except sqlite3.DatabaseError as error:
+        connection.close()
+        raise IndexCorrupt(f"{path} is not a readable takes index ({error})") from error
+    if manifest is None:
+        connection.close()
+        raise IndexNotFound(index_dir)
+    return connection, manifest
+
+
+def take_from_row(row: Sequence) -> Take:
+    return Take(*row)
+
+
+def read_segment(index_dir: Path, segment: Segment) -> tuple[np.ndarray, np.ndarray]:
+    """Return (ids, vectors) stored in one segment file."""
+    import faiss
+
+    path = Path(index_dir) / segment.file
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as error:
+        raise IndexCorrupt(f"cannot read vector segment {path} ({error}): rebuild with `takes rebuild`") from error
+    ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+    vectors = index.index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros((0, index.d), np.float32)
+    if len(ids) != segment.count:
+        raise IndexCorrupt(f"vector segment {path} holds {len(ids)} vectors, the manifest says {segment.count}")
+    return ids, vectors
+
+
+@dataclass
+class ChangeReport:
+    """What a write did, for the CLI and API to report."""
+
+    added: int = 0
+    skipped: int = 0
+    removed: int = 0
+    embedded: int = 0
+    threads: int = 0
+    generation: int = 0
+    added_ids: list[str] = field(default_factory=list)
+
+
+class EmbeddingCache:
+    """Vectors keyed by (model, text hash), so unchanged text is never embedded twice."""
+
+    def __init__(self, path: Path):
+        self._connection = connect(path)
+        self._connection.execute(
+            "CREATE TABLE IF NOT EXISTS vectors (model TEXT, text_hash TEXT, vector BLOB, PRIMARY KEY (model, text_hash))"
+        )
+
+    def get_many(self, model: str, hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(hashes), 500):
+            chunk = list(hashes[start : start + 500])
+            placeholders = ",".join("?" * len(chunk))
+            for text_digest, blob in self._connection.execute(
+                f"SELECT text_hash, vector FROM vectors WHERE model = ? AND text_hash IN ({placeholders})",
+                [model, *chunk],
+            ):
+                vector = np.frombuffer(blob, dtype=np.float32)
+                if vector.shape[0] == dim:
+                    found[text_digest] = vector
+        return found
+
+    def put_many(self, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
+        with self._connection:
+            self._connection.execute("BEGIN")
+            self._connection.executemany(
+                "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
+                [(model, digest, np.asarray(vector, np.float32).tobytes()) for digest, vector in items],
+            )
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+EmbedderFactory = Callable[[], Embedder]
+
+
+class IndexWriter:
+    """The single writer of an index directory (holds the lock while open).
+
+    The embedder is created only when some text is not in the cache, so adding
+    a file that is already indexed never loads the model.
+    """
+
+    def __init__(self, index_dir: Path | str, *, lock_timeout: float = 30.0):
+        self.index_dir = Path(index_dir)
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_handle = _acquire_lock(self.index_dir / LOCK_NAME, lock_timeout)
+        try:
+            self._connection = connect(database_path(self.index_dir))
+            self._connection.executescript(_SCHEMA)
+            self._cache = EmbeddingCache(self.index_dir / CACHE_NAME)
+            self.manifest = read_manifest(self._connection)
+            self._remove_orphans()
+        except BaseException:
+            self._release()
+            raise
+
+    # -- context management -------------------------------------------------
+
+    def __enter__(self) -> "IndexWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._connection.close()
+            self._cache.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    # -- public operations --------------------------------------------------
+
+    def add(self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, *, model: str, progress: bool = False) -> ChangeReport:
+        """Add takes that are not already indexed (same id, or same text from the same author)."""
+        self._check_model(model)
+        live_ids = {row[0] for row in self._connection.execute("SELECT id FROM takes WHERE removed_generation IS NULL")}
+        live_keys = {row[0] for row in self._connection.execute("SELECT text_key FROM takes WHERE removed_generation IS NULL")}
+        fresh: list[Take] = []
+        for take in takes:
+            key = text_key(take.text, take.author)
+            if take.id in live_ids or key in live_keys:
+                continue
+            live_ids.add(take.id)
+            live_keys.add(key)
+            fresh.append(take)
+        if not fresh and self.manifest is not None:
+            # Nothing new: no generation, no model load.
+            return ChangeReport(skipped=len(takes), generation=self.manifest.generation)
+        report = self._commit(fresh, embedder, model=model, remove_live=False, progress=progress)
+        report.skipped = len(takes) - len(fresh)
+        return report
+
+    def replace_all(self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, *, model: str, progress: bool = False) -> ChangeReport:
+        """Make the index hold exactly ``takes`` (deduplicated), embedded by ``model``."""
+        unique: dict[str, Take] = {}
+        keys: set[str] = set()
+        for take in takes:
+            key = text_key(take.text, take.author)
+            if take.id in unique or key in keys:
+                continue
+            unique[take.id] = take
+            keys.add(key)
+        report = self._commit(list(unique.values()), embedder, model=model, remove_live=True, progress=progress)
+        report.skipped = len(takes) - len(unique)
+        return report
+
+    def rebuild(self, embedder: EmbedderFactory | Embedder, *, model: str, progress: bool = False) -> ChangeReport:
+        """Re-embed every live take (with a new model, say) into one fresh segment."""
+        takes = self.live_takes()
+        if self.manifest is None:
+            raise IndexNotFound(self.index_dir)
+        return self._commit(takes, embedder, model=model, remove_live=True, progress=progress)
+
+    def remove(self, ids: Sequence[str] = (), thread_id: str | None = None) -> ChangeReport:
+        """Remove takes by id or a whole thread; unknown ids are an error, nothing is removed then."""
+        if self.manifest is None:
+            raise IndexNotFound(self.index_dir)
+        rowids: list[int] = []
+        if ids:
+            placeholders = ",".join("?" * len(ids))
+            found = dict(
+                self._connection.execute(
+                    f"SELECT id, rowid FROM takes WHERE removed_generation IS NULL AND id IN ({placeholders})", list(ids)
+                ).fetchall()
+            )
+            missing = [take_id for take_id in ids if take_id not in found]
+            if missing:
+                from indexer.errors import TakeNotFound
+
+                raise TakeNotFound(f"no take with id {', '.join(map(repr, missing))} in {self.index_dir}; nothing removed")
+            rowids.extend(found.values())
+        if thread_id is not None:
+            thread_rows = [
+                row[0]
+                for row in self._connection.execute(
+                    "SELECT rowid FROM takes WHERE removed_generation IS NULL AND thread_id = ?", (thread_id,)
+                )
+            ]
+            if not thread_rows:
+                from indexer.errors import TakeNotFound
+
+                raise TakeNotFound(f"no thread with id {thread_id!r} in {self.index_dir}; nothing removed")
+            rowids.extend(thread_rows)
+        rowids = sorted(set(rowids))
+        generation = self.manifest.generation + 1
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            self._purge_removed(generation)
+            connection.executemany(
+                "UPDATE takes SET removed_generation = ? WHERE rowid = ?", [(generation, rowid) for rowid in rowids]
+            )
+            manifest = self._next_manifest(generation, self.manifest.segments, self.manifest.model, self.manifest.dim)
+            connection.execute("INSERT OR REPLACE INTO meta VALUES ('manifest', ?)", (manifest.to_json(),))
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        self._published(manifest)
+        return ChangeReport(removed=len(rowids), generation=generation)
+
+    def live_takes(self) -> list[Take]:
+        rows = self._connection.execute(
+            f"SELECT {_COLUMNS} FROM takes WHERE removed_generation IS NULL ORDER BY rowid"
+        ).fetchall()
+        return [take_from_row(row) for row in rows]
+
+    # -- internals ----------------------------------------------------------
+
+    def _check_model(self, model: str) -> None:
+        if self.manifest is not None and self.manifest.count > 0:
+            self.manifest.check_model(model)
+
+    def _embed(self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, model: str, progress: bool) -> tuple[np.ndarray, int]:
+        """Vectors for ``takes``, from the cache where possible; returns (vectors, texts embedded)."""
+        hashes = [text_hash(take.text) for take in takes]
+        dim_hint = self.manifest.dim if self.manifest and self.manifest.model == model else None
+        cached = self._cache.get_many(model, hashes, dim_hint) if dim_hint else {}
+        missing = sorted({digest for digest in hashes if digest not in cached})
+        if missing:
+            model_instance = embedder() if callable(embedder) and not hasattr(embedder, "encode") else embedder
+            text_by_hash = {digest: take.text for digest, take in zip(hashes, takes)}
+            fresh = model_instance.encode([text_by_hash[digest] for digest in missing], progress=progress)
+            self._cache.put_many(model, zip(missing, fresh))
+            cached.update(zip(missing, fresh))
+            dim = model_instance.dim
+        else:
+            dim = dim_hint or 0
+        if not takes:
+            return np.zeros((0, dim), np.float32), 0
+        vectors = np.stack([cached[digest] for digest in hashes]).astype(np.float32, copy=False)
+        return vectors, len(missing)
+
+    def _commit(self, takes: Sequence[Take], embedder, *, model: str, remove_live: bool, progress: bool) -> ChangeReport:
+        import faiss
+
+        model = normalize_model_name(model)
+        vectors, embedded = self._embed(takes, embedder, model, progress)
+        current = self.manifest
+        dim = vectors.shape[1] if len(takes) else (current.dim if current else 0)
+        if not takes and dim == 0:
+            # An empty first index still needs a dimension: ask the model.
+            model_instance = embedder() if callable(embedder) and not hasattr(embedder, "encode") else embedder
+            dim = model_instance.dim
+        if current is not None and not remove_live and current.count and dim != current.dim:
+            raise ModelMismatch(current.model, current.dim, model, dim)
+        generation = (current.generation if current else 0) + 1
+        if hook := os.environ.get("TAKES_TEST_PAUSE_BEFORE_COMMIT"):
+            # Test hook: lets a crash test kill the writer at a known point.
+            Path(hook).write_text(str(os.getpid()))
+            time.sleep(float(os.environ.get("TAKES_TEST_PAUSE_SECONDS", "30")))
+
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            self._purge_removed(generation)
+            if remove_live:
+                connection.execute(
+                    "UPDATE takes SET removed_generation = ? WHERE removed_generation IS NULL", (generation,)
+                )
+            rowids = []
+            for take in takes:
+                cursor = connection.execute(
+                    f"INSERT INTO takes ({_COLUMNS}, text_key, added_generation) VALUES ({','.join('?' * (len(TAKE_FIELDS) + 2))})",
+                    (*(getattr(take, name) for name in TAKE_FIELDS), text_key(take.text, take.author), generation),
+                )
+                rowids.append(cursor.lastrowid)
+                connection.execute("INSERT INTO takes_fts(rowid, text) VALUES (?, ?)", (cursor.lastrowid, take.text))
+            segments = () if remove_live else (current.segments if current else ())
+            if takes:
+                segment = Segment(generation, f"{SEGMENTS_DIR}/seg-{generation:06d}.faiss", len(takes))
+                index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+                index.add_with_ids(vectors, np.asarray(rowids, dtype=np.int64))
+                segment_path = self.index_dir / segment.file
+                segment_path.parent.mkdir(exist_ok=True)
+                # Written and flushed before the commit that names it.
+                write_atomic(segment_path, faiss.serialize_index(index).tobytes())
+                segments = (*segments, segment)
+            manifest = self._next_manifest(generation, segments, model, dim)
+            connection.execute("INSERT OR REPLACE INTO meta VALUES ('manifest', ?)", (manifest.to_json(),))
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        self._published(manifest)
+        threads = len({take.thread_id for take in takes})
+        return ChangeReport(
+            added=len(takes), embedded=embedded, threads=threads, generation=generation, added_ids=[t.id for t in takes]
+        )
+
+    def _purge_removed(self, generation: int) -> None:
+        """Delete rows removed before the previous generation.
+
+        A reader still on generation ``generation - 1`` may need rows removed by
+        this generation, so only older removals are purged.
+        """
+        connection = self._connection
+        stale = connection.execute(
+            "SELECT rowid, text FROM takes WHERE removed_generation IS NOT NULL AND removed_generation < ?",
+            (generation - 1,),
+        ).fetchall()
+        if not stale:
+            return
+        connection.executemany("INSERT INTO takes_fts(takes_fts, rowid, text) VALUES ('delete', ?, ?)", stale)
+        connection.executemany("DELETE FROM takes WHERE rowid = ?", [(rowid,) for rowid, _ in stale])
+
+    def _next_manifest(self, generation: int, segments: tuple[Segment, ...], model: str, dim: int) -> Manifest:
+        """The manifest for a new generation, counting live rows as the open transaction sees them."""
+        count = self._connection.execute(
+            "SELECT count(*) FROM takes WHERE removed_generation IS NULL"
+        ).fetchone()[0]
+        return Manifest(
+            model=model,
+            dim=dim,
+            count=count,
+            generation=generation,
+            segments=tuple(segments),
+            updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+
+    def _published(self, manifest: Manifest) -> None:
+        """After a commit: mirror the manifest and drop segments no generation names."""
+        self.manifest = manifest
+        write_atomic(self.index_dir / MANIFEST_NAME, manifest.to_json().encode())
+        self._remove_orphans()
+
+    def _remove_orphans(self) -> None:
+        """Delete what a crashed or superseded write left: unnamed segments and temp files."""
+        named = {segment.file for segment in self.manifest.segments} if self.manifest else set()
+        segments_dir = self.index_dir / SEGMENTS_DIR
+        if not segments_dir.is_dir():
+            return
+        removed = False
+        for path in segments_dir.iterdir():
+            if f"{SEGMENTS_DIR}/{path.name}" not in named:
+                path.unlink(missing_ok=True)
+                removed = True
+        if removed:
+            fsync_dir(segments_dir)
+
+
+def _acquire_lock(path: Path, timeout: float):
+    """Take the writer lock, waiting up to ``timeout`` seconds for another writer."""
+    handle = open(path, "a+")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise IndexLocked(
+                    f"{path.parent} is being written by {holder}; waited {timeout:.0f}s. "
+                    f"Try again when it finishes."
+                ) from None
+            time.sleep(0.1)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+def iter_live_rows(connection: sqlite3.Connection, generation: int) -> Iterator[int]:
+    """Row ids visible at ``generation``."""
+    for (rowid,) in connection.execute(
+        "SELECT rowid FROM takes WHERE added_generation <= ? AND (removed_generation IS NULL OR removed_generation > ?)",
+        (generation, generation),
+    ):
+        yield rowid
+
+
+__all__ = [
+    "ChangeReport",
+    "IndexWriter",
+    "Manifest",
+    "Segment",
+    "TakesError",
+    "connect",
+    "open_index_database",
+    "read_segment",
+    "text_key",
+]

@@ -1,0 +1,24 @@
+"""Configuration read from the environment (``TAKES_*``), shared by the CLI and the server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_INDEX_DIR = Path("data/index")
+
+
+class Settings(BaseSettings):
+    """Every setting has a ``TAKES_`` environment variable: ``index_dir`` is ``TAKES_INDEX_DIR``."""
+
+    model_config = SettingsConfigDict(env_prefix="TAKES_", extra="ignore")
+
+    index_dir: Path = DEFAULT_INDEX_DIR
+    # None: use whichever model built the index.
+    model: str | None = None
+    backend: str = "torch"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # How often the server looks for a new generation written by `takes add`.
+    reload_interval: float = 1.0
