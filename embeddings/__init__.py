@@ -6,6 +6,7 @@ Importing this package is cheap: the model libraries load only when
 
 from __future__ import annotations
 
+import functools
 import os
 
 from embeddings.base import Embedder, EmbeddingError
@@ -30,13 +31,21 @@ def resolve_model_path(name: str) -> str:
 
 
 def load_embedder(name: str = DEFAULT_MODEL, backend: str = "torch", cache_dir: str | None = None) -> Embedder:
-    """Create the embedder for a model name or path.
+    """The embedder for a model name or path, loaded once per process.
+
+    Models are read-only once loaded, so one instance serves every caller
+    (CLI commands run in-process by tests, several indexes in one bot).
 
     Args:
         name: the default model, a sentence-transformers model name, or a local folder.
         backend: ``torch`` (fp32) or ``onnx`` (int8-quantized ONNX Runtime).
         cache_dir: where a derived model (the quantized ONNX export) is kept.
     """
+    return _load_embedder(name, backend, cache_dir)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_embedder(name: str, backend: str, cache_dir: str | None) -> Embedder:
     if backend not in BACKENDS:
         raise EmbeddingError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     # The machine has no route to the model hub: never let a load try it.

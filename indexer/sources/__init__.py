@@ -1,0 +1,120 @@
+"""Input formats: detect what a file is and parse it into takes.
+
+One module per format, each with ``parse(text, source) -> list[Take]`` that
+returns every take of the file or raises ParseError (never a partial list).
+Only the standard library is imported here, so importing stays instant.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from indexer.errors import ParseError
+from indexer.models import Take
+from indexer.sources import archive, csv_rows, jsonl, plaintext, threadreader
+
+FORMATS = ("threadreader", "archive", "jsonl", "csv", "text")
+
+_PARSERS: dict[str, Callable[[str, str], list[Take]]] = {
+    "threadreader": threadreader.parse,
+    "archive": archive.parse,
+    "jsonl": jsonl.parse,
+    "csv": csv_rows.parse,
+    "text": plaintext.parse,
+}
+_READ_ON = re.compile(r"\bRead on (?:X|Twitter)$")
+_COLUMN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+_SNIFF_LINES = 5
+
+__all__ = ["FORMATS", "detect_format", "parse_text", "read_takes"]
+
+
+def detect_format(text: str, source: str) -> str:
+    """The format of ``text``, judged from its first lines (plain text when nothing else fits)."""
+    text = text.removeprefix("\ufeff")
+    first_lines = [line.strip() for line in text.splitlines()[:200] if line.strip()][:_SNIFF_LINES]
+    if not first_lines:
+        raise ParseError(source, None, f"empty file: nothing to parse as any of {', '.join(FORMATS)}")
+    if first_lines[0].startswith("window.YTD."):
+        return "archive"
+    if first_lines[0].endswith("Profile picture") or any(_READ_ON.search(line) for line in first_lines):
+        return "threadreader"
+    # One "{" line is enough: a JSONL file with a broken later line must fail
+    # loudly in the JSONL parser rather than be indexed as plain text.
+    if first_lines[0].startswith("{"):
+        return "jsonl"
+    header = [name.strip().lower() for name in next(csv.reader([text.splitlines()[0]]), [])]
+    if "text" in header and all(_COLUMN_NAME.fullmatch(name) for name in header):
+        return "csv"
+    return "text"
+
+
+def parse_text(text: str, source: str, format: str | None = None) -> list[Take]:
+    """Every take in ``text``; ``source`` (a file name) goes into errors and ``Take.source``."""
+    text = text.removeprefix("\ufeff")
+    if format is None:
+        format = detect_format(text, source)
+    elif format not in _PARSERS:
+        raise ParseError(source, None, f"unknown format {format!r}: expected one of {', '.join(FORMATS)}")
+    return _PARSERS[format](text, source)
+
+
+def read_takes(path: Path | str, format: str | None = None) -> list[Take]:
+    """Every take in the file at ``path``, or in an X archive folder (all tweets parts).
+
+    ``Take.source`` is the file's (or folder's) name; errors name the path as given.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if format not in (None, "archive"):
+            raise ParseError(path, None, f"is a folder: only an X archive folder can be read, not format {format!r}")
+        return _read_archive_folder(path)
+    text = _read_text(path)
+    if (format or detect_format(text, str(path))) == "archive":
+        # Errors name the tweets file by its path; takes carry its name.
+        return archive.parse_parts([(str(path), text)], path.name, _read_account(path.parent / "account.js"))
+    try:
+        return parse_text(text, path.name, format)
+    except ParseError as error:
+        # Parsers know only the file name; the path as given is what a user can act on.
+        raise ParseError(path, error.line, error.problem) from None
+
+
+def _read_archive_folder(folder: Path) -> list[Take]:
+    try:
+        files = archive.part_files(folder)
+    except OSError as error:
+        raise ParseError(folder, None, f"cannot list folder: {error.strerror or error}") from None
+    if not files:
+        raise ParseError(folder, None, "not an X archive folder: no data/tweets.js or data/tweets-partN.js")
+    account = _read_account(files[0].parent / "account.js")
+    # Each part keeps its own path in errors; every take is labeled with the folder's name.
+    parts = [(str(file), _read_text(file)) for file in files]
+    return archive.parse_parts(parts, folder.resolve().name, account)
+
+
+def _read_account(account_file: Path) -> archive.Account | None:
+    """The owner from ``account.js`` next to the tweets files, if there is one."""
+    if not account_file.is_file():
+        return None
+    return archive.parse_account(_read_text(account_file), str(account_file))
+
+
+def _read_text(path: Path) -> str:
+    """The file's text (UTF-8, a leading BOM dropped); ParseError naming the problem."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ParseError(path, None, "file not found") from None
+    except OSError as error:
+        raise ParseError(path, None, f"cannot read file: {error.strerror or error}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ParseError(
+            path, line, f"not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}): save it as UTF-8"
+        ) from None

@@ -19,7 +19,7 @@ from indexer.models import Take
 from indexer.sources.common import ThreadIds, tidy_text, with_at
 
 _HEADER_SUFFIX = "Profile picture"
-_DATE = r"(?P<month>[A-Z][a-z]{2,8})\.? (?P<day>\d{1,2})(?:st|nd|rd|th)?,? (?P<year>\d{4})"
+_DATE = r"(?P<date>(?P<month>[A-Z][a-z]{2,8})\.? (?P<day>\d{1,2})(?:st|nd|rd|th)?,? (?P<year>\d{4}))"
 _DATE_LINE = re.compile(_DATE)  # fullmatch: a preview block starts with a bare date
 _META_LINE = re.compile(rf"{_DATE}\W+(?P<count>\d[\d,]*) tweets?\b")  # match: the header's 2nd line
 _MORE_FROM = re.compile(r"More from (?P<handle>@\w+)")
@@ -139,20 +139,18 @@ def _read_pages(lines: list[str], start: int, source: str) -> list[_Page]:
 
 def _add_line(thread: _Thread, line: str, number: int, previous_blank: bool) -> None:
     """Add a line to the thread: it continues the current tweet or starts the next."""
-    marker = _NUMBER.match(line)
     current = thread.tweets[-1] if thread.tweets else None
-    if current is None:
-        if not line:
-            return
-    elif not line:
-        current.lines.append("")
+    if not line:
+        if current is not None:
+            current.lines.append("")  # tidy_text turns blank runs into one paragraph break
         return
-    elif marker and current.number is not None and int(marker["number"]) == current.number + 1:
-        pass  # "4/" after "3/" starts a tweet even after a blank line
-    elif previous_blank or _BULLET.match(line) or _LINK.fullmatch(line):
+    marker = _NUMBER.match(line)
+    # "4/" right after "3/" starts a tweet even after a blank line.
+    numbered_next = bool(marker and current and current.number and int(marker["number"]) == current.number + 1)
+    if current is not None and not numbered_next and (previous_blank or _BULLET.match(line) or _LINK.fullmatch(line)):
         current.lines.append(line)
-        return
-    thread.tweets.append(_Tweet(number, int(marker["number"]) if marker else None, [line]))
+    else:
+        thread.tweets.append(_Tweet(number, int(marker["number"]) if marker else None, [line]))
 
 
 def _positions(tweets: list[_Tweet]) -> list[int]:
@@ -192,7 +190,7 @@ def _iso(match: re.Match, line: int, source: str) -> str:
         month = _MONTHS[match["month"][:3].lower()]
         return date(int(match["year"]), month, int(match["day"])).isoformat()
     except (KeyError, ValueError):
-        raise ParseError(source, line, f"not a valid date: {match[0]!r}") from None
+        raise ParseError(source, line, f"not a valid date: {match['date']!r}") from None
 
 
 def _count(match: re.Match) -> int:

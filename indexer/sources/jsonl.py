@@ -1,0 +1,28 @@
+"""JSON Lines: one object per line with at least a "text" field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from indexer.errors import ParseError
+from indexer.models import Take
+from indexer.sources.common import RECORD_FIELDS, takes_from_records
+
+
+def parse(text: str, source: str) -> list[Take]:
+    """One take per non-blank line; ParseError naming the first bad line."""
+    records: list[tuple[int, dict[str, Any]]] = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ParseError(source, line_number, f"malformed JSON: {error.msg} (column {error.colno})") from None
+        if not isinstance(record, dict):
+            raise ParseError(source, line_number, f"expected a JSON object with fields {', '.join(RECORD_FIELDS)}")
+        records.append((line_number, record))
+    if not records:
+        raise ParseError(source, None, "no records: expected one JSON object per line, each with a 'text' field")
+    return takes_from_records(records, source)

@@ -1,0 +1,64 @@
+"""Shared fixtures: the real shipped model, and a real index of the seed corpus."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+DEV_JUDGMENTS = REPO.parent / "shared" / "eval" / "dev_queries.json"
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch):
+    """No test sees the developer's TAKES_* settings."""
+    for name in list(os.environ):
+        if name.startswith("TAKES_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from embeddings import load_embedder
+
+    return load_embedder()
+
+
+@pytest.fixture(scope="session")
+def seed_takes():
+    from indexer import SEED_CORPUS
+    from indexer.sources import read_takes
+
+    return read_takes(SEED_CORPUS)
+
+
+@pytest.fixture(scope="session")
+def seed_index(tmp_path_factory, embedder, seed_takes) -> Path:
+    """An index of the seed corpus, built once; tests that change an index copy it."""
+    from embeddings import DEFAULT_MODEL
+    from indexer.store import IndexWriter
+
+    index_dir = tmp_path_factory.mktemp("seed-index")
+    with IndexWriter(index_dir) as writer:
+        writer.replace_all(seed_takes, embedder, model=DEFAULT_MODEL)
+    return index_dir
+
+
+@pytest.fixture
+def index_copy(seed_index, tmp_path) -> Path:
+    """A private copy of the seed index that a test may change."""
+    target = tmp_path / "index"
+    shutil.copytree(seed_index, target, ignore=shutil.ignore_patterns(".lock"))
+    return target
+
+
+@pytest.fixture(scope="session")
+def searcher(seed_index, embedder):
+    from indexer.search import Searcher
+
+    return Searcher(seed_index, embedder=embedder)

@@ -1,0 +1,60 @@
+"""Dense search over the seed index, on the real model."""
+
+from __future__ import annotations
+
+import pytest
+
+from indexer.errors import InvalidQuery, TakeNotFound
+from indexer.search import MAX_K, MAX_QUERY_CHARS
+
+
+def is_compute_governance_take(take) -> bool:
+    return take.date == "2023-06-25" and (
+        "means of production" in take.text or "go after compute in the wrong ways" in take.text
+    )
+
+
+def test_compute_governance_finds_the_june_2023_compute_takes(searcher):
+    results = searcher.search("what about compute governance", 5)
+    assert any(is_compute_governance_take(result.take) for result in results)
+
+
+def test_results_are_best_first_with_cosine_scores(searcher):
+    results = searcher.search("surveillance exports by China", 10)
+    scores = [result.score for result in results]
+    assert scores == sorted(scores, reverse=True)
+    assert all(-1.0 <= score <= 1.0001 for score in scores)
+    assert len(results) == 10
+
+
+@pytest.mark.parametrize(
+    ("query", "k", "message"),
+    [
+        ("", 10, "empty"),
+        ("   \n", 10, "empty"),
+        ("x" * (MAX_QUERY_CHARS + 1), 10, str(MAX_QUERY_CHARS)),
+        ("ok", 0, str(MAX_K)),
+        ("ok", MAX_K + 1, str(MAX_K)),
+    ],
+)
+def test_invalid_queries_name_the_limit(searcher, query, k, message):
+    with pytest.raises(InvalidQuery, match=message):
+        searcher.search(query, k)
+
+
+def test_thread_in_order_and_unknown_ids(searcher, seed_takes):
+    main_thread = seed_takes[0].thread_id
+    thread = searcher.get_thread(main_thread)
+    assert [take.position for take in thread] == list(range(1, 82))
+    with pytest.raises(TakeNotFound):
+        searcher.get_thread("no-such-thread")
+    with pytest.raises(TakeNotFound):
+        searcher.get_take("no-such-take")
+
+
+def test_stats_counts(searcher, seed_takes):
+    stats = searcher.stats()
+    assert stats["takes"] == len(seed_takes)
+    assert stats["threads"] == 7
+    assert stats["model"] == "all-MiniLM-L6-v2" and stats["dim"] == 384
+    assert stats["index_bytes"] > 384 * 4 * len(seed_takes)

@@ -1,0 +1,84 @@
+"""The HTTP API, built with create_app over the real seed index."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from indexer.models import TAKE_FIELDS
+from search_api.app import create_app
+from search_api.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def client(seed_index, searcher):
+    settings = Settings(index_dir=seed_index, reload_interval=0)
+    with TestClient(create_app(settings, searcher)) as client:
+        yield client
+
+
+def test_search_returns_takes_with_exactly_the_take_fields_and_score(client):
+    response = client.get("/search", params={"q": "what about compute governance", "k": 5})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["query"] == "what about compute governance" and body["k"] == 5
+    assert isinstance(body["took_ms"], float)
+    assert len(body["results"]) == 5
+    for result in body["results"]:
+        assert set(result) == {*TAKE_FIELDS, "score"}
+    assert any(
+        r["date"] == "2023-06-25" and ("means of production" in r["text"] or "go after compute" in r["text"])
+        for r in body["results"]
+    )
+
+
+def test_post_search_matches_get(client):
+    get = client.get("/search", params={"q": "guillotines", "k": 3}).json()
+    post = client.post("/search", json={"q": "guillotines", "k": 3}).json()
+    assert [r["id"] for r in get["results"]] == [r["id"] for r in post["results"]]
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"q": ""}, "at least 1 character"),
+        ({"q": "   "}, "empty"),
+        ({"q": "x" * 1001}, "1000"),
+        ({"q": "ok", "k": 0}, "greater than or equal to 1"),
+        ({"q": "ok", "k": 101}, "less than or equal to 100"),
+        ({"q": "ok", "k": "ten"}, "k"),
+        ({}, "q"),
+    ],
+)
+def test_bad_search_parameters_get_422_naming_the_limit(client, params, needle):
+    response = client.get("/search", params=params)
+    assert response.status_code == 422
+    assert needle in response.json()["detail"]
+
+
+def test_post_search_validation(client):
+    response = client.post("/search", json={"q": "ok", "k": 500})
+    assert response.status_code == 422 and "100" in response.json()["detail"]
+
+
+def test_take_and_thread_lookup(client, seed_takes):
+    first = seed_takes[0]
+    assert client.get(f"/takes/{first.id}").json()["text"] == "One like = one spicy take about AI policy."
+    thread = client.get(f"/threads/{first.thread_id}").json()
+    assert thread["thread_id"] == first.thread_id
+    assert [t["position"] for t in thread["takes"]] == list(range(1, 82))
+    assert client.get("/takes/nope").status_code == 404
+    assert "nope" in client.get("/threads/nope").json()["detail"]
+
+
+def test_health_and_stats(client, seed_takes):
+    assert client.get("/health").status_code == 200
+    stats = client.get("/stats").json()
+    assert {"takes", "threads", "model", "dim", "index_bytes"} <= set(stats)
+    assert stats["takes"] == len(seed_takes) and stats["threads"] == 7
+
+
+def test_openapi_describes_every_result_field(client):
+    schema = client.get("/openapi.json").json()
+    result = schema["components"]["schemas"]["ResultOut"]["properties"]
+    assert all(result[name].get("description") for name in (*TAKE_FIELDS, "score"))

@@ -1,0 +1,109 @@
+"""The `takes` command line, driven in-process with click's runner."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from indexer.models import TAKE_FIELDS
+from search_api.cli import cli
+from tests.conftest import DEV_JUDGMENTS
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+
+    def invoke(*args, **env):
+        return runner.invoke(cli, [str(arg) for arg in args], env={k: str(v) for k, v in env.items()})
+
+    return invoke
+
+
+def test_index_search_stats_end_to_end(run, tmp_path):
+    index_dir = tmp_path / "index"
+    result = run("index", "--index-dir", index_dir)
+    assert result.exit_code == 0, result.output
+    assert "indexed 99 takes in 7 threads" in result.output
+
+    result = run("search", "what about compute governance", "-k", "5", "--index-dir", index_dir)
+    assert result.exit_code == 0, result.output
+    assert "Jack Clark (@jackclarkSF)" in result.output and "2023-06-25" in result.output
+
+    result = run("stats", "--json", TAKES_INDEX_DIR=index_dir)
+    stats = json.loads(result.output)
+    assert stats["takes"] == 99 and stats["threads"] == 7
+    assert stats["model"] == "all-MiniLM-L6-v2" and stats["dim"] == 384 and stats["index_bytes"] > 0
+
+    # --if-missing leaves an existing index alone.
+    result = run("index", "--if-missing", "--index-dir", index_dir)
+    assert result.exit_code == 0 and "already exists" in result.output
+
+
+def test_search_json_prints_the_api_objects(run, seed_index):
+    result = run("search", "guillotines", "-k", "3", "--json", "--index-dir", seed_index)
+    assert result.exit_code == 0, result.output
+    objects = json.loads(result.output)
+    assert len(objects) == 3
+    assert set(objects[0]) == {*TAKE_FIELDS, "score"}
+    assert "guillotines" in objects[0]["text"]
+
+
+def test_eval_prints_metrics(run, seed_index):
+    result = run("eval", DEV_JUDGMENTS, "--json", "--index-dir", seed_index)
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    assert set(scores["mean"]) == {"ndcg@10", "recall@10", "mrr"}
+    assert len(scores["queries"]) == 16
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("search", "anything", "--index-dir", "{missing}"), "no index in"),
+        (("search", "anything", "-k", "0", "--index-dir", "{missing}"), "k must be an integer from 1 to 100"),
+        (("search", "   ", "--index-dir", "{missing}"), "empty"),
+        (("index", "{missing}/nope.txt", "--index-dir", "{missing}"), "nope.txt"),
+        (("stats", "--index-dir", "{missing}"), "no index in"),
+        (("search", "x", "--backend", "gpu"), "gpu"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(run, tmp_path, args, message):
+    args = [arg.format(missing=tmp_path / "missing") for arg in args]
+    result = run(*args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) <= 3
+
+
+def test_unparseable_input_writes_nothing(run, tmp_path):
+    bad = tmp_path / "bad.js"
+    bad.write_text("window.YTD.tweets.part0 = [ {oops ]")
+    result = run("index", bad, "--index-dir", tmp_path / "index")
+    assert result.exit_code == 1
+    assert "bad.js" in result.output
+    assert not (tmp_path / "index" / "manifest.json").exists()
+
+
+def test_help_is_instant_because_nothing_heavy_is_imported():
+    code = "import sys; from search_api.cli import cli; print(any(m in sys.modules for m in ('torch', 'faiss', 'fastapi', 'sentence_transformers')))"
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "False"
+
+
+def test_packages_import_in_one_direction():
+    """search_api -> indexer -> embeddings: nothing below imports FastAPI or the layer above."""
+    code = (
+        "import sys, pkgutil, importlib, indexer, embeddings\n"
+        "for pkg in (indexer, embeddings):\n"
+        "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        importlib.import_module(m.name)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'search_api')))"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"
