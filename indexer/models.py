@@ -45,10 +45,42 @@ class Take:
 
 @dataclass(frozen=True, slots=True)
 class SearchResult:
-    """A take with its relevance score (higher is better)."""
+    """A take with its relevance score (higher is better).
+
+    ``context`` holds the takes just before and after it in its thread, when
+    the search asked for them.
+    """
 
     take: Take
     score: float
+    context: tuple[tuple[Take, ...], tuple[Take, ...]] | None = None
 
     def to_dict(self) -> dict:
-        return {**self.take.to_dict(), "score": self.score}
+        data = {**self.take.to_dict(), "score": round(self.score, 6)}
+        if self.context is not None:
+            before, after = self.context
+            data["context"] = {"before": [t.to_dict() for t in before], "after": [t.to_dict() for t in after]}
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadGroup:
+    """The matching takes of one thread, in thread order; ``score`` is the best of them."""
+
+    thread_id: str
+    score: float
+    results: tuple[SearchResult, ...]
+
+    def to_dict(self) -> dict:
+        return {"thread_id": self.thread_id, "score": round(self.score, 6), "takes": [r.to_dict() for r in self.results]}
+
+
+def group_by_thread(results: list[SearchResult]) -> list[ThreadGroup]:
+    """One group per thread, ordered by each thread's best result."""
+    groups: dict[str, list[SearchResult]] = {}
+    for result in results:
+        groups.setdefault(result.take.thread_id, []).append(result)
+    return [
+        ThreadGroup(thread_id, max(r.score for r in members), tuple(sorted(members, key=lambda r: r.take.position)))
+        for thread_id, members in groups.items()
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -26,7 +27,18 @@ from indexer.store import (
     take_from_row,
 )
 
+MODES = ("hybrid", "dense", "lexical")
+DEFAULT_MODE = "hybrid"
+# Candidates each retriever contributes to fusion.
+FUSION_DEPTH = 50
+# Hybrid score = DENSE_WEIGHT * cosine + (1 - DENSE_WEIGHT) * BM25 / best BM25
+# of the query. A convex blend beat reciprocal rank fusion on the dev
+# judgments (docs/QUALITY.md): RRF gives a take that matches only a common
+# query word as much credit as a strong semantic match.
+DENSE_WEIGHT = 0.9
+
 MAX_QUERY_CHARS = 1000
+MAX_CONTEXT = 10
 MAX_K = 100
 DEFAULT_K = 10
 
@@ -42,6 +54,105 @@ def validate_query(query: str, k: int) -> str:
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
         raise InvalidQuery(f"k must be an integer from 1 to {MAX_K}, got {k!r}")
     return query.strip()
+
+
+def visible_clause(generation: int) -> tuple[str, tuple[int, int]]:
+    """SQL condition for rows that exist in ``generation`` (added by it, not yet removed)."""
+    return (
+        "takes.added_generation <= ? AND (takes.removed_generation IS NULL OR takes.removed_generation > ?)",
+        (generation, generation),
+    )
+
+
+# A standard English function-word list (the NLTK/Snowball core), not tuned to any query.
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have
+    having he her here hers herself him himself his how i if in into is it its itself just me more most
+    my myself no nor not of off on once only or other our ours ourselves out over own same she should so
+    some such than that the their theirs them themselves then there these they this those through to too
+    under until up very was we were what when where which while who whom why will with would you your
+    yours yourself yourselves""".split()
+)
+
+
+def fts_query(query: str) -> str | None:
+    """Turn user text into an FTS5 query that matches any of its words.
+
+    Query text is data, never FTS5 syntax: every word is quoted, so quotes,
+    ``*``, ``NEAR(``, ``AND``/``OR``/``NOT``, parentheses and colons search as
+    plain words. Returns None when nothing searchable is left (emoji only).
+    """
+    words = re.findall(r"\w+", query.casefold())
+    # Function words match nearly every take and drown the words that carry
+    # the question; keep them only when nothing else is left ("what about it").
+    content = [word for word in words if word not in STOPWORDS] or words
+    if not content:
+        return None
+    return " OR ".join(f'"{word}"' for word in dict.fromkeys(content))
+
+
+def blend(cosines: dict[int, float], lexical: list[tuple[int, float]], dense_weight: float = DENSE_WEIGHT) -> list[tuple[int, float]]:
+    """Convex blend of cosine and max-normalized BM25 over the union of candidates.
+
+    ``cosines`` must hold the cosine of every candidate (lexical ones too), so
+    a take found only by its words is still judged by its meaning.
+    """
+    best = max((score for _, score in lexical), default=0.0)
+    bm25 = dict(lexical)
+    fused = {
+        row_id: dense_weight * cosine + (1 - dense_weight) * (bm25.get(row_id, 0.0) / best if best > 0 else 0.0)
+        for row_id, cosine in cosines.items()
+    }
+    return sorted(fused.items(), key=lambda item: item[1], reverse=True)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrictions applied before the top k is cut.
+
+    ``author`` matches the author's name or handle, case-insensitively;
+    ``since``/``until`` are inclusive ISO dates; ``min_score`` drops results
+    scoring below it in the chosen mode's scale.
+    """
+
+    author: str | None = None
+    handle: str | None = None
+    thread_id: str | None = None
+    since: str | None = None
+    until: str | None = None
+    min_score: float | None = None
+
+    def __post_init__(self):
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                raise InvalidQuery(f"{name} must be an ISO date like 2023-06-25, got {value!r}")
+        if self.since and self.until and self.since > self.until:
+            raise InvalidQuery(f"since ({self.since}) is after until ({self.until})")
+
+    def restricts_rows(self) -> bool:
+        return any(getattr(self, name) for name in ("author", "handle", "thread_id", "since", "until"))
+
+    def sql(self) -> tuple[str, tuple]:
+        clauses, params = ["1"], []
+        if self.author:
+            clauses.append("(lower(takes.author) = lower(?) OR lower(takes.handle) = lower(?) OR lower(takes.handle) = lower(?))")
+            params += [self.author.strip(), self.author.strip(), "@" + self.author.strip().lstrip("@")]
+        if self.handle:
+            clauses.append("lower(takes.handle) = lower(?)")
+            params.append("@" + self.handle.strip().lstrip("@"))
+        if self.thread_id:
+            clauses.append("takes.thread_id = ?")
+            params.append(self.thread_id)
+        # Dates compare as text: ISO dates (and timestamps) sort chronologically.
+        if self.since:
+            clauses.append("substr(takes.date, 1, 10) >= ?")
+            params.append(self.since)
+        if self.until:
+            clauses.append("substr(takes.date, 1, 10) <= ?")
+            params.append(self.until)
+        return " AND ".join(clauses), tuple(params)
 
 
 @dataclass(frozen=True)
@@ -182,21 +293,129 @@ class Searcher:
     def encode_query(self, query: str) -> np.ndarray:
         return self._embedder.encode([query])
 
-    def search(self, query: str, k: int = DEFAULT_K) -> list[SearchResult]:
-        """The ``k`` takes nearest in meaning to ``query``, best first."""
+    def search(
+        self,
+        query: str,
+        k: int = DEFAULT_K,
+        *,
+        mode: str = DEFAULT_MODE,
+        filters: Filters | None = None,
+        context: int = 0,
+    ) -> list[SearchResult]:
+        """The ``k`` takes that best answer ``query``, best first.
+
+        Filters apply before the top ``k`` is cut, so a filtered search still
+        returns up to ``k`` matches. Takes with the same text appear once.
+        """
         query = validate_query(query, k)
+        if not isinstance(context, int) or not 0 <= context <= MAX_CONTEXT:
+            raise InvalidQuery(f"context must be an integer from 0 to {MAX_CONTEXT}, got {context!r}")
+        if mode not in MODES:
+            raise InvalidQuery(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        filters = filters or Filters()
         snapshot = self._snapshot
-        vector = self.encode_query(query)
-        return self.search_vector(vector, k, snapshot=snapshot)
+        allowed = self._allowed_rows(filters, snapshot)
+        if allowed is not None and len(allowed) == 0:
+            return []
+        # Fetch more than k: duplicates are folded and fusion needs depth.
+        depth = max(k * 2, FUSION_DEPTH) if mode == "hybrid" else k * 2
+        if mode == "lexical":
+            ranked = self._lexical(query, depth, filters, snapshot)
+        else:
+            vector = self.encode_query(query)
+            ranked = self._dense_vector(vector, depth, allowed, snapshot)
+            if mode == "hybrid":
+                lexical = self._lexical(query, depth, filters, snapshot)
+                cosines = dict(ranked)
+                cosines.update(self._cosines(vector, [row_id for row_id, _ in lexical if row_id not in cosines], snapshot))
+                ranked = blend(cosines, lexical)
+        if filters.min_score is not None:
+            ranked = [(row_id, score) for row_id, score in ranked if score >= filters.min_score]
+        takes = self.takes_by_row([row_id for row_id, _ in ranked])
+        results: list[SearchResult] = []
+        seen_texts: set[str] = set()
+        for row_id, score in ranked:
+            take = takes.get(row_id)
+            if take is None:
+                continue
+            folded = " ".join(take.text.casefold().split())
+            if folded in seen_texts:
+                continue
+            seen_texts.add(folded)
+            results.append(SearchResult(take, score, self.context(take, context) if context else None))
+            if len(results) == k:
+                break
+        return results
 
     def search_vector(self, vector: np.ndarray, k: int, *, snapshot: Snapshot | None = None) -> list[SearchResult]:
+        """Nearest takes to a ready-made query vector (no filters, no folding)."""
         snapshot = snapshot or self._snapshot
-        if snapshot.vectors.ntotal == 0:
+        ranked = self._dense_vector(vector, k, None, snapshot)
+        takes = self.takes_by_row([row_id for row_id, _ in ranked])
+        return [SearchResult(takes[row_id], score) for row_id, score in ranked if row_id in takes]
+
+    @staticmethod
+    def _cosines(vector: np.ndarray, row_ids: Sequence[int], snapshot: Snapshot) -> dict[int, float]:
+        """Cosine of the query with specific takes (inner product: vectors are unit length)."""
+        if not row_ids:
+            return {}
+        stored = np.vstack([snapshot.vectors.reconstruct(int(row_id)) for row_id in row_ids])
+        return dict(zip(row_ids, (stored @ np.ravel(vector)).tolist()))
+
+    def _dense_vector(self, vector, depth: int, allowed: np.ndarray | None, snapshot: Snapshot) -> list[tuple[int, float]]:
+        import faiss
+
+        index = snapshot.vectors
+        if index.ntotal == 0:
             return []
-        scores, ids = snapshot.vectors.search(np.atleast_2d(vector).astype(np.float32), min(k, snapshot.vectors.ntotal))
-        hits = [(int(row_id), float(score)) for row_id, score in zip(ids[0], scores[0]) if row_id >= 0]
-        takes = self.takes_by_row([row_id for row_id, _ in hits])
-        return [SearchResult(takes[row_id], score) for row_id, score in hits if row_id in takes]
+        params = None
+        if allowed is not None:
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+        scores, ids = index.search(np.atleast_2d(vector).astype(np.float32), min(depth, index.ntotal), params=params)
+        return [(int(row_id), float(score)) for row_id, score in zip(ids[0], scores[0]) if row_id >= 0]
+
+    def _lexical(self, query: str, depth: int, filters: Filters, snapshot: Snapshot) -> list[tuple[int, float]]:
+        match = fts_query(query)
+        if match is None:
+            return []
+        clause, params = visible_clause(snapshot.generation)
+        filter_clause, filter_params = filters.sql()
+        # bm25() is lower-is-better (negative); negate so higher is better everywhere.
+        rows = self._connection().execute(
+            f"""SELECT takes.rowid, -bm25(takes_fts) AS score
+                FROM takes_fts JOIN takes ON takes.rowid = takes_fts.rowid
+                WHERE takes_fts MATCH ? AND {clause} AND {filter_clause}
+                ORDER BY bm25(takes_fts) LIMIT ?""",
+            (match, *params, *filter_params, depth),
+        ).fetchall()
+        return [(int(row_id), float(score)) for row_id, score in rows]
+
+    def _allowed_rows(self, filters: Filters, snapshot: Snapshot) -> np.ndarray | None:
+        """Row ids passing the metadata filters, or None when nothing filters."""
+        if not filters.restricts_rows():
+            return None
+        clause, params = visible_clause(snapshot.generation)
+        filter_clause, filter_params = filters.sql()
+        rows = self._connection().execute(
+            f"SELECT rowid FROM takes WHERE {clause} AND {filter_clause}", (*params, *filter_params)
+        )
+        return np.fromiter((row[0] for row in rows), dtype=np.int64)
+
+    def context(self, take: Take, size: int) -> tuple[list[Take], list[Take]]:
+        """Up to ``size`` takes before and after ``take`` in its thread, in order."""
+        if size <= 0:
+            return [], []
+        clause, params = visible_clause(self._snapshot.generation)
+        connection = self._connection()
+        before = connection.execute(
+            f"SELECT {_COLUMNS} FROM takes WHERE thread_id = ? AND position < ? AND {clause} ORDER BY position DESC LIMIT ?",
+            (take.thread_id, take.position, *params, size),
+        ).fetchall()
+        after = connection.execute(
+            f"SELECT {_COLUMNS} FROM takes WHERE thread_id = ? AND position > ? AND {clause} ORDER BY position LIMIT ?",
+            (take.thread_id, take.position, *params, size),
+        ).fetchall()
+        return [take_from_row(row) for row in reversed(before)], [take_from_row(row) for row in after]
 
     def takes_by_row(self, row_ids: Sequence[int]) -> dict[int, Take]:
         if not row_ids:
@@ -208,11 +427,7 @@ class Searcher:
         return {row[0]: take_from_row(row[1:]) for row in rows}
 
     def _visible(self) -> tuple[str, tuple[int, int]]:
-        generation = self._snapshot.generation
-        return (
-            "added_generation <= ? AND (removed_generation IS NULL OR removed_generation > ?)",
-            (generation, generation),
-        )
+        return visible_clause(self._snapshot.generation)
 
     def get_take(self, take_id: str) -> Take:
         clause, params = self._visible()
@@ -264,4 +479,4 @@ def index_bytes(index_dir: Path) -> int:
     return total
 
 
-__all__ = ["DEFAULT_K", "MAX_K", "MAX_QUERY_CHARS", "Searcher", "Snapshot", "load_snapshot", "validate_query"]
+__all__ = ["DEFAULT_MODE", "MODES", "Filters", "DEFAULT_K", "MAX_K", "MAX_QUERY_CHARS", "Searcher", "Snapshot", "load_snapshot", "validate_query"]

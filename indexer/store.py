@@ -18,6 +18,14 @@ new one complete. Rows are never deleted in place: a removal records the
 generation that removed the row, so a reader that loaded generation G keeps a
 consistent view (rows with ``added_generation <= G`` and not removed by G)
 while later generations are written.
+
+manifest.json trails the SQLite manifest by at most a crash: it is written
+after the commit, so it may be older (the next writer rewrites it) but never
+newer. Loading compares the two and reports anything else as IndexCorrupt.
+
+Crash tests stop a writer at a named point: with ``TAKES_TEST_PAUSE_AT`` set to
+one of ``PAUSE_POINTS``, the writer touches ``TAKES_TEST_PAUSE_FILE`` there and
+sleeps, so the test can ``kill -9`` it at exactly that point.
 """
 
 from __future__ import annotations
@@ -48,6 +56,9 @@ MANIFEST_NAME = "manifest.json"
 SEGMENTS_DIR = "segments"
 CACHE_NAME = "embedding-cache.sqlite"
 LOCK_NAME = ".lock"
+
+# Where a crash test may stop a writer (see _pause_point), in the order reached.
+PAUSE_POINTS = ("before-segment", "after-segment", "after-commit", "after-mirror")
 
 # Columns stored for each take, in Take field order.
 _COLUMNS = ", ".join(TAKE_FIELDS)
@@ -184,10 +195,15 @@ def database_path(index_dir: Path) -> Path:
 
 
 def open_index_database(index_dir: Path) -> tuple[sqlite3.Connection, Manifest]:
-    """Open an existing index for reading; IndexNotFound when there is none."""
+    """Open an existing index for reading; IndexNotFound when there is none.
+
+    Also checks manifest.json against the committed manifest (check_mirror).
+    """
     path = database_path(index_dir)
     if not path.exists():
         raise IndexNotFound(index_dir)
+    # The mirror first: read in this order, a healthy mirror is never newer.
+    mirror_text = _read_mirror_text(Path(index_dir))
     connection = connect(path, readonly=True)
     try:
         manifest = read_manifest(connection)
@@ -197,7 +213,53 @@ def open_index_database(index_dir: Path) -> tuple[sqlite3.Connection, Manifest]:
     if manifest is None:
         connection.close()
         raise IndexNotFound(index_dir)
+    try:
+        check_mirror(Path(index_dir), manifest, mirror_text)
+    except IndexCorrupt:
+        connection.close()
+        raise
     return connection, manifest
+
+
+def _read_mirror_text(index_dir: Path) -> str | None:
+    try:
+        return (index_dir / MANIFEST_NAME).read_text()
+    except FileNotFoundError:
+        return None
+
+
+def check_mirror(index_dir: Path, manifest: Manifest, mirror_text: str | None) -> None:
+    """Raise IndexCorrupt if manifest.json (read before the database) disagrees with ``manifest``.
+
+    An older mirror is what a crash between the commit and the mirror write
+    leaves; it is harmless and the next writer rewrites it. A newer mirror, or
+    a different one for the same generation, means the database and the other
+    files come from different states of the index.
+    """
+    if mirror_text is None:
+        return
+    path = Path(index_dir) / MANIFEST_NAME
+    try:
+        mirror = Manifest.from_json(mirror_text)
+    except (ValueError, KeyError, TypeError) as error:
+        raise IndexCorrupt(
+            f"{path} is not a readable manifest ({error}); it only mirrors {DATABASE_NAME}: "
+            f"delete it and the next `takes add` or `takes rebuild` rewrites it"
+        ) from None
+    if mirror.generation < manifest.generation:
+        return
+    if mirror.generation > manifest.generation:
+        raise IndexCorrupt(
+            f"{index_dir}: {MANIFEST_NAME} is at generation {mirror.generation} but {DATABASE_NAME} only at "
+            f"{manifest.generation}: the database is older than the rest of the index (restored or copied "
+            f"separately?); restore the whole folder together or rebuild it with `takes index`"
+        )
+    differing = [name for name in ("model", "dim", "count", "segments", "index_type") if getattr(mirror, name) != getattr(manifest, name)]
+    if differing:
+        raise IndexCorrupt(
+            f"{index_dir}: {MANIFEST_NAME} and {DATABASE_NAME} disagree about generation {manifest.generation} "
+            f"({', '.join(differing)}): the files come from different indexes; rebuild with `takes index`"
+        )
 
 
 def take_from_row(row: Sequence) -> Take:
@@ -242,7 +304,7 @@ class EmbeddingCache:
             "CREATE TABLE IF NOT EXISTS vectors (model TEXT, text_hash TEXT, vector BLOB, PRIMARY KEY (model, text_hash))"
         )
 
-    def get_many(self, model: str, hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
+    def get_many(self, model: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         for start in range(0, len(hashes), 500):
             chunk = list(hashes[start : start + 500])
@@ -251,9 +313,7 @@ class EmbeddingCache:
                 f"SELECT text_hash, vector FROM vectors WHERE model = ? AND text_hash IN ({placeholders})",
                 [model, *chunk],
             ):
-                vector = np.frombuffer(blob, dtype=np.float32)
-                if vector.shape[0] == dim:
-                    found[text_digest] = vector
+                found[text_digest] = np.frombuffer(blob, dtype=np.float32)
         return found
 
     def put_many(self, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
@@ -287,6 +347,7 @@ class IndexWriter:
             self._connection.executescript(_SCHEMA)
             self._cache = EmbeddingCache(self.index_dir / CACHE_NAME)
             self.manifest = read_manifest(self._connection)
+            self._repair_mirror()
             self._remove_orphans()
         except BaseException:
             self._release()
@@ -314,7 +375,9 @@ class IndexWriter:
 
     # -- public operations --------------------------------------------------
 
-    def add(self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, *, model: str, progress: bool = False) -> ChangeReport:
+    def add(
+        self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, *, model: str, backend: str = "torch", progress: bool = False
+    ) -> ChangeReport:
         """Add takes that are not already indexed (same id, or same text from the same author)."""
         self._check_model(model)
         live_ids = {row[0] for row in self._connection.execute("SELECT id FROM takes WHERE removed_generation IS NULL")}
@@ -330,11 +393,13 @@ class IndexWriter:
         if not fresh and self.manifest is not None:
             # Nothing new: no generation, no model load.
             return ChangeReport(skipped=len(takes), generation=self.manifest.generation)
-        report = self._commit(fresh, embedder, model=model, remove_live=False, progress=progress)
+        report = self._commit(fresh, embedder, model=model, remove_live=False, backend=backend, progress=progress)
         report.skipped = len(takes) - len(fresh)
         return report
 
-    def replace_all(self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, *, model: str, progress: bool = False) -> ChangeReport:
+    def replace_all(
+        self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, *, model: str, backend: str = "torch", progress: bool = False
+    ) -> ChangeReport:
         """Make the index hold exactly ``takes`` (deduplicated), embedded by ``model``."""
         unique: dict[str, Take] = {}
         keys: set[str] = set()
@@ -344,16 +409,16 @@ class IndexWriter:
                 continue
             unique[take.id] = take
             keys.add(key)
-        report = self._commit(list(unique.values()), embedder, model=model, remove_live=True, progress=progress)
+        report = self._commit(list(unique.values()), embedder, model=model, remove_live=True, backend=backend, progress=progress)
         report.skipped = len(takes) - len(unique)
         return report
 
-    def rebuild(self, embedder: EmbedderFactory | Embedder, *, model: str, progress: bool = False) -> ChangeReport:
+    def rebuild(self, embedder: EmbedderFactory | Embedder, *, model: str, backend: str = "torch", progress: bool = False) -> ChangeReport:
         """Re-embed every live take (with a new model, say) into one fresh segment."""
         takes = self.live_takes()
         if self.manifest is None:
             raise IndexNotFound(self.index_dir)
-        return self._commit(takes, embedder, model=model, remove_live=True, progress=progress)
+        return self._commit(takes, embedder, model=model, remove_live=True, backend=backend, progress=progress)
 
     def remove(self, ids: Sequence[str] = (), thread_id: str | None = None) -> ChangeReport:
         """Remove takes by id or a whole thread; unknown ids are an error, nothing is removed then."""
@@ -415,31 +480,37 @@ class IndexWriter:
         if self.manifest is not None and self.manifest.count > 0:
             self.manifest.check_model(model)
 
-    def _embed(self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, model: str, progress: bool) -> tuple[np.ndarray, int]:
+    def _embed(
+        self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, model: str, backend: str, progress: bool
+    ) -> tuple[np.ndarray, int]:
         """Vectors for ``takes``, from the cache where possible; returns (vectors, texts embedded)."""
-        hashes = [text_hash(take.text) for take in takes]
-        dim_hint = self.manifest.dim if self.manifest and self.manifest.model == model else None
-        cached = self._cache.get_many(model, hashes, dim_hint) if dim_hint else {}
+        # Each take is embedded alone: adding its thread's opening take measured
+        # better on the dev judgments but biased every query toward long threads
+        # (docs/QUALITY.md, "Thread context").
+        texts = [take.text for take in takes]
+        hashes = [text_hash(text) for text in texts]
+        # Backends give slightly different vectors: never mix them in the cache.
+        cache_model = model if backend == "torch" else f"{model}|{backend}"
+        cached = self._cache.get_many(cache_model, hashes)
         missing = sorted({digest for digest in hashes if digest not in cached})
+        dim = self.manifest.dim if self.manifest and self.manifest.model == model else 0
         if missing:
             model_instance = embedder() if callable(embedder) and not hasattr(embedder, "encode") else embedder
-            text_by_hash = {digest: take.text for digest, take in zip(hashes, takes)}
+            text_by_hash = dict(zip(hashes, texts))
             fresh = model_instance.encode([text_by_hash[digest] for digest in missing], progress=progress)
-            self._cache.put_many(model, zip(missing, fresh))
+            self._cache.put_many(cache_model, zip(missing, fresh))
             cached.update(zip(missing, fresh))
             dim = model_instance.dim
-        else:
-            dim = dim_hint or 0
         if not takes:
             return np.zeros((0, dim), np.float32), 0
         vectors = np.stack([cached[digest] for digest in hashes]).astype(np.float32, copy=False)
         return vectors, len(missing)
 
-    def _commit(self, takes: Sequence[Take], embedder, *, model: str, remove_live: bool, progress: bool) -> ChangeReport:
+    def _commit(self, takes: Sequence[Take], embedder, *, model: str, remove_live: bool, backend: str, progress: bool) -> ChangeReport:
         import faiss
 
         model = normalize_model_name(model)
-        vectors, embedded = self._embed(takes, embedder, model, progress)
+        vectors, embedded = self._embed(takes, embedder, model, backend, progress)
         current = self.manifest
         dim = vectors.shape[1] if len(takes) else (current.dim if current else 0)
         if not takes and dim == 0:
@@ -449,10 +520,6 @@ class IndexWriter:
         if current is not None and not remove_live and current.count and dim != current.dim:
             raise ModelMismatch(current.model, current.dim, model, dim)
         generation = (current.generation if current else 0) + 1
-        if hook := os.environ.get("TAKES_TEST_PAUSE_BEFORE_COMMIT"):
-            # Test hook: lets a crash test kill the writer at a known point.
-            Path(hook).write_text(str(os.getpid()))
-            time.sleep(float(os.environ.get("TAKES_TEST_PAUSE_SECONDS", "30")))
 
         connection = self._connection
         connection.execute("BEGIN IMMEDIATE")
@@ -477,8 +544,10 @@ class IndexWriter:
                 index.add_with_ids(vectors, np.asarray(rowids, dtype=np.int64))
                 segment_path = self.index_dir / segment.file
                 segment_path.parent.mkdir(exist_ok=True)
+                _pause_point("before-segment")
                 # Written and flushed before the commit that names it.
                 write_atomic(segment_path, faiss.serialize_index(index).tobytes())
+                _pause_point("after-segment")
                 segments = (*segments, segment)
             manifest = self._next_manifest(generation, segments, model, dim)
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('manifest', ?)", (manifest.to_json(),))
@@ -525,11 +594,23 @@ class IndexWriter:
     def _published(self, manifest: Manifest) -> None:
         """After a commit: mirror the manifest and drop segments no generation names."""
         self.manifest = manifest
+        _pause_point("after-commit")
         write_atomic(self.index_dir / MANIFEST_NAME, manifest.to_json().encode())
+        _pause_point("after-mirror")
         self._remove_orphans()
+
+    def _repair_mirror(self) -> None:
+        """Rewrite manifest.json when it is not the committed manifest (a crash after a commit)."""
+        if self.manifest is None:
+            return
+        text = self.manifest.to_json()
+        if _read_mirror_text(self.index_dir) != text:
+            write_atomic(self.index_dir / MANIFEST_NAME, text.encode())
 
     def _remove_orphans(self) -> None:
         """Delete what a crashed or superseded write left: unnamed segments and temp files."""
+        # write_atomic's temporary for manifest.json, left by a crash mid-write.
+        (self.index_dir / f".{MANIFEST_NAME}.tmp").unlink(missing_ok=True)
         named = {segment.file for segment in self.manifest.segments} if self.manifest else set()
         segments_dir = self.index_dir / SEGMENTS_DIR
         if not segments_dir.is_dir():
@@ -541,6 +622,16 @@ class IndexWriter:
                 removed = True
         if removed:
             fsync_dir(segments_dir)
+
+
+def _pause_point(name: str) -> None:
+    """Crash-test hook: stop here when TAKES_TEST_PAUSE_AT names this point (see PAUSE_POINTS)."""
+    if os.environ.get("TAKES_TEST_PAUSE_AT") != name:
+        return
+    if marker := os.environ.get("TAKES_TEST_PAUSE_FILE"):
+        Path(marker).write_text(str(os.getpid()))
+    # Long enough for the test to kill us; if it does not, the write carries on.
+    time.sleep(float(os.environ.get("TAKES_TEST_PAUSE_SECONDS", "60")))
 
 
 def _acquire_lock(path: Path, timeout: float):
@@ -557,8 +648,8 @@ def _acquire_lock(path: Path, timeout: float):
                 holder = handle.read().strip() or "another process"
                 handle.close()
                 raise IndexLocked(
-                    f"{path.parent} is being written by {holder}; waited {timeout:.0f}s. "
-                    f"Try again when it finishes."
+                    f"{path.parent} is being written by another writer ({holder}); waited {timeout:g}s: "
+                    f"try again when it finishes, or wait longer with --lock-timeout"
                 ) from None
             time.sleep(0.1)
     handle.seek(0)
@@ -581,8 +672,10 @@ __all__ = [
     "ChangeReport",
     "IndexWriter",
     "Manifest",
+    "PAUSE_POINTS",
     "Segment",
     "TakesError",
+    "check_mirror",
     "connect",
     "open_index_database",
     "read_segment",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import click
@@ -38,6 +39,14 @@ backend_option = click.option(
     default="torch",
     show_default=True,
     help="Embedding backend (env TAKES_BACKEND).",
+)
+
+lock_timeout_option = click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for another writer to finish before giving up.",
 )
 
 
@@ -137,7 +146,9 @@ def index(files, input_format, index_dir, model, backend, if_missing):
     takes = _read_inputs(files or (SEED_CORPUS,), input_format)
     model = model or DEFAULT_MODEL
     with IndexWriter(index_dir) as writer:
-        report = writer.replace_all(takes, _embedder_factory(model, backend, index_dir), model=model, progress=True)
+        report = writer.replace_all(
+            takes, _embedder_factory(model, backend, index_dir), model=model, backend=backend, progress=True
+        )
     click.echo(
         f"indexed {report.added} takes in {report.threads} threads into {index_dir} "
         f"(model {model}, {report.embedded} embedded, {report.skipped} duplicates skipped)"
@@ -147,30 +158,61 @@ def index(files, input_format, index_dir, model, backend, if_missing):
 @cli.command()
 @click.argument("query")
 @click.option("-k", "--k", "k", type=int, default=10, show_default=True, help="How many takes to return (1-100).")
+@click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default="hybrid", show_default=True,
+              help="Ranking: meaning and words, meaning only, or words only.")
+@click.option("--author", default=None, help="Only takes by this author name or handle.")
+@click.option("--thread", "thread_id", default=None, help="Only takes of this thread id.")
+@click.option("--since", default=None, help="Only takes on or after this ISO date (2023-01-31).")
+@click.option("--until", default=None, help="Only takes on or before this ISO date.")
+@click.option("--min-score", type=float, default=None, help="Drop results scoring below this.")
+@click.option("--context", type=click.IntRange(0, 10), default=0, help="Show up to N neighbouring takes around each result.")
+@click.option("--group-by-thread", is_flag=True, help="Group results by thread, takes in thread order.")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON objects.")
 @index_dir_option
 @model_option
 @backend_option
 @user_errors
-def search(query, k, as_json, index_dir, model, backend):
-    """Find the takes nearest in meaning to QUERY."""
-    from indexer.search import Searcher, validate_query
+def search(query, k, mode, author, thread_id, since, until, min_score, context, group_by_thread, as_json, index_dir, model, backend):
+    """Find the takes that answer QUERY."""
+    from indexer.models import group_by_thread as group
+    from indexer.search import Filters, Searcher, validate_query
 
     validate_query(query, k)
+    filters = Filters(author=author, thread_id=thread_id, since=since, until=until, min_score=min_score)
     searcher = Searcher(index_dir, model=model, backend=backend)
-    results = searcher.search(query, k)
+    results = searcher.search(query, k, mode=mode, filters=filters, context=context)
     if as_json:
-        click.echo(json.dumps([result.to_dict() for result in results], indent=2, ensure_ascii=False))
+        payload = [g.to_dict() for g in group(results)] if group_by_thread else [r.to_dict() for r in results]
+        click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
         return
     if not results:
         click.echo("no takes match")
+        return
+    if group_by_thread:
+        for thread in group(results):
+            click.echo(click.style(f"thread {thread.thread_id}  (best {thread.score:.3f})", bold=True))
+            for result in thread.results:
+                _print_result(result, indent="  ")
+        return
     for rank, result in enumerate(results, start=1):
-        take = result.take
-        size = f"/{take.thread_size}" if take.thread_size else ""
-        who = " ".join(part for part in (take.author, f"({take.handle})" if take.handle else None) if part)
-        click.echo(click.style(f"{rank:>2}. {result.score:.3f}  ", bold=True) + f"{who}  {take.date or ''}  "
-                   f"thread {take.thread_id} #{take.position}{size}")
-        click.echo(f"    {take.text}\n")
+        _print_result(result, rank=rank)
+
+
+def _print_result(result, rank: int | None = None, indent: str = "") -> None:
+    take = result.take
+    size = f"/{take.thread_size}" if take.thread_size else ""
+    who = " ".join(part for part in (take.author, f"({take.handle})" if take.handle else None) if part)
+    label = f"{rank:>2}. " if rank is not None else ""
+    click.echo(indent + click.style(f"{label}{result.score:.3f}  ", bold=True)
+               + f"{who}  {take.date or ''}  thread {take.thread_id} #{take.position}{size}")
+    if result.context:
+        for neighbour in result.context[0]:
+            click.echo(click.style(textwrap.indent(f"#{neighbour.position}: {neighbour.text}", indent + "    "), dim=True))
+    click.echo(textwrap.indent(take.text, indent + "    "))
+    if result.context:
+        for neighbour in result.context[1]:
+            click.echo(click.style(textwrap.indent(f"#{neighbour.position}: {neighbour.text}", indent + "    "), dim=True))
+    click.echo()
 
 
 @cli.command()
@@ -228,29 +270,127 @@ def serve(host, port, index_dir, model, backend):
 
 @cli.command(name="eval")
 @click.argument("judgments", type=click.Path(path_type=Path))
+@click.option(
+    "--mode",
+    "modes",
+    type=click.Choice(["dense", "lexical", "hybrid"]),
+    multiple=True,
+    help="Modes to score (repeatable). Default: all three, side by side.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print scores as JSON.")
 @index_dir_option
 @model_option
 @backend_option
 @user_errors
-def evaluate(judgments, as_json, index_dir, model, backend):
-    """Score ranking against graded JUDGMENTS (nDCG@10, recall@10, MRR)."""
+def evaluate(judgments, modes, as_json, index_dir, model, backend):
+    """Score ranking against graded JUDGMENTS: nDCG@10, recall@10, MRR per query and mean."""
     from indexer.evaluation import evaluate as run_evaluation
     from indexer.evaluation import load_judgments, mean
-    from indexer.search import Searcher
+    from indexer.search import MODES, Searcher
 
     judged = load_judgments(judgments)
     searcher = Searcher(index_dir, model=model, backend=backend)
-    scores = run_evaluation(judged, lambda query, k: [r.take.text for r in searcher.search(query, k)])
-    averages = mean(scores)
+    modes = modes or MODES
+    scores = {
+        mode: run_evaluation(judged, lambda query, k, mode=mode: [r.take.text for r in searcher.search(query, k, mode=mode)])
+        for mode in modes
+    }
     if as_json:
-        click.echo(json.dumps({"mean": averages, "queries": [vars(s) for s in scores]}, indent=2))
+        click.echo(json.dumps({mode: {"mean": mean(s), "queries": [vars(q) for q in s]} for mode, s in scores.items()}, indent=2))
         return
-    width = max(len(s.query) for s in scores)
-    click.echo(f"{'query':<{width}}  nDCG@10  recall@10   MRR")
-    for s in scores:
-        click.echo(f"{s.query:<{width}}  {s.ndcg:7.3f}  {s.recall:9.3f}  {s.reciprocal_rank:5.3f}")
-    click.echo(f"{'mean':<{width}}  {averages['ndcg@10']:7.3f}  {averages['recall@10']:9.3f}  {averages['mrr']:5.3f}")
+    width = max(len(judged_query.query) for judged_query in judged)
+    click.echo(f"nDCG@10 per query\n{'query':<{width}}" + "".join(f"  {mode:>8}" for mode in modes))
+    for row, judged_query in enumerate(judged):
+        click.echo(f"{judged_query.query:<{width}}" + "".join(f"  {scores[mode][row].ndcg:8.3f}" for mode in modes))
+    click.echo(f"\n{'mean':<{width}}" + "".join(f"  {mode:>8}" for mode in modes))
+    for metric in ("ndcg@10", "recall@10", "mrr"):
+        click.echo(f"{metric:<{width}}" + "".join(f"  {mean(scores[mode])[metric]:8.3f}" for mode in modes))
+
+
+def _existing_manifest(index_dir: Path):
+    """The committed manifest, or IndexNotFound; checked before taking the lock so a typo creates nothing."""
+    from indexer.store import open_index_database
+
+    connection, manifest = open_index_database(index_dir)
+    connection.close()
+    return manifest
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "input_format", default=None, help="Force the input format instead of detecting it.")
+@index_dir_option
+@model_option
+@backend_option
+@lock_timeout_option
+@user_errors
+def add(files, input_format, index_dir, model, backend, lock_timeout):
+    """Add the takes in FILES to the index, without a rebuild.
+
+    Takes already indexed (same id, or the same text from the same author) are
+    skipped, and only new text is embedded: adding a file twice adds nothing
+    and does not load the model. A server on the same index picks the new
+    takes up within a second. Creates the index if there is none.
+    """
+    from embeddings import DEFAULT_MODEL
+    from indexer.store import IndexWriter
+
+    # Every file parses before anything is written: one bad file adds nothing.
+    takes = _read_inputs(files, input_format)
+    with IndexWriter(index_dir, lock_timeout=lock_timeout) as writer:
+        # An existing index keeps its model (a different --model is a ModelMismatch).
+        model = model or (writer.manifest.model if writer.manifest else DEFAULT_MODEL)
+        report = writer.add(takes, _embedder_factory(model, backend, index_dir), model=model, backend=backend, progress=True)
+    click.echo(
+        f"added {report.added}, skipped {report.skipped} duplicates "
+        f"(generation {report.generation}, {report.embedded} embedded)"
+    )
+
+
+@cli.command()
+@click.argument("ids", nargs=-1)
+@click.option("--thread", "thread_id", default=None, help="Remove every take of this thread.")
+@index_dir_option
+@lock_timeout_option
+@user_errors
+def remove(ids, thread_id, index_dir, lock_timeout):
+    """Remove takes by ID, or a whole thread with --thread.
+
+    An unknown id removes nothing and is an error.
+    """
+    from indexer.store import IndexWriter
+
+    if not ids and thread_id is None:
+        raise click.UsageError("give the ids of the takes to remove, or --thread THREAD_ID")
+    _existing_manifest(index_dir)
+    with IndexWriter(index_dir, lock_timeout=lock_timeout) as writer:
+        report = writer.remove(ids, thread_id=thread_id)
+    click.echo(f"removed {report.removed} takes (generation {report.generation})")
+
+
+@cli.command()
+@index_dir_option
+@model_option
+@backend_option
+@lock_timeout_option
+@user_errors
+def rebuild(index_dir, model, backend, lock_timeout):
+    """Re-embed every take into a fresh generation (with --model: switch models).
+
+    The current index keeps serving until the new one is committed. Text
+    already embedded by the model comes from the embedding cache, so a rebuild
+    with the same model embeds nothing and only rewrites the vectors.
+    """
+    from indexer.store import IndexWriter
+
+    _existing_manifest(index_dir)
+    with IndexWriter(index_dir, lock_timeout=lock_timeout) as writer:
+        model = model or writer.manifest.model
+        report = writer.rebuild(_embedder_factory(model, backend, index_dir), model=model, backend=backend, progress=True)
+    click.echo(
+        f"rebuilt {report.added} takes with model {model}: {report.embedded} texts embedded, "
+        f"the rest from the cache (generation {report.generation})"
+    )
 
 
 def main() -> None:

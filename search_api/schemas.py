@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from indexer.search import DEFAULT_K, MAX_K, MAX_QUERY_CHARS
+from datetime import date
+from typing import Literal
+
+from indexer.search import DEFAULT_K, DEFAULT_MODE, MAX_CONTEXT, MAX_K, MAX_QUERY_CHARS
 
 
 class TakeOut(BaseModel):
@@ -21,18 +24,53 @@ class TakeOut(BaseModel):
 
 
 class ResultOut(TakeOut):
-    score: float = Field(description="Relevance score, higher is better (cosine similarity for dense search).")
+    score: float = Field(
+        description="Relevance score, higher is better: cosine similarity (dense), negated BM25 (lexical), "
+        "or 0.9 x cosine + 0.1 x BM25 relative to the query's best (hybrid)."
+    )
 
 
-class SearchRequest(BaseModel):
+class ContextOut(BaseModel):
+    before: list[TakeOut] = Field(description="Up to `context` takes before this one in its thread, in order.")
+    after: list[TakeOut] = Field(description="Up to `context` takes after this one in its thread, in order.")
+
+
+class ResultWithContextOut(ResultOut):
+    context: ContextOut = Field(description="The take's neighbours in its thread (when `context` > 0).")
+
+
+class ThreadGroupOut(BaseModel):
+    thread_id: str
+    score: float = Field(description="Best score among the thread's matching takes.")
+    takes: list[ResultWithContextOut | ResultOut] = Field(description="The thread's matching takes, in thread order.")
+
+
+class SearchParams(BaseModel):
+    """Search parameters: the query string of GET /search, or the JSON body of POST /search."""
+
+    model_config = {"extra": "forbid"}
+
     q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description=f"The question, in plain words (1 to {MAX_QUERY_CHARS} characters).")
     k: int = Field(DEFAULT_K, ge=1, le=MAX_K, description=f"How many takes to return (1 to {MAX_K}).")
+    mode: Literal["hybrid", "dense", "lexical"] = Field(
+        DEFAULT_MODE, description="hybrid (meaning and words, the default), dense (meaning only) or lexical (BM25 words only)."
+    )
+    author: str | None = Field(None, description="Only takes by this author name or handle (case-insensitive).")
+    handle: str | None = Field(None, description="Only takes by this handle, with or without '@'.")
+    thread_id: str | None = Field(None, description="Only takes of this thread.")
+    since: date | None = Field(None, description="Only takes dated on or after this ISO date.")
+    until: date | None = Field(None, description="Only takes dated on or before this ISO date.")
+    min_score: float | None = Field(None, description="Drop results scoring below this (in the mode's score scale).")
+    context: int = Field(0, ge=0, le=MAX_CONTEXT, description=f"Return up to this many neighbouring takes before and after each result (0 to {MAX_CONTEXT}).")
+    group_by_thread: bool = Field(False, description="Also return `threads`: one entry per thread with its matching takes in thread order.")
 
 
 class SearchResponse(BaseModel):
     query: str = Field(description="The query as searched.")
     k: int = Field(description="The number of results asked for.")
-    results: list[ResultOut] = Field(description="Takes best first.")
+    mode: str = Field(description="The ranking used.")
+    results: list[ResultWithContextOut | ResultOut] = Field(description="Takes best first.")
+    threads: list[ThreadGroupOut] | None = Field(None, description="With group_by_thread: results grouped by thread, best thread first.")
     took_ms: float = Field(description="Server time for the search, in milliseconds.")
 
 

@@ -26,3 +26,19 @@ def parse(text: str, source: str) -> list[Take]:
     if not records:
         raise ParseError(source, None, "no records: expected one JSON object per line, each with a 'text' field")
     return takes_from_records(records, source)
+
+
+def parse_records(records: Any, source: str) -> list[Take]:
+    """Takes from already-decoded JSON (a list of objects, as in an HTTP body); errors name the item number."""
+    if not isinstance(records, list) or not records:
+        raise ParseError(source, None, "expected a non-empty JSON list of objects, each with a 'text' field")
+    numbered: list[tuple[int, dict[str, Any]]] = []
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record, dict):
+            raise ParseError(source, None, f"item {number}: expected a JSON object with fields {', '.join(RECORD_FIELDS)}")
+        numbered.append((number, record))
+    try:
+        return takes_from_records(numbered, source)
+    except ParseError as error:
+        # takes_from_records names a line; in a JSON list that is the item number.
+        raise ParseError(source, None, f"item {error.line}: {error.problem}") from None

@@ -31,8 +31,8 @@ _BULLET = re.compile(r"[-•*] ")
 _LINK = re.compile(r"(?:https?://)?(?:[\w-]+\.)+[A-Za-z]{2,}(?:[/?#]\S*)?")
 _SUPPORT = "Did Thread Reader help you today?"
 _MISSING = "Missing some Tweet in this thread?"
-_MONTHS = {name: number for number, name in enumerate(
-    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
+# Keyed by the first three letters, so "Sep", "Sept." and "September" all work.
+_MONTHS = {name: number for number, name in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
 
 HEADER_HINT = (
     "expected a Thread Reader App header like '<Name> Profile picture' "

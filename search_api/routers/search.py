@@ -7,35 +7,42 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from indexer.search import DEFAULT_K, MAX_K, MAX_QUERY_CHARS
+from indexer.models import group_by_thread
+from indexer.search import Filters, Searcher
 from search_api.dependencies import SearcherDep
-from search_api.schemas import SearchRequest, SearchResponse
+from search_api.schemas import SearchParams, SearchResponse
 
 router = APIRouter(tags=["search"])
 
 
-def run_search(searcher, query: str, k: int) -> SearchResponse:
+def run_search(searcher: Searcher, params: SearchParams) -> dict:
     started = time.perf_counter()
-    results = searcher.search(query, k)
-    took_ms = (time.perf_counter() - started) * 1000
-    return SearchResponse(
-        query=query,
-        k=k,
-        results=[result.to_dict() for result in results],
-        took_ms=round(took_ms, 2),
+    filters = Filters(
+        author=params.author,
+        handle=params.handle,
+        thread_id=params.thread_id,
+        since=params.since.isoformat() if params.since else None,
+        until=params.until.isoformat() if params.until else None,
+        min_score=params.min_score,
     )
+    results = searcher.search(params.q, params.k, mode=params.mode, filters=filters, context=params.context)
+    response = {
+        "query": params.q,
+        "k": params.k,
+        "mode": params.mode,
+        "results": [result.to_dict() for result in results],
+        "threads": [group.to_dict() for group in group_by_thread(results)] if params.group_by_thread else None,
+    }
+    response["took_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return response
 
 
 # Plain `def`: encoding the query blocks, so FastAPI runs it in its thread pool.
-@router.get("/search", response_model=SearchResponse, summary="Takes nearest in meaning to a question")
-def search_get(
-    searcher: SearcherDep,
-    q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description=f"The question, in plain words (1 to {MAX_QUERY_CHARS} characters).")],
-    k: Annotated[int, Query(ge=1, le=MAX_K, description=f"How many takes to return (1 to {MAX_K}).")] = DEFAULT_K,
-) -> SearchResponse:
-    return run_search(searcher, q, k)
+@router.get("/search", response_model=SearchResponse, response_model_exclude_unset=False, summary="Takes that answer a question")
+def search_get(searcher: SearcherDep, params: Annotated[SearchParams, Query()]) -> dict:
+    return run_search(searcher, params)
 
 
 @router.post("/search", response_model=SearchResponse, summary="Same as GET /search, with a JSON body")
-def search_post(searcher: SearcherDep, request: SearchRequest) -> SearchResponse:
-    return run_search(searcher, request.q, request.k)
+def search_post(searcher: SearcherDep, params: SearchParams) -> dict:
+    return run_search(searcher, params)
