@@ -7,11 +7,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from embeddings import Embedder, load_embedder
+from indexer import ann
 from indexer.errors import IndexCorrupt, InvalidQuery, TakeNotFound
 from indexer.models import TAKE_FIELDS, SearchResult, Take
 from indexer.store import (
@@ -186,19 +187,28 @@ def load_snapshot(index_dir: Path) -> Snapshot:
                     f"{index_dir}: the manifest counts {manifest.count} takes but the database holds "
                     f"{len(live)} for generation {manifest.generation}"
                 )
-            index = faiss.IndexIDMap2(faiss.IndexFlatIP(manifest.dim))
+            kept_ids, kept_vectors = [], []
             try:
                 for segment in manifest.segments:
                     ids, vectors = read_segment(index_dir, segment)
                     keep = np.isin(ids, live)
                     if keep.any():
-                        index.add_with_ids(np.ascontiguousarray(vectors[keep]), ids[keep])
+                        kept_ids.append(ids[keep])
+                        kept_vectors.append(vectors[keep])
             except IndexCorrupt:
                 # A writer may have replaced the segments between our read of
                 # the manifest and of the files: read the new manifest.
                 if attempt == 2 or not _manifest_changed(connection, manifest):
                     raise
                 continue
+            # The manifest names the index type (exact, or approximate above
+            # ann.threshold() takes); segments hold plain vectors either way.
+            index = ann.build_index(
+                manifest.index_type,
+                manifest.dim,
+                np.concatenate(kept_vectors) if kept_vectors else np.zeros((0, manifest.dim), np.float32),
+                np.concatenate(kept_ids) if kept_ids else np.zeros(0, np.int64),
+            )
             if index.ntotal != manifest.count:
                 raise IndexCorrupt(
                     f"{index_dir}: generation {manifest.generation} has {manifest.count} takes but "
@@ -229,9 +239,13 @@ class Searcher:
         model: str | None = None,
         backend: str = "torch",
         embedder: Embedder | None = None,
+        query_encoder: Callable[[str], np.ndarray] | None = None,
     ):
         self.index_dir = Path(index_dir)
         self.backend = backend
+        # Maps one query to its (1, dim) vector; the server sets a batching
+        # worker here. None: call the embedder directly.
+        self.query_encoder = query_encoder
         self._snapshot = load_snapshot(self.index_dir)
         manifest = self._snapshot.manifest
         # Fail on a mismatch before paying for a model load.
@@ -291,6 +305,8 @@ class Searcher:
     # -- queries ----------------------------------------------------------------
 
     def encode_query(self, query: str) -> np.ndarray:
+        if self.query_encoder is not None:
+            return self.query_encoder(query)
         return self._embedder.encode([query])
 
     def search(
@@ -368,9 +384,8 @@ class Searcher:
         index = snapshot.vectors
         if index.ntotal == 0:
             return []
-        params = None
-        if allowed is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+        selector = faiss.IDSelectorBatch(allowed) if allowed is not None else None
+        params = ann.search_parameters(snapshot.manifest.index_type, selector)
         scores, ids = index.search(np.atleast_2d(vector).astype(np.float32), min(depth, index.ntotal), params=params)
         return [(int(row_id), float(score)) for row_id, score in zip(ids[0], scores[0]) if row_id >= 0]
 
@@ -401,10 +416,10 @@ class Searcher:
         )
         return np.fromiter((row[0] for row in rows), dtype=np.int64)
 
-    def context(self, take: Take, size: int) -> tuple[list[Take], list[Take]]:
+    def context(self, take: Take, size: int) -> tuple[tuple[Take, ...], tuple[Take, ...]]:
         """Up to ``size`` takes before and after ``take`` in its thread, in order."""
         if size <= 0:
-            return [], []
+            return (), ()
         clause, params = visible_clause(self._snapshot.generation)
         connection = self._connection()
         before = connection.execute(
@@ -415,7 +430,7 @@ class Searcher:
             f"SELECT {_COLUMNS} FROM takes WHERE thread_id = ? AND position > ? AND {clause} ORDER BY position LIMIT ?",
             (take.thread_id, take.position, *params, size),
         ).fetchall()
-        return [take_from_row(row) for row in reversed(before)], [take_from_row(row) for row in after]
+        return tuple(take_from_row(row) for row in reversed(before)), tuple(take_from_row(row) for row in after)
 
     def takes_by_row(self, row_ids: Sequence[int]) -> dict[int, Take]:
         if not row_ids:

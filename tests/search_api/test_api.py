@@ -82,3 +82,30 @@ def test_openapi_describes_every_result_field(client):
     schema = client.get("/openapi.json").json()
     result = schema["components"]["schemas"]["ResultOut"]["properties"]
     assert all(result[name].get("description") for name in (*TAKE_FIELDS, "score"))
+
+
+def test_filters_context_and_grouping_over_http(client):
+    body = client.get(
+        "/search", params={"q": "AI policy", "k": 10, "since": "2023-01-01", "context": 1, "group_by_thread": "true"}
+    ).json()
+    assert body["mode"] == "hybrid"
+    assert len(body["results"]) == 9 and all(r["date"] >= "2023-01-01" for r in body["results"])
+    assert all(set(r["context"]) == {"before", "after"} for r in body["results"])
+    threads = body["threads"]
+    assert {t["thread_id"] for t in threads} == {r["thread_id"] for r in body["results"]}
+    for thread in threads:
+        assert [t["position"] for t in thread["takes"]] == sorted(t["position"] for t in thread["takes"])
+    plain = client.get("/search", params={"q": "AI policy"}).json()
+    assert plain["threads"] is None and "context" not in plain["results"][0]
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "lexical"])
+def test_fts_syntax_in_queries_never_500(client, mode):
+    for q in ['"unbalanced', "NEAR(a b)", "a AND OR NOT", "x:*", "🙂", "((("]:
+        assert client.get("/search", params={"q": q, "mode": mode}).status_code == 200
+
+
+def test_bad_filters_get_422(client):
+    for params, needle in [({"since": "2023-13-01"}, "since"), ({"mode": "fuzzy"}, "mode"), ({"context": 11}, "context")]:
+        response = client.get("/search", params={"q": "ok", **params})
+        assert response.status_code == 422 and needle in response.json()["detail"]
