@@ -8,7 +8,7 @@ INDEX_DIR ?= $(CURDIR)/data/index
 export TAKES_INDEX_DIR ?= $(INDEX_DIR)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test install index bench eval clean
+.PHONY: run test install index bench eval clean chromium
 
 # The stamp depends on pyproject.toml, so a changed dependency list reinstalls.
 $(VENV)/.installed: pyproject.toml
@@ -26,7 +26,11 @@ index: install
 run: index
 	$(BIN)/takes serve --host 127.0.0.1 --port 8000
 
-test: install
+# The page's browser tests drive the system Chromium (Playwright cannot download its own here).
+chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: install chromium
 	$(BIN)/python -m pytest
 
 eval: index

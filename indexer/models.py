@@ -43,6 +43,25 @@ class Take:
         return asdict(self)
 
 
+def citation(take: Take) -> str:
+    """How to cite a take in a prompt or an answer.
+
+    ``Jack Clark (@jackclarkSF), 2022-08-06, thread 2022-08-06 take 46/81``,
+    with the post's URL appended when known. Threads are named by their date
+    (the take's date) because thread ids are internal.
+    """
+    who = " ".join(part for part in (take.author, f"({take.handle})" if take.handle and take.author else take.handle) if part)
+    day = (take.date or "")[:10] or None
+    size = f"/{take.thread_size}" if take.thread_size else ""
+    parts = [who or "unknown author"]
+    if day:
+        parts.append(day)
+    parts.append(f"thread {day or take.thread_id} take {take.position}{size}")
+    if take.url:
+        parts.append(take.url)
+    return ", ".join(parts)
+
+
 @dataclass(frozen=True, slots=True)
 class SearchResult:
     """A take with its relevance score (higher is better).

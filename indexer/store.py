@@ -46,6 +46,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from embeddings import Embedder
+from indexer import ann
 from indexer.errors import IndexCorrupt, IndexLocked, IndexNotFound, ModelMismatch, TakesError
 from indexer.fsutil import fsync_dir, write_atomic
 from indexer.models import TAKE_FIELDS, Take
@@ -588,6 +589,8 @@ class IndexWriter:
             count=count,
             generation=generation,
             segments=tuple(segments),
+            # Exact search below the threshold, approximate above: readers build this type.
+            index_type=ann.index_type_for(count),
             updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
 
@@ -602,6 +605,8 @@ class IndexWriter:
     def _repair_mirror(self) -> None:
         """Rewrite manifest.json when it is not the committed manifest (a crash after a commit)."""
         if self.manifest is None:
+            # A mirror without a database (takes.sqlite deleted to start over) mirrors nothing.
+            (self.index_dir / MANIFEST_NAME).unlink(missing_ok=True)
             return
         text = self.manifest.to_json()
         if _read_mirror_text(self.index_dir) != text:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from contextlib import asynccontextmanager
@@ -22,8 +23,11 @@ from indexer.errors import (
     TakesError,
 )
 from indexer.search import Searcher
-from search_api.routers import health, search, takes
+from search_api.routers import admin, health, page, search, takes
+from search_api.routers import tools
+from search_api.batching import QueryBatcher
 from search_api.settings import Settings
+from search_api.threads import set_compute_threads
 
 log = logging.getLogger("takes")
 
@@ -65,14 +69,28 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     async def lifespan(app: FastAPI):
         # Load the model and index once, before the first request.
         app.state.searcher = searcher or Searcher(settings.index_dir, model=settings.model, backend=settings.backend)
+        set_compute_threads(settings.threads)
+        served = app.state.searcher
+        previous_encoder = served.query_encoder
+        batcher = None
+        if settings.query_batching:
+            # Reads served.embedder at each batch, so a reload's new model is used.
+            batcher = QueryBatcher(lambda texts: served.embedder.encode(texts))
+            served.query_encoder = batcher
+        app.state.query_batcher = batcher
         stop = threading.Event()
         watcher = threading.Thread(target=_watch_generations, args=(app, stop), name="takes-reload", daemon=True)
         if settings.reload_interval > 0:
             watcher.start()
         try:
-            yield
+            # MCP over streamable HTTP shares this app's Searcher: no second model load.
+            async with mcp_endpoint.running() if mcp_endpoint else contextlib.nullcontext():
+                yield
         finally:
             stop.set()
+            if batcher is not None:
+                served.query_encoder = previous_encoder
+                batcher.close()
 
     app = FastAPI(
         title="takes",
@@ -100,6 +118,20 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
             problems.append(f"{where}: {item['msg']}" if where else item["msg"])
         return JSONResponse(status_code=422, content={"detail": "; ".join(problems), "errors": error.errors()})
 
-    for router in (search.router, takes.router, health.router):
+    for router in (search.router, takes.router, health.router, admin.router, page.router):
         app.include_router(router)
+    app.include_router(tools.router)
+    mcp_endpoint = _mcp_endpoint(app, settings)
+    if mcp_endpoint is not None:
+        app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     return app
+
+
+def _mcp_endpoint(app: FastAPI, settings: Settings):
+    """The /mcp endpoint, or None when the optional `mcp` package is not installed."""
+    try:
+        from search_api.mcp_server import HttpEndpoint, build_server
+    except ImportError as error:
+        log.info("MCP over HTTP is off (%s): pip install 'takes[mcp]'", error)
+        return None
+    return HttpEndpoint(build_server(lambda: app.state.searcher), host=settings.host)

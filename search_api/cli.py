@@ -44,9 +44,10 @@ backend_option = click.option(
 lock_timeout_option = click.option(
     "--lock-timeout",
     type=click.FloatRange(min=0),
+    envvar="TAKES_LOCK_TIMEOUT",
     default=30.0,
     show_default=True,
-    help="Seconds to wait for another writer to finish before giving up.",
+    help="Seconds to wait for another writer to finish before giving up (env TAKES_LOCK_TIMEOUT).",
 )
 
 
@@ -307,13 +308,13 @@ def evaluate(judgments, modes, as_json, index_dir, model, backend):
         click.echo(f"{metric:<{width}}" + "".join(f"  {mean(scores[mode])[metric]:8.3f}" for mode in modes))
 
 
-def _existing_manifest(index_dir: Path):
-    """The committed manifest, or IndexNotFound; checked before taking the lock so a typo creates nothing."""
-    from indexer.store import open_index_database
+def _require_index(index_dir: Path) -> None:
+    """IndexNotFound unless ``index_dir`` holds an index: checked before the writer creates anything there."""
+    from indexer.errors import IndexNotFound
+    from indexer.store import database_path
 
-    connection, manifest = open_index_database(index_dir)
-    connection.close()
-    return manifest
+    if not database_path(index_dir).exists():
+        raise IndexNotFound(index_dir)
 
 
 @cli.command()
@@ -362,7 +363,7 @@ def remove(ids, thread_id, index_dir, lock_timeout):
 
     if not ids and thread_id is None:
         raise click.UsageError("give the ids of the takes to remove, or --thread THREAD_ID")
-    _existing_manifest(index_dir)
+    _require_index(index_dir)
     with IndexWriter(index_dir, lock_timeout=lock_timeout) as writer:
         report = writer.remove(ids, thread_id=thread_id)
     click.echo(f"removed {report.removed} takes (generation {report.generation})")
@@ -383,7 +384,7 @@ def rebuild(index_dir, model, backend, lock_timeout):
     """
     from indexer.store import IndexWriter
 
-    _existing_manifest(index_dir)
+    _require_index(index_dir)
     with IndexWriter(index_dir, lock_timeout=lock_timeout) as writer:
         model = model or writer.manifest.model
         report = writer.rebuild(_embedder_factory(model, backend, index_dir), model=model, backend=backend, progress=True)
@@ -391,6 +392,24 @@ def rebuild(index_dir, model, backend, lock_timeout):
         f"rebuilt {report.added} takes with model {model}: {report.embedded} texts embedded, "
         f"the rest from the cache (generation {report.generation})"
     )
+
+
+@cli.command()
+@index_dir_option
+@model_option
+@backend_option
+@user_errors
+def mcp(index_dir, model, backend):
+    """Serve the search as MCP tools on stdin/stdout (for Claude Desktop and other MCP clients).
+
+    Stdout carries only the protocol; logs go to stderr. Runs offline.
+    """
+    try:
+        from search_api.mcp_server import run_stdio
+    except ImportError as error:
+        raise click.ClickException(f"the MCP server needs the `mcp` package ({error}): pip install 'takes[mcp]'") from None
+    # A client may start us in any folder: resolve the index before anything else.
+    run_stdio(index_dir.resolve(), model=model, backend=backend)
 
 
 def main() -> None:

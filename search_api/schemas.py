@@ -63,6 +63,9 @@ class SearchParams(BaseModel):
     min_score: float | None = Field(None, description="Drop results scoring below this (in the mode's score scale).")
     context: int = Field(0, ge=0, le=MAX_CONTEXT, description=f"Return up to this many neighbouring takes before and after each result (0 to {MAX_CONTEXT}).")
     group_by_thread: bool = Field(False, description="Also return `threads`: one entry per thread with its matching takes in thread order.")
+    format: Literal["json", "context"] = Field(
+        "json", description="json (the default), or context: a numbered, cited plain-text block (text/plain) to paste into a prompt."
+    )
 
 
 class SearchResponse(BaseModel):

@@ -6,8 +6,10 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
 
-from indexer.models import group_by_thread
+from indexer.client import format_context
+from indexer.models import TAKE_FIELDS, Take, group_by_thread
 from indexer.search import Filters, Searcher
 from search_api.dependencies import SearcherDep
 from search_api.schemas import SearchParams, SearchResponse
@@ -38,11 +40,25 @@ def run_search(searcher: Searcher, params: SearchParams) -> dict:
 
 
 # Plain `def`: encoding the query blocks, so FastAPI runs it in its thread pool.
-@router.get("/search", response_model=SearchResponse, response_model_exclude_unset=False, summary="Takes that answer a question")
-def search_get(searcher: SearcherDep, params: Annotated[SearchParams, Query()]) -> dict:
-    return run_search(searcher, params)
+@router.get(
+    "/search",
+    response_model=SearchResponse,
+    response_model_exclude_unset=False,
+    summary="Takes that answer a question",
+    responses={200: {"content": {"text/plain": {"example": "Takes retrieved for: ...\n\n[1] Jack Clark (@jackclarkSF), ..."}}}},
+)
+def search_get(searcher: SearcherDep, params: Annotated[SearchParams, Query()]) -> dict | PlainTextResponse:
+    return formatted(run_search(searcher, params), params)
+
+
+def formatted(response: dict, params: SearchParams) -> dict | PlainTextResponse:
+    """The JSON response, or with format=context the same takes as a cited text block."""
+    if params.format == "context":
+        takes = [Take(**{name: result[name] for name in TAKE_FIELDS}) for result in response["results"]]
+        return PlainTextResponse(format_context(takes, params.q.strip()))
+    return response
 
 
 @router.post("/search", response_model=SearchResponse, summary="Same as GET /search, with a JSON body")
-def search_post(searcher: SearcherDep, params: SearchParams) -> dict:
-    return run_search(searcher, params)
+def search_post(searcher: SearcherDep, params: SearchParams) -> dict | PlainTextResponse:
+    return formatted(run_search(searcher, params), params)

@@ -1,0 +1,204 @@
+"""Turn benchmark results into a printed table and the sections of docs/PERFORMANCE.md."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+# Sections this suite owns; any other "## " section in the file is kept as is.
+OWN_SECTIONS = (
+    "Machine",
+    "Summary",
+    "Indexing throughput",
+    "Query latency",
+    "Concurrent clients",
+    "Thread settings",
+    "Scale: exact and approximate search",
+    "Cold start and memory",
+    "Where a request spends its time",
+    "txtai on the same takes",
+)
+
+
+def _ms(value) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "–"
+
+
+def _http_rows(results: dict) -> list[dict]:
+    return [row for row in results.get("http", []) if isinstance(row, dict) and "sequential" in row]
+
+
+def table(results: dict) -> str:
+    lines = ["", "what                                         p50 ms    p99 ms    other"]
+    for name, row in (results.get("in_process") or {}).items():
+        if isinstance(row, dict) and "p50_ms" in row:
+            lines.append(f"{name:<44} {_ms(row['p50_ms']):>8} {_ms(row['p99_ms']):>9}")
+    for row in _http_rows(results):
+        seq, conc = row["sequential"], row["concurrent"]
+        lines.append(f"HTTP sequential ({row['backend']})".ljust(44) + f" {_ms(seq['p50_ms']):>8} {_ms(seq['p99_ms']):>9}    {seq['requests_per_s']:.0f} req/s")
+        lines.append(f"HTTP 8 clients ({row['backend']})".ljust(44) + f" {_ms(conc['p50_ms']):>8} {_ms(conc['p99_ms']):>9}    {conc['requests_per_s']:.0f} req/s")
+        lines.append(f"cold start / RSS ({row['backend']})".ljust(44) + f" {row['cold_start_s']:.1f} s, {row['rss_mib']:.0f} MiB")
+    txtai = results.get("txtai") or {}
+    if "sequential" in txtai:
+        lines.append("txtai HTTP sequential".ljust(44) + f" {_ms(txtai['sequential']['p50_ms']):>8} {_ms(txtai['sequential']['p99_ms']):>9}    {txtai['sequential']['requests_per_s']:.0f} req/s")
+        lines.append("txtai HTTP 8 clients".ljust(44) + f" {_ms(txtai['concurrent']['p50_ms']):>8} {_ms(txtai['concurrent']['p99_ms']):>9}    {txtai['concurrent']['requests_per_s']:.0f} req/s")
+    for row in results.get("indexing") or []:
+        if "takes_per_s" in row:
+            lines.append(f"indexing ({row['backend']})".ljust(44) + f" {row['takes_per_s']:.0f} takes/s")
+        elif "error" in row:
+            lines.append(f"indexing ({row['backend']})".ljust(44) + f" failed: {row['error'][:60]}")
+    for row in results.get("threads") or []:
+        if isinstance(row, dict) and "p50_ms" in row:
+            lines.append(f"threads torch={row['torch_threads']} faiss={row['faiss_threads']}".ljust(44) + f" {_ms(row['p50_ms']):>8} {_ms(row['p99_ms']):>9}    max {row['max_ms']:.0f} ms")
+    for row in results.get("scale") or []:
+        if isinstance(row, dict) and "p50_ms" in row:
+            lines.append(f"scale {row['takes']:,} {row['index']}".ljust(44) + f" {_ms(row['p50_ms']):>8} {_ms(row['p99_ms']):>9}    recall {row['recall']:.3f}, build {row['build_s']:.1f} s, {row['bytes_per_take']:.0f} B/take")
+    return "\n".join(lines)
+
+
+def sections(results: dict) -> dict[str, str]:
+    out: dict[str, str] = {}
+    info = results["machine"]
+    versions = ", ".join(f"{name} {version}" for name, version in info["versions"].items())
+    out["Machine"] = (
+        f"{info['nproc']} cores ({info['cpu']}), {info['ram_gib']} GiB RAM; {versions}. "
+        f"Run {results['started']} with `make bench` (`.venv/bin/python -m bench`; scratch files in "
+        "`/tmp/takes-bench`, raw numbers in `/tmp/takes-bench/results.json`). Other processes shared the "
+        "machine during some runs, so treat single figures as ±20%."
+    )
+
+    summary = []
+    http = {row["backend"]: row for row in _http_rows(results)}
+    in_process = results.get("in_process") or {}
+    bare = in_process.get("bare encode, default threads", {}).get("p50_ms")
+    for backend, row in http.items():
+        seq, conc = row["sequential"], row["concurrent"]
+        summary.append(
+            f"- HTTP ({backend} backend): sequential p50 {seq['p50_ms']:.2f} ms (bare torch encode of one query: "
+            f"{_ms(bare)} ms); 8 clients {conc['requests_per_s']:.0f} req/s = "
+            f"{conc['requests_per_s'] / seq['requests_per_s']:.1f}x sequential, p99 {conc['p99_ms']:.1f} ms = "
+            f"{conc['p99_ms'] / seq['p50_ms']:.1f}x sequential p50."
+        )
+    indexing = {row["backend"]: row for row in results.get("indexing") or [] if "takes_per_s" in row}
+    if "torch" in indexing and "onnx" in indexing:
+        summary.append(f"- Indexing: onnx {indexing['onnx']['takes_per_s']:.0f} takes/s vs torch {indexing['torch']['takes_per_s']:.0f} = {indexing['onnx']['takes_per_s'] / indexing['torch']['takes_per_s']:.1f}x.")
+    for row in results.get("scale") or []:
+        if isinstance(row, dict) and row.get("takes") == 1_000_000 and row.get("index") != "flat":
+            summary.append(f"- 1M takes, {row['index']}: p50 {row['p50_ms']:.2f} ms/query, recall@10 {row['recall']:.3f} vs exact.")
+    out["Summary"] = "\n".join(summary) or "(no results)"
+
+    rows = ["| backend | takes | seconds | takes/s |", "| --- | --- | --- | --- |"]
+    for row in results.get("indexing") or []:
+        if "takes_per_s" in row:
+            rows.append(f"| {row['backend']} | {row['takes']:,} | {row['seconds']:.1f} | {row['takes_per_s']:.0f} |")
+        else:
+            rows.append(f"| {row['backend']} | – | – | failed: {row.get('error', '')} |")
+    out["Indexing throughput"] = (
+        "`embedder.encode` over the seed takes repeated to 5,000 texts (what `takes index` spends its time on), "
+        "after a warm-up batch, torch at its default threads.\n\n" + "\n".join(rows)
+    )
+
+    rows = ["| what | p50 ms | p99 ms | req/s |", "| --- | --- | --- | --- |"]
+    for name, row in in_process.items():
+        if isinstance(row, dict) and "p50_ms" in row:
+            rows.append(f"| in-process: {name} | {_ms(row['p50_ms'])} | {_ms(row['p99_ms'])} | |")
+    for backend, row in http.items():
+        seq = row["sequential"]
+        rows.append(f"| HTTP GET /search k=10, {backend} backend, sequential | {_ms(seq['p50_ms'])} | {_ms(seq['p99_ms'])} | {seq['requests_per_s']:.0f} |")
+    out["Query latency"] = (
+        "300 queries each after 30 warm-up ones, k=10, default mode (hybrid) unless named. In-process times "
+        "`Searcher.search` (encode + FAISS + FTS5 + SQLite rows); the bare encode is "
+        "`SentenceTransformer(...).encode(query)` at torch's default threads and at the server's setting. "
+        "HTTP is a keep-alive loopback client against a `takes serve` subprocess.\n\n" + "\n".join(rows)
+    )
+
+    rows = ["| server | req/s | p50 ms | p99 ms | vs sequential req/s |", "| --- | --- | --- | --- | --- |"]
+    for backend, row in http.items():
+        seq, conc = row["sequential"], row["concurrent"]
+        rows.append(f"| takes ({backend}) | {conc['requests_per_s']:.0f} | {_ms(conc['p50_ms'])} | {_ms(conc['p99_ms'])} | {conc['requests_per_s'] / seq['requests_per_s']:.1f}x |")
+    out["Concurrent clients"] = (
+        "8 keep-alive clients sending 400 requests back to back. Queries that arrive together are encoded in "
+        "one model call by the batching worker (`search_api/batching.py`: greedy, at most 32, waiting up to "
+        "3 ms for company only when the previous batch was shared, so an idle server adds no delay).\n\n" + "\n".join(rows)
+    )
+
+    rows = ["| torch threads | FAISS threads | p50 ms | p99 ms | max ms |", "| --- | --- | --- | --- | --- |"]
+    for row in results.get("threads") or []:
+        if isinstance(row, dict) and "p50_ms" in row:
+            rows.append(f"| {row['torch_threads']} | {row['faiss_threads']} | {_ms(row['p50_ms'])} | {_ms(row['p99_ms'])} | {row['max_ms']:.0f} |")
+    out["Thread settings"] = (
+        "Single-query `Searcher.search` (hybrid, k=10) over the seed index, 300 queries per setting, each "
+        "setting in a fresh process. The server applies `TAKES_THREADS` (default 1) to torch and FAISS after "
+        "the model loads (`search_api/threads.py`); with two cores, concurrency comes from batching several "
+        "queries into one forward pass, not from intra-op threads.\n\n" + "\n".join(rows)
+    )
+
+    rows = ["| takes | index | build s | bytes/take | p50 ms | p99 ms | recall@10 |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in results.get("scale") or []:
+        if isinstance(row, dict) and "p50_ms" in row:
+            rows.append(f"| {row['takes']:,} | {row['index']} | {row['build_s']:.1f} | {row['bytes_per_take']:.0f} | {_ms(row['p50_ms'])} | {_ms(row['p99_ms'])} | {row['recall']:.3f} |")
+    out["Scale: exact and approximate search"] = SCALE_NOTES + "\n\n" + "\n".join(rows)
+
+    rows = ["| server | cold start to first /health 200 | RSS |", "| --- | --- | --- |"]
+    for backend, row in http.items():
+        rows.append(f"| takes ({backend}), seed index | {row['cold_start_s']:.1f} s | {row['rss_mib']:.0f} MiB |")
+    txtai = results.get("txtai") or {}
+    if "cold_start_s" in txtai:
+        rows.append(f"| txtai API, same takes | {txtai['cold_start_s']:.1f} s | {txtai['rss_mib']:.0f} MiB |")
+    out["Cold start and memory"] = "\n".join(rows)
+
+    profile = results.get("profile") or {}
+    if "share" in profile:
+        rows = ["| where | share of profiled time |", "| --- | --- |"]
+        rows += [f"| {name} | {share * 100:.0f}% |" for name, share in profile["share"].items()]
+        out["Where a request spends its time"] = (
+            f"cProfile over {profile['requests']} GET /search requests through `TestClient` (batching off, so "
+            "the model runs on the request thread), self-time grouped by library. The model and index load "
+            "once in the app's lifespan; SQLite connections are opened once per thread. cProfile inflates "
+            "pure-Python code, so the JSON share is an upper bound.\n\n" + "\n".join(rows)
+        )
+    else:
+        out["Where a request spends its time"] = f"(not measured: {profile.get('error', 'skipped')})"
+
+    if "sequential" in txtai:
+        out["txtai on the same takes"] = (
+            "txtai's API (`uvicorn txtai.api:app`, `path:` an index built by `Embeddings(path=<the same "
+            "all-MiniLM-L6-v2 folder>, content=True)`), the same queries and clients.\n\n"
+            "| server | sequential p50 ms | sequential p99 ms | 8-client req/s | 8-client p99 ms |\n| --- | --- | --- | --- | --- |\n"
+            + "\n".join(
+                f"| takes ({backend}) | {_ms(row['sequential']['p50_ms'])} | {_ms(row['sequential']['p99_ms'])} | {row['concurrent']['requests_per_s']:.0f} | {_ms(row['concurrent']['p99_ms'])} |"
+                for backend, row in http.items()
+            )
+            + f"\n| txtai | {_ms(txtai['sequential']['p50_ms'])} | {_ms(txtai['sequential']['p99_ms'])} | {txtai['concurrent']['requests_per_s']:.0f} | {_ms(txtai['concurrent']['p99_ms'])} |"
+        )
+    else:
+        out["txtai on the same takes"] = f"Not measured in this run: {txtai.get('skipped') or txtai.get('error') or 'skipped'}."
+    return out
+
+
+SCALE_NOTES = """Synthetic 384-d unit vectors scattered around topic centres (one per 200 vectors), queries
+near stored vectors; `python -m bench.scale 100000,1000000 flat,ivf1024,hnsw32` reruns any mix.
+Single-threaded FAISS, one query at a time, k=10; recall@10 against exact search on the same data;
+bytes/take is the RSS growth of building the index. Below `TAKES_ANN_THRESHOLD` (default 50,000)
+the index is exact (`flat`); from it on the writer records the approximate type in the manifest and
+the loader builds it from the segment files (`indexer/ann.py`)."""
+
+
+def write(results: dict, path: Path) -> Path:
+    """Replace this suite's sections of ``path``, keeping every other section."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existing = path.read_text() if path.exists() else ""
+    kept = []
+    for block in re.split(r"(?m)^(?=## )", existing):
+        if not block.startswith("## "):
+            continue
+        title = block[3:].splitlines()[0].strip()
+        if title not in OWN_SECTIONS:
+            kept.append(block.rstrip() + "\n")
+    mine = sections(results)
+    text = "# Performance\n\nFigures from `make bench`; every number below was produced by the command named with it.\n\n"
+    text += "\n".join(f"## {title}\n\n{mine[title]}\n" for title in OWN_SECTIONS if title in mine)
+    if kept:
+        text += "\n" + "\n".join(kept)
+    path.write_text(text)
+    return path

@@ -1,0 +1,327 @@
+"""sentence-transformers on ONNX Runtime with an int8 dynamically-quantized model.
+
+The quantized model is derived locally from the shipped weights the first time
+it is needed (no network) and kept in a cache folder, so later loads take a
+fraction of a second. Reusing the cached file, even on another machine, is
+deliberate: an index and its queries must be encoded by the very same model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from embeddings.base import EmbeddingError
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "install the onnx extra: pip install 'takes[onnx]'"
+MANIFEST_NAME = "takes-onnx.json"
+# One int8 file per model: the fp32 export only feeds the quantizer.
+QUANTIZATION_CONFIGS = ("avx512_vnni", "avx512", "avx2", "arm64")
+# On the 2-core reference machine one intra-op thread gave about a third of
+# the single-query latency of two (2.3 ms against 6.7 ms median), because a
+# second spinning worker competes with the web server and FAISS for the only
+# other core. TAKES_THREADS overrides it, e.g. for bulk indexing on a big box.
+DEFAULT_THREADS = 1
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def pick_quantization_config(flags: set[str] | None = None, machine: str | None = None) -> str:
+    """Name the sentence-transformers quantization preset that suits this CPU.
+
+    Falls back to ``avx2`` when the CPU cannot be inspected: its unsigned
+    8-bit weights are the preset least prone to int16 saturation on CPUs
+    without VNNI.
+    """
+    machine = (machine or platform.machine()).lower()
+    if machine in ("arm64", "aarch64"):
+        return "arm64"
+    flags = _cpu_flags() if flags is None else flags
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    if "avx512f" in flags and "avx512bw" in flags:
+        return "avx512"
+    return "avx2"
+
+
+def threads_from_environment() -> int:
+    """ONNX Runtime intra-op threads: ``TAKES_THREADS`` or the measured default."""
+    value = os.environ.get("TAKES_THREADS", "").strip()
+    if not value:
+        return DEFAULT_THREADS
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise EmbeddingError(f"TAKES_THREADS must be a whole number of at least 1, not {value!r}")
+    return threads
+
+
+def default_cache_root() -> Path:
+    """Where quantized models go when no index directory is given."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "takes" / "onnx-models"
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    if slug == name:
+        return slug
+    # Paths and hub names lose characters: a short hash keeps two different
+    # models from sharing one folder.
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
+    return f"{slug[-80:] or 'model'}-{digest}"
+
+
+def model_cache_dir(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The folder holding the quantized model for ``name``."""
+    root = Path(cache_dir) / "onnx-models" if cache_dir is not None else default_cache_root()
+    return root / _slug(name)
+
+
+def _read_manifest(model_dir: Path) -> dict | None:
+    """The build record, or None when the folder is missing or incomplete."""
+    try:
+        manifest = json.loads((model_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not (model_dir / str(manifest.get("file_name", ""))).is_file():
+        return None
+    return manifest
+
+
+def _require_onnx_runtime():
+    try:
+        import onnxruntime
+        from optimum.onnxruntime import ORTModelForFeatureExtraction  # noqa: F401
+    except ImportError as error:
+        raise EmbeddingError(f"the onnx backend needs optimum and onnxruntime: {INSTALL_HINT} ({error})") from error
+    return onnxruntime
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """Hold an advisory lock so that two processes do not build the same model at once."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): the atomic rename alone keeps the cache sound
+        yield False
+        return
+    with open(lock_path, "a+b") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_directory(folder)
+
+
+def _fsync_directory(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _drop_root_chatter(record: logging.LogRecord) -> bool:
+    # The onnxruntime quantizer logs one INFO line per tensor through the root
+    # logger itself; a filter on the root logger sees only such direct calls,
+    # never records propagated from named loggers, so the app's logs are untouched.
+    return record.levelno >= logging.WARNING
+
+
+@contextlib.contextmanager
+def _quiet_export():
+    """Hide the export chatter: its advice to save into the source folder is wrong for us."""
+    noisy = [logging.getLogger(name) for name in ("sentence_transformers.backend", "optimum", "transformers")]
+    levels = [log.level for log in noisy]
+    for log in noisy:
+        log.setLevel(logging.ERROR)
+    root = logging.getLogger()
+    root.addFilter(_drop_root_chatter)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.removeFilter(_drop_root_chatter)
+        for log, level in zip(noisy, levels):
+            log.setLevel(level)
+
+
+def _export_quantized(name: str, staging: Path, config: str) -> str:
+    """Export ``name`` to ONNX, quantize it into ``staging``; return the model file's path within it."""
+    from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+    from embeddings.sentence_transformer import _load_sentence_transformer
+
+    try:
+        with _quiet_export():
+            # Loading a folder without ONNX weights with backend="onnx" exports it
+            # in memory (optimum uses its own temporary folder, never the source).
+            model = _load_sentence_transformer(name, backend="onnx")
+            model.save(str(staging))
+            export_dynamic_quantized_onnx_model(model, config, str(staging))
+    except EmbeddingError:
+        raise
+    except Exception as error:  # torch.onnx, optimum and onnx raise many unrelated types
+        raise EmbeddingError(f"cannot build the quantized ONNX model for {name!r} ({config}): {error}") from error
+    quantized = sorted((staging / "onnx").glob(f"model_*{config}.onnx"))
+    if len(quantized) != 1:
+        raise EmbeddingError(f"quantizing {name!r} did not produce one ONNX file in {staging / 'onnx'}")
+    (staging / "onnx" / "model.onnx").unlink(missing_ok=True)
+    return quantized[0].relative_to(staging).as_posix()
+
+
+def ensure_quantized_model(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Return the cached quantized model folder for ``name``, building it on first use.
+
+    The build happens in a hidden folder beside the target and is renamed into
+    place only when complete, so a crash leaves no half-written model; a lock
+    makes a second process wait for the first build instead of repeating it.
+    """
+    target = model_cache_dir(name, cache_dir)
+    if _read_manifest(target) is not None:
+        return target
+    _require_onnx_runtime()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EmbeddingError(f"cannot create the ONNX model cache {target.parent}: {error}") from error
+    with _exclusive(target.parent / f".{target.name}.lock") as locked:
+        if _read_manifest(target) is not None:
+            return target  # another process built it while we waited
+        if locked:
+            # Holding the lock means no build is running: these are crash leftovers.
+            for leftover in target.parent.glob(f".{target.name}.building-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+        _build(name, target)
+    return target
+
+
+def _build(name: str, target: Path) -> None:
+    import sentence_transformers
+
+    config = pick_quantization_config()
+    logger.info("building the int8 ONNX model for %s in %s (%s); this happens once", name, target, config)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    try:
+        file_name = _export_quantized(name, staging, config)
+        manifest = {
+            "model": name,
+            "file_name": file_name,
+            "quantization": config,
+            "built_on": platform.machine(),
+            "sentence_transformers": sentence_transformers.__version__,
+            "onnxruntime": _require_onnx_runtime().__version__,
+        }
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _fsync_tree(staging)
+        if target.exists():
+            # An incomplete folder (no manifest) from an older, interrupted layout: set it aside.
+            stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-stale-", dir=target.parent))
+            os.replace(target, stale / "old")
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if _read_manifest(target) is None:
+                raise
+            shutil.rmtree(staging, ignore_errors=True)  # lost a lock-free race: the winner's copy is complete
+        _fsync_directory(target.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+class OnnxEmbedder:
+    """An :class:`~embeddings.base.Embedder` running an int8 ONNX export of a sentence-transformers model."""
+
+    backend = "onnx"
+
+    def __init__(self, name: str, cache_dir: str | os.PathLike | None = None):
+        self.name = name
+        onnxruntime = _require_onnx_runtime()
+        self.model_dir = ensure_quantized_model(name, cache_dir)
+        manifest = _read_manifest(self.model_dir) or {}
+        self.quantization = manifest.get("quantization", "")
+        if self.quantization != pick_quantization_config():
+            logger.warning(
+                "the cached ONNX model in %s was quantized for %s, not this CPU (%s); it is reused so that "
+                "queries match the index, but may be slower or less accurate here",
+                self.model_dir,
+                self.quantization,
+                pick_quantization_config(),
+            )
+        session_options = onnxruntime.SessionOptions()
+        session_options.intra_op_num_threads = threads_from_environment()
+        session_options.inter_op_num_threads = 1
+        from embeddings.sentence_transformer import _load_sentence_transformer
+
+        with _quiet_export():
+            self._model = _load_sentence_transformer(
+                str(self.model_dir),
+                backend="onnx",
+                model_kwargs={
+                    "file_name": manifest.get("file_name"),
+                    "provider": "CPUExecutionProvider",
+                    "session_options": session_options,
+                },
+            )
+        self.dim = int(self._model.get_embedding_dimension())
+        # How many texts went through the model: lets tests and `takes add`
+        # prove that cached or duplicate takes were not embedded again.
+        self.texts_encoded = 0
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False, batch_size: int = 64) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("encode takes a sequence of texts, not a single string: wrap it in a list")
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # sentence-transformers sorts by length for batching and restores the
+        # input order itself; normalizing here makes inner product = cosine.
+        vectors = self._model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=progress and sys.stderr.isatty(),
+        )
+        self.texts_encoded += len(texts)
+        return np.ascontiguousarray(vectors, dtype=np.float32)

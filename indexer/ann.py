@@ -1,0 +1,111 @@
+"""Which FAISS index serves a generation: exact below a size, approximate above.
+
+The manifest names the index type (``flat``, ``hnsw32``, ``ivf4096``); the
+loader builds that type from the segment files. Every type sits under an
+``IndexIDMap2`` so ids are SQLite row ids and ``reconstruct`` (hybrid mode's
+cosine of lexical-only candidates) works. Inner product equals cosine because
+vectors are L2-normalized.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import numpy as np
+
+# Below this many takes exact search costs well under a millisecond per query
+# and there is nothing to tune; above it, an approximate index (docs/PERFORMANCE.md).
+DEFAULT_THRESHOLD = 50_000
+# IVF over HNSW, measured at 100k and 1M (docs/PERFORMANCE.md, "Scale"):
+# HNSW searched faster at 100k but built 4-7x slower (a 1M build would take
+# many minutes on two cores at every load) and needed a larger efSearch for
+# recall 0.95; IVF trains in seconds to a few minutes and adds ids + lists only.
+APPROXIMATE_KIND = "ivf"
+# Search-time breadth, chosen by measurement (docs/PERFORMANCE.md, "Scale"):
+# recall@10 >= 0.95 at 1M synthetic takes (ivf2048, nprobe 16: 0.998).
+HNSW_EF_SEARCH = 64
+HNSW_EF_CONSTRUCTION = 40
+IVF_NPROBE = 16
+
+_TYPE = re.compile(r"^(flat|hnsw(\d+)|ivf(\d+))$")
+
+
+def threshold() -> int:
+    """Take count from which a new generation is served approximately (``TAKES_ANN_THRESHOLD``)."""
+    return int(os.environ.get("TAKES_ANN_THRESHOLD", DEFAULT_THRESHOLD))
+
+
+def index_type_for(count: int) -> str:
+    """``flat`` below the threshold; above it IVF with about 2*sqrt(count) lists (a power of two).
+
+    At 1M takes that is ivf2048: nprobe 16 scans ~0.8% of the vectors.
+    """
+    if count < threshold():
+        return "flat"
+    lists = 2 ** max(6, round(math.log2(2 * math.sqrt(count))))
+    return f"ivf{lists}"
+
+
+def _parse(index_type: str) -> re.Match:
+    match = _TYPE.match(index_type)
+    if match is None:
+        from indexer.errors import IndexCorrupt
+
+        raise IndexCorrupt(f"unknown index type {index_type!r}: expected flat, hnswM or ivfN")
+    return match
+
+
+def build_index(index_type: str, dim: int, vectors: np.ndarray, ids: np.ndarray):
+    """An ``IndexIDMap2`` of ``index_type`` holding ``vectors`` under ``ids``."""
+    import faiss
+
+    match = _parse(index_type)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if match.group(2):
+        inner = faiss.IndexHNSWFlat(dim, int(match.group(2)), faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        inner.hnsw.efSearch = HNSW_EF_SEARCH
+    elif match.group(3):
+        nlist = min(int(match.group(3)), max(1, len(vectors) // 39))
+        inner = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        if len(vectors):
+            # k-means on a sample with few iterations: 40 points per list and
+            # 10 rounds place the centroids well enough (recall is measured)
+            # and keep a 1M build to a minute or two on two cores.
+            inner.cp.niter = 10
+            inner.cp.max_points_per_centroid = 40
+            inner.cp.min_points_per_centroid = 20
+            sample = vectors[np.random.default_rng(0).permutation(len(vectors))[: nlist * 40]]
+            inner.train(sample)
+        inner.nprobe = IVF_NPROBE
+        # IndexIDMap2.reconstruct needs the inner index to find a vector by position.
+        inner.make_direct_map()
+    else:
+        inner = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIDMap2(inner)
+    if len(vectors):
+        index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+    return index
+
+
+def search_parameters(index_type: str, selector=None):
+    """FAISS search parameters for ``index_type``, restricted to ``selector`` if given."""
+    import faiss
+
+    match = _parse(index_type)
+    if match.group(2):
+        params = faiss.SearchParametersHNSW(efSearch=HNSW_EF_SEARCH)
+    elif match.group(3):
+        params = faiss.SearchParametersIVF(nprobe=IVF_NPROBE)
+    elif selector is None:
+        return None
+    else:
+        params = faiss.SearchParameters()
+    if selector is not None:
+        params.sel = selector
+    return params
+
+
+__all__ = ["APPROXIMATE_KIND", "DEFAULT_THRESHOLD", "build_index", "index_type_for", "search_parameters", "threshold"]

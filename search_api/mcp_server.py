@@ -1,0 +1,216 @@
+"""The MCP server: the search as tools a chatbot can call.
+
+Two transports share one tool set: stdio (``takes mcp``, for desktop clients
+that launch the server) and streamable HTTP at ``/mcp`` on the API server
+(``create_app`` mounts it and hands it the app's already-loaded Searcher).
+
+Every tool answers twice: ``structuredContent`` with the API's fields plus a
+``citation`` for programs, and a numbered, cited text rendering for clients
+that only read text. Failures the caller can fix (bad arguments, an unknown
+thread, no index yet) come back as tool errors, never as a dead server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent
+from pydantic import BaseModel, Field
+
+from embeddings import EmbeddingError
+from indexer.client import cited, format_context
+from indexer.errors import TakesError
+from indexer.search import MAX_K, MAX_QUERY_CHARS, Filters, Searcher
+from search_api.schemas import ResultOut, TakeOut
+
+log = logging.getLogger("takes.mcp")
+
+DEFAULT_K = 8
+
+INSTRUCTIONS = (
+    "Search a corpus of AI-policy takes: short posts in threads, mostly Jack Clark's (@jackclarkSF) "
+    "threads from 2022-2023 on AI policy, compute, evaluation, open models and regulation; the owner may "
+    "have added more. Call search_takes with a plain-language question to find takes that answer it, "
+    "then get_thread to read a take's whole thread. Quote takes with their `citation`."
+)
+
+SEARCH_DESCRIPTION = f"""Find the takes (short posts from AI-policy threads) that best answer a question.
+
+The corpus is mostly Jack Clark's (@jackclarkSF) AI-policy threads from 2022-2023 (compute governance,
+evaluations, open models, regulation, AI labs and governments), extendable by its owner. Search by meaning:
+write `query` as a plain natural-language question or topic ("what about compute governance"), not
+keywords or boolean syntax. Results come best first. Each has the take's `text`, `author`, `handle`,
+`date` (ISO), `thread_id`, `position` (1-based place in its thread), `thread_size`, `url` (when known),
+`score` (relevance, higher is better, roughly 0-1) and `citation` (a ready-made reference: use it when
+you quote or rely on a take). Call get_thread with a result's `thread_id` to read the surrounding thread.
+`k` is 1 to {MAX_K}; `since`/`until` are inclusive ISO dates (YYYY-MM-DD); `author` matches a name or
+handle ("Jack Clark" or "@jackclarkSF")."""
+
+THREAD_DESCRIPTION = """Read a whole thread of takes, in order, by its `thread_id` (from a search_takes result).
+
+Use it after search_takes when one take needs its context: the argument around it, what came before
+and after. Returns every take of the thread with the same fields as search_takes (no score) and a
+`citation` for each. An unknown thread_id is an error naming it."""
+
+
+class CitedTake(TakeOut):
+    citation: str = Field(description="How to cite the take: author (handle), date, thread, take position/size, URL.")
+
+
+class CitedResult(ResultOut):
+    citation: str = Field(description="How to cite the take: author (handle), date, thread, take position/size, URL.")
+
+
+class SearchTakesOutput(BaseModel):
+    results: list[CitedResult] = Field(description="Takes that answer the query, best first.")
+
+
+class ThreadOutput(BaseModel):
+    thread_id: str = Field(description="The thread's id.")
+    takes: list[CitedTake] = Field(description="Every take of the thread, in thread order.")
+
+
+class SearcherSource:
+    """Loads the Searcher on first use and follows new generations.
+
+    Loading lazily (and retrying after a failure) keeps the server up when the
+    index is missing: the tool call says why, and works once the index exists.
+    """
+
+    def __init__(self, index_dir: Path | str, *, model: str | None = None, backend: str = "torch", refresh_interval: float = 1.0):
+        self.index_dir, self.model, self.backend = Path(index_dir), model, backend
+        self.refresh_interval = refresh_interval
+        self._searcher: Searcher | None = None
+        self._lock = threading.Lock()
+        self._checked = 0.0
+
+    def load(self) -> Searcher:
+        with self._lock:
+            if self._searcher is None:
+                # Whatever a model load prints must not reach the protocol on stdout.
+                with contextlib.redirect_stdout(sys.stderr):
+                    self._searcher = Searcher(self.index_dir, model=self.model, backend=self.backend)
+                log.info("loaded %d takes from %s", self._searcher.manifest.count, self.index_dir)
+            elif time.monotonic() - self._checked > self.refresh_interval:
+                try:
+                    self._searcher.refresh()
+                except (TakesError, EmbeddingError) as error:
+                    log.warning("still serving the previous generation: %s", error)
+            self._checked = time.monotonic()
+            return self._searcher
+
+    __call__ = load
+
+
+def _tool_error(error: Exception) -> ToolError:
+    return ToolError(str(error))
+
+
+def build_server(get_searcher: Callable[[], Searcher]) -> MCPServer:
+    """The MCP server with its two tools; ``get_searcher`` returns the Searcher to use (or raises TakesError)."""
+    server = MCPServer(
+        "takes",
+        title="takes: AI-policy takes search",
+        instructions=INSTRUCTIONS,
+        version="0.1.0",
+        log_level="WARNING",
+    )
+
+    @server.tool(name="search_takes", title="Search AI-policy takes", description=SEARCH_DESCRIPTION)
+    def search_takes(
+        query: Annotated[
+            str,
+            Field(min_length=1, max_length=MAX_QUERY_CHARS, description="The question or topic, in plain natural language."),
+        ],
+        k: Annotated[int, Field(ge=1, le=MAX_K, description=f"How many takes to return (1 to {MAX_K}).")] = DEFAULT_K,
+        author: Annotated[str | None, Field(description="Only takes by this author name or handle.")] = None,
+        since: Annotated[
+            str | None, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="Only takes dated on or after this ISO date (YYYY-MM-DD).")
+        ] = None,
+        until: Annotated[
+            str | None, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="Only takes dated on or before this ISO date (YYYY-MM-DD).")
+        ] = None,
+    ) -> Annotated[CallToolResult, SearchTakesOutput]:
+        try:
+            filters = Filters(author=author, since=since, until=until)
+            results = get_searcher().search(query, k, filters=filters)
+        except (TakesError, EmbeddingError) as error:
+            raise _tool_error(error) from None
+        return CallToolResult(
+            content=[TextContent(type="text", text=format_context(results, query.strip()))],
+            structured_content={"results": [cited(result) for result in results]},
+        )
+
+    @server.tool(name="get_thread", title="Read a thread", description=THREAD_DESCRIPTION)
+    def get_thread(
+        thread_id: Annotated[str, Field(min_length=1, description="A `thread_id` from a search_takes result.")],
+    ) -> Annotated[CallToolResult, ThreadOutput]:
+        try:
+            takes = get_searcher().get_thread(thread_id)
+        except (TakesError, EmbeddingError) as error:
+            raise _tool_error(error) from None
+        text = format_context(takes, title=f"Thread {thread_id} ({len(takes)} takes, in order):")
+        return CallToolResult(
+            content=[TextContent(type="text", text=text)],
+            structured_content={"thread_id": thread_id, "takes": [cited(take) for take in takes]},
+        )
+
+    return server
+
+
+def run_stdio(index_dir: Path, *, model: str | None = None, backend: str = "torch") -> None:
+    """Serve MCP on stdin/stdout until the client hangs up; logs go to stderr."""
+    # Desktop clients launch servers with a bare environment: never try the network.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="takes mcp: %(message)s")
+    log.setLevel(logging.INFO)
+    source = SearcherSource(index_dir, model=model, backend=backend)
+    try:
+        # Load before the first call so it answers quickly; a missing index is reported per call.
+        source.load()
+    except (TakesError, EmbeddingError) as error:
+        log.warning("%s (the tools will report this until the index exists)", error)
+    build_server(source).run("stdio")
+
+
+class HttpEndpoint:
+    """ASGI endpoint for ``/mcp`` whose session manager lives in the app's lifespan.
+
+    A fresh session manager per lifespan (the SDK allows each to run once), so
+    the same app can start, stop and start again (tests do).
+    """
+
+    def __init__(self, server: MCPServer, host: str):
+        self.server, self.host = server, host
+        self._manager = None
+
+    @contextlib.asynccontextmanager
+    async def running(self):
+        self.server.streamable_http_app(host=self.host)
+        manager = self.server.session_manager
+        async with manager.run():
+            self._manager = manager
+            try:
+                yield
+            finally:
+                self._manager = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self._manager is None:
+            from starlette.responses import PlainTextResponse
+
+            await PlainTextResponse("MCP is not running", status_code=503)(scope, receive, send)
+            return
+        await self._manager.handle_request(scope, receive, send)

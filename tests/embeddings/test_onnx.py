@@ -1,0 +1,184 @@
+"""The int8 ONNX backend: agrees with torch, builds its quantized model once, keeps the Embedder contract."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+
+from embeddings import DEFAULT_MODEL, EmbeddingError, resolve_model_path  # noqa: E402
+from embeddings.base import Embedder  # noqa: E402
+from embeddings.onnx import (  # noqa: E402
+    MANIFEST_NAME,
+    OnnxEmbedder,
+    ensure_quantized_model,
+    model_cache_dir,
+    pick_quantization_config,
+    threads_from_environment,
+)
+
+SEED_CORPUS = Path(__file__).resolve().parents[2] / "indexer" / "corpus" / "jackclark_ai_policy.txt"
+
+
+@pytest.fixture(scope="module")
+def seed_texts() -> list[str]:
+    """The takes of the seed thread, read without the parser so this test stands alone."""
+    lines = SEED_CORPUS.read_text(encoding="utf-8").splitlines()[:85]
+    texts = [line.strip() for line in lines if len(line.strip()) > 40]
+    assert len(texts) > 70
+    return texts
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("onnx-index")
+
+
+@pytest.fixture(scope="module")
+def onnx_embedder(onnx_cache) -> OnnxEmbedder:
+    return OnnxEmbedder(DEFAULT_MODEL, cache_dir=onnx_cache)
+
+
+def _file_times(folder: Path) -> dict[str, int]:
+    return {path.relative_to(folder).as_posix(): path.stat().st_mtime_ns for path in folder.rglob("*")}
+
+
+def test_onnx_vectors_agree_with_torch(onnx_embedder, embedder, seed_texts):
+    quantized = onnx_embedder.encode(seed_texts)
+    reference = embedder.encode(seed_texts)
+    cosines = (quantized * reference).sum(axis=1)
+    assert cosines.mean() > 0.98
+    assert cosines.min() > 0.95
+
+
+def test_onnx_output_is_unit_float32_rows(onnx_embedder, seed_texts):
+    vectors = onnx_embedder.encode(seed_texts[:10])
+    assert isinstance(onnx_embedder, Embedder)
+    assert (onnx_embedder.name, onnx_embedder.backend, onnx_embedder.dim) == (DEFAULT_MODEL, "onnx", 384)
+    assert vectors.shape == (10, 384)
+    assert vectors.dtype == np.float32
+    assert vectors.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_batched_and_single_encoding_give_the_same_vectors(backend, onnx_embedder, embedder, seed_texts):
+    model = onnx_embedder if backend == "onnx" else embedder
+    texts = seed_texts[:16]
+    batched = model.encode(texts, batch_size=8)
+    one_at_a_time = np.vstack([model.encode([text]) for text in texts])
+    np.testing.assert_allclose(batched, one_at_a_time, atol=1e-4)
+
+
+def test_texts_encoded_counts_texts(onnx_embedder, seed_texts):
+    before = onnx_embedder.texts_encoded
+    onnx_embedder.encode(seed_texts[:3])
+    onnx_embedder.encode([])
+    assert onnx_embedder.texts_encoded == before + 3
+
+
+def test_empty_input_gives_zero_rows(onnx_embedder):
+    vectors = onnx_embedder.encode([])
+    assert vectors.shape == (0, onnx_embedder.dim)
+    assert vectors.dtype == np.float32
+
+
+def test_a_single_string_is_refused(onnx_embedder):
+    with pytest.raises(TypeError, match="not a single string"):
+        onnx_embedder.encode("one take")
+
+
+def test_quantized_model_is_built_once_and_reused(onnx_embedder, onnx_cache, seed_texts):
+    model_dir = model_cache_dir(DEFAULT_MODEL, onnx_cache)
+    assert model_dir == onnx_cache / "onnx-models" / DEFAULT_MODEL == onnx_embedder.model_dir
+    onnx_files = sorted(path.name for path in model_dir.rglob("*.onnx"))
+    assert onnx_files == [f"model_qint8_{onnx_embedder.quantization}.onnx"]
+    assert (model_dir / MANIFEST_NAME).is_file()
+    before = _file_times(model_dir)
+
+    again = OnnxEmbedder(DEFAULT_MODEL, cache_dir=onnx_cache)
+
+    assert _file_times(model_dir) == before
+    assert not list(model_dir.parent.glob("*.building-*"))
+    np.testing.assert_array_equal(again.encode(seed_texts[:4]), onnx_embedder.encode(seed_texts[:4]))
+
+
+def test_building_never_writes_into_the_shipped_model(onnx_embedder):
+    shipped = Path(resolve_model_path(DEFAULT_MODEL))
+    assert not list(shipped.rglob("*.onnx"))
+
+
+def test_interrupted_and_concurrent_builds_end_with_one_complete_model(tmp_path, caplog):
+    target = model_cache_dir(DEFAULT_MODEL, tmp_path)
+    # What a crash leaves: a half-built staging folder, and a target without its manifest.
+    crashed = target.parent / f".{target.name}.building-crashed"
+    (crashed / "onnx").mkdir(parents=True)
+    (crashed / "onnx" / "model.onnx").write_bytes(b"half")
+    target.mkdir()
+    (target / "config.json").write_text("{}")
+    results: list[Path | BaseException] = []
+
+    def build():
+        try:
+            results.append(ensure_quantized_model(DEFAULT_MODEL, tmp_path))
+        except BaseException as error:  # surfaced by the assertion below
+            results.append(error)
+
+    with caplog.at_level(logging.INFO, logger="embeddings.onnx"):
+        workers = [threading.Thread(target=build) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    assert results == [target, target]
+    builds = [record for record in caplog.records if record.getMessage().startswith("building the int8 ONNX model")]
+    assert len(builds) == 1
+    assert (target / MANIFEST_NAME).is_file()
+    assert (target / "config.json").read_text() != "{}"
+    assert sorted(path.name for path in target.parent.iterdir()) == [f".{target.name}.lock", target.name]
+
+
+def test_missing_model_is_a_clean_error_and_leaves_nothing_behind(tmp_path):
+    with pytest.raises(EmbeddingError, match="cannot load model"):
+        OnnxEmbedder(str(tmp_path / "no-such-model"), cache_dir=tmp_path / "index")
+    leftovers = [path.name for path in (tmp_path / "index" / "onnx-models").iterdir() if not path.name.endswith(".lock")]
+    assert leftovers == []
+
+
+def test_missing_onnx_runtime_names_the_extra(tmp_path, monkeypatch):
+    # A None entry makes `import onnxruntime` fail as if the package were absent.
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(EmbeddingError, match=r"pip install 'takes\[onnx\]'"):
+        OnnxEmbedder(DEFAULT_MODEL, cache_dir=tmp_path)
+
+
+def test_user_cache_is_used_without_an_index_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert model_cache_dir(DEFAULT_MODEL) == tmp_path / "takes" / "onnx-models" / DEFAULT_MODEL
+    # Paths lose their separators but keep a hash, so two models never share a folder.
+    first, second = model_cache_dir("/models/a/x"), model_cache_dir("/models/b/x")
+    assert first != second and "/" not in first.name
+
+
+def test_quantization_config_follows_the_cpu():
+    assert pick_quantization_config({"avx2", "avx512f", "avx512bw", "avx512_vnni"}, "x86_64") == "avx512_vnni"
+    assert pick_quantization_config({"avx2", "avx512f", "avx512bw"}, "x86_64") == "avx512"
+    assert pick_quantization_config({"avx2"}, "x86_64") == "avx2"
+    assert pick_quantization_config(set(), "x86_64") == "avx2"
+    assert pick_quantization_config(set(), "aarch64") == "arm64"
+
+
+def test_thread_count_comes_from_the_environment(monkeypatch):
+    assert threads_from_environment() == 1
+    monkeypatch.setenv("TAKES_THREADS", "2")
+    assert threads_from_environment() == 2
+    monkeypatch.setenv("TAKES_THREADS", "many")
+    with pytest.raises(EmbeddingError, match="TAKES_THREADS"):
+        threads_from_environment()

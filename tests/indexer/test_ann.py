@@ -1,0 +1,85 @@
+"""Approximate search above the size threshold: same top results as exact, filters and hybrid intact."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from indexer import ann
+from indexer.errors import IndexCorrupt
+from indexer.search import Filters, Searcher
+from indexer.store import IndexWriter
+
+
+def _clustered_unit_vectors(count: int, dim: int = 384, topics: int = 50, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((topics, dim)).astype(np.float32)
+    vectors = centres[rng.integers(0, topics, count)] + 0.7 * rng.standard_normal((count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_index_type_follows_the_threshold(monkeypatch):
+    monkeypatch.setenv("TAKES_ANN_THRESHOLD", "1000")
+    assert ann.index_type_for(999) == "flat"
+    approximate = ann.index_type_for(1000)
+    assert approximate != "flat"
+    assert ann.index_type_for(2_000_000) != "flat"
+
+
+def test_unknown_index_type_is_a_named_error():
+    with pytest.raises(IndexCorrupt, match="unknown index type 'annoy'"):
+        ann.build_index("annoy", 4, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+
+
+def test_approximate_top_ten_matches_exact_on_5k_vectors(monkeypatch):
+    monkeypatch.setenv("TAKES_ANN_THRESHOLD", "1000")
+    vectors = _clustered_unit_vectors(5000)
+    ids = np.arange(10_000, 15_000, dtype=np.int64)
+    rng = np.random.default_rng(1)
+    queries = vectors[rng.integers(0, 5000, 200)] + 0.05 * rng.standard_normal((200, 384)).astype(np.float32)
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    exact = ann.build_index("flat", 384, vectors, ids)
+    index_type = ann.index_type_for(len(vectors))
+    assert index_type != "flat"
+    approximate = ann.build_index(index_type, 384, vectors, ids)
+    _, truth = exact.search(queries, 10)
+    _, found = approximate.search(queries, 10, params=ann.search_parameters(index_type))
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])
+    assert recall >= 0.95
+    # Row ids, not positions, and reconstruct works (hybrid mode needs it).
+    assert set(found.ravel()) <= set(ids.tolist())
+    np.testing.assert_allclose(approximate.reconstruct(10_042), vectors[42], atol=1e-6)
+    # A selector restricts the approximate search too.
+    allowed = ids[::7]
+    selector = ann.search_parameters(index_type, __import__("faiss").IDSelectorBatch(allowed))
+    _, restricted = approximate.search(queries[:20], 10, params=selector)
+    assert set(restricted.ravel()[restricted.ravel() >= 0]) <= set(allowed.tolist())
+
+
+@pytest.fixture
+def approximate_index(tmp_path, monkeypatch, embedder, seed_takes):
+    from embeddings import DEFAULT_MODEL
+
+    monkeypatch.setenv("TAKES_ANN_THRESHOLD", "10")
+    with IndexWriter(tmp_path / "index") as writer:
+        writer.replace_all(seed_takes, embedder, model=DEFAULT_MODEL)
+    return tmp_path / "index"
+
+
+def test_manifest_records_the_approximate_type_and_search_agrees_with_exact(approximate_index, embedder, searcher):
+    manifest = json.loads((approximate_index / "manifest.json").read_text())
+    assert manifest["index_type"] == ann.index_type_for(manifest["count"]) != "flat"
+    assert searcher.manifest.index_type == "flat"
+    approximate = Searcher(approximate_index, embedder=embedder)
+    assert approximate.stats()["index_type"] == manifest["index_type"]
+    for mode in ("dense", "hybrid"):
+        for query in ("what about compute governance", "guillotines", "measuring AI systems"):
+            got = [r.take.id for r in approximate.search(query, 5, mode=mode)]
+            expected = [r.take.id for r in searcher.search(query, 5, mode=mode)]
+            assert got == expected, (mode, query)
+    thread = searcher.search("compute", 1)[0].take.thread_id
+    filtered = approximate.search("compute", 5, mode="dense", filters=Filters(thread_id=thread))
+    assert filtered and all(r.take.thread_id == thread for r in filtered)
+    approximate.close()

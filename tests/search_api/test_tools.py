@@ -1,0 +1,72 @@
+"""HTTP for function-calling bots: GET /search?format=context and GET /tool.json."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from search_api.app import create_app
+from search_api.settings import Settings
+
+QUESTION = "what about compute governance"
+
+
+@pytest.fixture(scope="module")
+def client(seed_index, searcher):
+    settings = Settings(index_dir=seed_index, reload_interval=0)
+    with TestClient(create_app(settings, searcher)) as client:
+        yield client
+
+
+def test_context_format_is_a_numbered_cited_text_block(client):
+    json_body = client.get("/search", params={"q": QUESTION, "k": 5}).json()
+    response = client.get("/search", params={"q": QUESTION, "k": 5, "format": "context"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert text.startswith(f"Takes retrieved for: {QUESTION}\n")
+    headers = re.findall(r"^\[(\d+)\] (.+)$", text, flags=re.MULTILINE)
+    assert [int(number) for number, _ in headers] == [1, 2, 3, 4, 5]
+    for (_, cite), result in zip(headers, json_body["results"]):
+        assert cite.startswith(f"{result['author']} ({result['handle']}), {result['date']}, thread {result['date']} take {result['position']}")
+        assert result["text"].splitlines()[0] in text
+    assert "2023-06-25" in text
+    post = client.post("/search", json={"q": QUESTION, "k": 5, "format": "context"})
+    assert post.headers["content-type"].startswith("text/plain") and post.text == text
+
+
+def test_context_format_with_no_matches_and_bad_format(client):
+    empty = client.get("/search", params={"q": QUESTION, "author": "nobody", "format": "context"})
+    assert empty.status_code == 200 and "No takes match." in empty.text
+    bad = client.get("/search", params={"q": QUESTION, "format": "xml"})
+    assert bad.status_code == 422 and "format" in bad.json()["detail"]
+    # The default stays JSON.
+    assert client.get("/search", params={"q": QUESTION, "k": 1}).headers["content-type"].startswith("application/json")
+
+
+def test_tool_json_is_a_function_definition_the_search_accepts(client):
+    import jsonschema
+
+    tool = client.get("/tool.json").json()
+    assert tool["type"] == "function"
+    function = tool["function"]
+    assert function["name"] == "search_takes"
+    assert "AI-policy" in function["description"]
+    parameters = function["parameters"]
+    jsonschema.Draft202012Validator.check_schema(parameters)
+    assert parameters["required"] == ["q"]
+    assert parameters["properties"]["k"]["minimum"] == 1 and parameters["properties"]["k"]["maximum"] == 100
+    validator = jsonschema.Draft202012Validator(parameters)
+
+    # What a model would send, checked against the schema, then sent to GET /search as is.
+    call = {"q": QUESTION, "k": 3, "author": "@jackclarkSF", "since": "2023-01-01", "until": "2023-12-31"}
+    validator.validate(call)
+    response = client.get("/search", params=call)
+    assert response.status_code == 200, response.text
+    assert all(r["date"] >= "2023-01-01" for r in response.json()["results"])
+
+    assert not validator.is_valid({"q": QUESTION, "k": 0})
+    assert not validator.is_valid({"q": QUESTION, "since": "last year"})
+    assert not validator.is_valid({"k": 3})
