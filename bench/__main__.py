@@ -54,6 +54,7 @@ def _add_latency() -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (scale at 100k only), for a smoke test")
+    parser.add_argument("--reuse", action="store_true", help="keep the previous run's figures for skipped parts")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/PERFORMANCE.md alone")
     parser.add_argument("--skip", action="append", default=[], help="parts to skip: indexing, threads, latency, http, scale, profile, txtai, add")
     args = parser.parse_args(argv)
@@ -61,7 +62,11 @@ def main(argv=None) -> None:
     from search_api.settings import Settings
 
     work = bench_dir()
-    results: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    results: dict = {}
+    if args.reuse and (bench_dir() / "results.json").exists():
+        # Parts skipped in this run keep their figures from the previous one.
+        results = json.loads((bench_dir() / "results.json").read_text())
+    results.update({"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
     chosen_threads = Settings().threads
     torch_index = _step("seed index (torch)", build_seed_index, work / "seed-index")
     onnx = _onnx_available(work / "seed-index-onnx")

@@ -28,27 +28,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
+def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 120, path: str = "/health") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}")
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            connection.request("GET", "/health")
+            connection.request("GET", path)
             if connection.getresponse().status == 200:
                 return
         except OSError:
             pass
         time.sleep(0.01)
-    raise TimeoutError(f"no 200 from /health on port {port} within {timeout}s")
+    raise TimeoutError(f"no 200 from {path} on port {port} within {timeout}s")
 
 
 class Server:
     """A `takes serve` subprocess on a free loopback port."""
 
-    def __init__(self, index_dir: Path, backend: str = "torch", env: dict | None = None, command: list[str] | None = None):
+    def __init__(self, index_dir: Path, backend: str = "torch", env: dict | None = None, command: list[str] | None = None, health_path: str = "/health"):
         self.port = free_port()
+        self.health_path = health_path
         takes = Path(sys.executable).with_name("takes")
         self.command = command or [str(takes), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--index-dir", str(index_dir), "--backend", backend]
         self.env = {**os.environ, "TAKES_RELOAD_INTERVAL": "0", **(env or {})}
@@ -56,7 +57,11 @@ class Server:
     def __enter__(self):
         started = time.perf_counter()
         self.process = subprocess.Popen(self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        wait_healthy(self.port, self.process)
+        try:
+            wait_healthy(self.port, self.process, path=self.health_path)
+        except BaseException:
+            self.__exit__()
+            raise
         self.cold_start_s = time.perf_counter() - started
         return self
 

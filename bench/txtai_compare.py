@@ -54,12 +54,15 @@ def run(work_dir: Path) -> dict:
         check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
     )
     config = work_dir / "config.yml"
-    config.write_text(f"path: {index_path}\nwritable: false\n")
+    # The `embeddings:` key switches on txtai's search routes; `path:` loads the saved index.
+    config.write_text(f"path: {index_path}\nwritable: false\nembeddings:\n")
     port = free_port()
     server = Server(
         work_dir,
         command=[str(VENV / "bin" / "uvicorn"), "txtai.api:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         env={"CONFIG": str(config), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+        # txtai's API has no /health: the first answered search is "up".
+        health_path=_path_for("health", 1),
     )
     server.port = port
     with server:

@@ -38,11 +38,25 @@ def run_takes(index_dir: Path, *args, timeout: float = 120, **env: str) -> subpr
     )
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the test run dies without cleaning up (Linux)."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_takes(index_dir: Path, *args, log: Path, **env: str) -> subprocess.Popen:
     """Start `takes ...` in the background; its stdout and stderr go to ``log`` (a pipe could fill and block it)."""
     with open(log, "wb") as handle:
         return subprocess.Popen(
-            takes_command(*args), env=takes_env(index_dir, **env), cwd=REPO, stdout=handle, stderr=subprocess.STDOUT
+            takes_command(*args),
+            env=takes_env(index_dir, **env),
+            cwd=REPO,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
 
 
