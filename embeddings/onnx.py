@@ -114,10 +114,80 @@ def _read_manifest(model_dir: Path) -> dict | None:
     return manifest
 
 
-def _require_onnx_runtime():
+class _LeanRuntime:
+    """The cached quantized model run by ONNX Runtime and `tokenizers` alone.
+
+    Importing sentence-transformers (and with it torch) costs seconds, more
+    than everything else `takes add` or a server start does. For the common
+    shape of model (a transformer, mean pooling, normalization) the pipeline
+    is three steps we can run directly; tests check the vectors equal
+    sentence-transformers' own ONNX path. Any other shape returns None from
+    ``open`` and the full sentence-transformers path is used.
+    """
+
+    def __init__(self, session, tokenizer, dim: int):
+        self._session = session
+        self._tokenizer = tokenizer
+        self._inputs = {item.name for item in session.get_inputs()}
+        self.dim = dim
+
+    @classmethod
+    def open(cls, model_dir: Path, manifest: dict, session_options, onnxruntime) -> "_LeanRuntime | None":
+        try:
+            from tokenizers import Tokenizer
+
+            modules = json.loads((model_dir / "modules.json").read_text(encoding="utf-8"))
+            kinds = [module["type"].rsplit(".", 1)[-1] for module in modules]
+            if kinds not in (["Transformer", "Pooling", "Normalize"], ["Transformer", "Pooling"]):
+                return None
+            pooling = json.loads((model_dir / modules[1]["path"] / "config.json").read_text(encoding="utf-8"))
+            if pooling.get("pooling_mode", "mean" if pooling.get("pooling_mode_mean_tokens") else None) != "mean":
+                return None
+            tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+            max_length = int(tokenizer_config.get("model_max_length", 512))
+            tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        except (ImportError, OSError, ValueError, KeyError, IndexError):
+            return None
+        # The saved tokenizer file carries the padding/truncation of its last
+        # use; sentence-transformers truncates at the model's length, unpadded.
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=min(max_length, 512))
+        session = onnxruntime.InferenceSession(
+            str(model_dir / manifest["file_name"]), session_options, providers=["CPUExecutionProvider"]
+        )
+        dim = session.get_outputs()[0].shape[-1]
+        if not isinstance(dim, int):
+            return None
+        return cls(session, tokenizer, dim)
+
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        iterator = enumerate(texts)
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(iterator, total=len(texts), desc="Embedding", unit="take")
+        for row, text in iterator:
+            encoding = self._tokenizer.encode(text)
+            feeds = {
+                "input_ids": np.asarray([encoding.ids], dtype=np.int64),
+                "attention_mask": np.asarray([encoding.attention_mask], dtype=np.int64),
+                "token_type_ids": np.asarray([encoding.type_ids], dtype=np.int64),
+            }
+            tokens = self._session.run(None, {name: value for name, value in feeds.items() if name in self._inputs})[0][0]
+            mask = feeds["attention_mask"][0][:, None].astype(np.float32)
+            pooled = (tokens * mask).sum(axis=0) / max(mask.sum(), 1e-9)
+            vectors[row] = pooled / max(np.linalg.norm(pooled), 1e-12)
+        return vectors
+
+
+def _require_onnx_runtime(*, for_build: bool = True):
+    """onnxruntime, and for building also optimum (which imports torch: only then)."""
     try:
         import onnxruntime
-        from optimum.onnxruntime import ORTModelForFeatureExtraction  # noqa: F401
+
+        if for_build:
+            from optimum.onnxruntime import ORTModelForFeatureExtraction  # noqa: F401
     except ImportError as error:
         raise EmbeddingError(f"the onnx backend needs optimum and onnxruntime: {INSTALL_HINT} ({error})") from error
     return onnxruntime
@@ -276,7 +346,7 @@ class OnnxEmbedder:
 
     def __init__(self, name: str, cache_dir: str | os.PathLike | None = None):
         self.name = name
-        onnxruntime = _require_onnx_runtime()
+        onnxruntime = _require_onnx_runtime(for_build=False)
         self.model_dir = ensure_quantized_model(name, cache_dir)
         manifest = _read_manifest(self.model_dir) or {}
         self.quantization = manifest.get("quantization", "")
@@ -292,6 +362,12 @@ class OnnxEmbedder:
         session_options = onnxruntime.SessionOptions()
         session_options.intra_op_num_threads = threads_from_environment()
         session_options.inter_op_num_threads = 1
+        self._runtime = _LeanRuntime.open(self.model_dir, manifest, session_options, onnxruntime)
+        if self._runtime is not None:
+            self._model = None
+            self.dim = self._runtime.dim
+            self.texts_encoded = 0
+            return
         with _quiet_export():
             self._model = _load_sentence_transformer(
                 str(self.model_dir),
@@ -321,6 +397,10 @@ class OnnxEmbedder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._runtime is not None:
+            vectors = self._runtime.encode(texts, progress=progress and sys.stderr.isatty())
+            self.texts_encoded += len(texts)
+            return vectors
         # Normalizing here makes inner product = cosine.
         vectors = self._model.encode(
             texts,

@@ -62,12 +62,12 @@ class Takes:
         backend: ``torch`` or ``onnx``.
     """
 
-    def __init__(self, index_dir: Path | str, *, model: str | None = None, backend: str = "torch", searcher: Searcher | None = None):
+    def __init__(self, index_dir: Path | str, *, model: str | None = None, backend: str | None = None, searcher: Searcher | None = None):
         from indexer.search import Searcher
 
         self.index_dir = Path(index_dir)
-        self.backend = backend
         self._searcher = searcher or Searcher(self.index_dir, model=model, backend=backend)
+        self.backend = self._searcher.backend
         self._write_lock = threading.Lock()
 
     @property

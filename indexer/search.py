@@ -169,8 +169,14 @@ class Snapshot:
         return self.manifest.generation
 
 
-def load_snapshot(index_dir: Path) -> Snapshot:
-    """Load the current generation: the manifest and live row ids read in one SQLite snapshot."""
+def load_snapshot(index_dir: Path, previous: Snapshot | None = None) -> Snapshot:
+    """Load the current generation: the manifest and live row ids read in one SQLite snapshot.
+
+    With ``previous`` (the generation being served), a generation that only
+    added segments or removed takes is built from a copy of it: the cost then
+    follows the size of the change, not of the index (no re-reading every
+    segment, no re-training an approximate index).
+    """
     import faiss
 
     connection, _ = open_index_database(index_dir)
@@ -187,6 +193,13 @@ def load_snapshot(index_dir: Path) -> Snapshot:
                     f"{index_dir}: the manifest counts {manifest.count} takes but the database holds "
                     f"{len(live)} for generation {manifest.generation}"
                 )
+            if previous is not None:
+                try:
+                    index = _extend(previous, manifest, live, index_dir)
+                except IndexCorrupt:
+                    index = None
+                if index is not None and index.ntotal == manifest.count:
+                    return Snapshot(manifest=manifest, vectors=index, loaded_at=time.time())
             kept_ids, kept_vectors = [], []
             try:
                 for segment in manifest.segments:
@@ -220,6 +233,39 @@ def load_snapshot(index_dir: Path) -> Snapshot:
     raise AssertionError("unreachable")
 
 
+def _extend(previous: Snapshot, manifest: Manifest, live: np.ndarray, index_dir: Path):
+    """A copy of ``previous``'s index with the new segments added and removed takes dropped.
+
+    None when the change is not of that shape (a rebuild, a new model, or a
+    different index type): the caller then loads from scratch.
+    """
+    import faiss
+
+    before = previous.manifest
+    if (before.model, before.dim, before.index_type) != (manifest.model, manifest.dim, manifest.index_type):
+        return None
+    old_files = {segment.file for segment in before.segments}
+    if not old_files <= {segment.file for segment in manifest.segments}:
+        return None
+    served_ids = faiss.vector_to_array(previous.vectors.id_map)
+    removed = served_ids[~np.isin(served_ids, live)]
+    # The served index is never changed in place: requests may be using it.
+    index = faiss.clone_index(previous.vectors)
+    if len(removed):
+        try:
+            index.remove_ids(faiss.IDSelectorBatch(removed))
+        except RuntimeError:
+            return None  # this index type cannot remove: load from scratch
+    for segment in manifest.segments:
+        if segment.file in old_files:
+            continue
+        ids, vectors = read_segment(index_dir, segment)
+        keep = np.isin(ids, live)
+        if keep.any():
+            index.add_with_ids(np.ascontiguousarray(vectors[keep]), ids[keep])
+    return index
+
+
 def _manifest_changed(connection, manifest: Manifest) -> bool:
     current = read_manifest(connection)
     return current is not None and current.generation != manifest.generation
@@ -237,12 +283,11 @@ class Searcher:
         index_dir: Path | str,
         *,
         model: str | None = None,
-        backend: str = "torch",
+        backend: str | None = None,
         embedder: Embedder | None = None,
         query_encoder: Callable[[str], np.ndarray] | None = None,
     ):
         self.index_dir = Path(index_dir)
-        self.backend = backend
         # Maps one query to its (1, dim) vector; the server sets a batching
         # worker here. None: call the embedder directly.
         self.query_encoder = query_encoder
@@ -251,7 +296,10 @@ class Searcher:
         # Fail on a mismatch before paying for a model load.
         manifest.check_model(model)
         self._requested_model = model
-        self._embedder = embedder or load_embedder(model or manifest.model, backend, cache_dir=str(self.index_dir))
+        # Queries use the backend that embedded the index unless told otherwise
+        # (the other backend's vectors differ slightly: cosine about 0.99).
+        self.backend = getattr(embedder, "backend", None) or backend or manifest.backend
+        self._embedder = embedder or load_embedder(model or manifest.model, self.backend, cache_dir=str(self.index_dir))
         manifest.check_model(self._embedder.name, self._embedder.dim)
         self._local = threading.local()
         self._refresh_lock = threading.Lock()
@@ -290,7 +338,7 @@ class Searcher:
         with self._refresh_lock:
             if self.current_generation() == self._snapshot.generation:
                 return False
-            snapshot = load_snapshot(self.index_dir)
+            snapshot = load_snapshot(self.index_dir, previous=self._snapshot)
             embedder = self._embedder
             if normalize_model_name(embedder.name) != snapshot.manifest.model:
                 if self._requested_model is not None:

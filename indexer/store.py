@@ -143,6 +143,8 @@ class Manifest:
     generation: int
     segments: tuple[Segment, ...] = ()
     index_type: str = "flat"
+    # The embedding backend that made the vectors; queries use it too by default.
+    backend: str = "torch"
     format_version: int = FORMAT_VERSION
     updated_at: str = ""
 
@@ -154,6 +156,7 @@ class Manifest:
             "count": self.count,
             "generation": self.generation,
             "index_type": self.index_type,
+            "backend": self.backend,
             "segments": [asdict(segment) for segment in self.segments],
             "updated_at": self.updated_at,
         }
@@ -175,6 +178,7 @@ class Manifest:
             generation=int(data["generation"]),
             segments=segments,
             index_type=data.get("index_type", "flat"),
+            backend=data.get("backend", "torch"),
             updated_at=data.get("updated_at", ""),
         )
 
@@ -377,12 +381,15 @@ class IndexWriter:
     # -- public operations --------------------------------------------------
 
     def add(
-        self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, *, model: str, backend: str = "torch", progress: bool = False
+        self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, *, model: str, backend: str | None = None, progress: bool = False
     ) -> ChangeReport:
         """Add takes that are not already indexed (same id, or same text from the same author)."""
         self._check_model(model)
-        live_ids = {row[0] for row in self._connection.execute("SELECT id FROM takes WHERE removed_generation IS NULL")}
-        live_keys = {row[0] for row in self._connection.execute("SELECT text_key FROM takes WHERE removed_generation IS NULL")}
+        # Look up only the incoming ids and keys (both indexed): the cost
+        # follows the size of the batch, not of the index.
+        keys = [text_key(take.text, take.author) for take in takes]
+        live_ids = self._existing("id", [take.id for take in takes])
+        live_keys = self._existing("text_key", keys)
         fresh: list[Take] = []
         for take in takes:
             key = text_key(take.text, take.author)
@@ -398,8 +405,23 @@ class IndexWriter:
         report.skipped = len(takes) - len(fresh)
         return report
 
+    def _existing(self, column: str, values: Sequence[str]) -> set[str]:
+        """Which of ``values`` a live take already has in ``column`` (``id`` or ``text_key``)."""
+        found: set[str] = set()
+        unique = list(dict.fromkeys(values))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            found.update(
+                row[0]
+                for row in self._connection.execute(
+                    f"SELECT {column} FROM takes WHERE removed_generation IS NULL AND {column} IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+            )
+        return found
+
     def replace_all(
-        self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, *, model: str, backend: str = "torch", progress: bool = False
+        self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, *, model: str, backend: str | None = None, progress: bool = False
     ) -> ChangeReport:
         """Make the index hold exactly ``takes`` (deduplicated), embedded by ``model``."""
         unique: dict[str, Take] = {}
@@ -414,7 +436,7 @@ class IndexWriter:
         report.skipped = len(takes) - len(unique)
         return report
 
-    def rebuild(self, embedder: EmbedderFactory | Embedder, *, model: str, backend: str = "torch", progress: bool = False) -> ChangeReport:
+    def rebuild(self, embedder: EmbedderFactory | Embedder, *, model: str, backend: str | None = None, progress: bool = False) -> ChangeReport:
         """Re-embed every live take (with a new model, say) into one fresh segment."""
         takes = self.live_takes()
         if self.manifest is None:
@@ -457,10 +479,10 @@ class IndexWriter:
         connection.execute("BEGIN IMMEDIATE")
         try:
             self._purge_removed(generation)
-            connection.executemany(
-                "UPDATE takes SET removed_generation = ? WHERE rowid = ?", [(generation, rowid) for rowid in rowids]
+            self._retire(rowids, generation)
+            manifest = self._next_manifest(
+                generation, self.manifest.segments, self.manifest.model, self.manifest.dim, self.manifest.backend
             )
-            manifest = self._next_manifest(generation, self.manifest.segments, self.manifest.model, self.manifest.dim)
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('manifest', ?)", (manifest.to_json(),))
             connection.execute("COMMIT")
         except BaseException:
@@ -507,9 +529,11 @@ class IndexWriter:
         vectors = np.stack([cached[digest] for digest in hashes]).astype(np.float32, copy=False)
         return vectors, len(missing)
 
-    def _commit(self, takes: Sequence[Take], embedder, *, model: str, remove_live: bool, backend: str, progress: bool) -> ChangeReport:
+    def _commit(self, takes: Sequence[Take], embedder, *, model: str, remove_live: bool, backend: str | None, progress: bool) -> ChangeReport:
         import faiss
 
+        # An embedder object knows its backend; a factory's caller says it.
+        backend = backend or getattr(embedder, "backend", None) or (self.manifest.backend if self.manifest else "torch")
         model = normalize_model_name(model)
         vectors, embedded = self._embed(takes, embedder, model, backend, progress)
         current = self.manifest
@@ -527,9 +551,8 @@ class IndexWriter:
         try:
             self._purge_removed(generation)
             if remove_live:
-                connection.execute(
-                    "UPDATE takes SET removed_generation = ? WHERE removed_generation IS NULL", (generation,)
-                )
+                live = [row[0] for row in connection.execute("SELECT rowid FROM takes WHERE removed_generation IS NULL")]
+                self._retire(live, generation)
             rowids = []
             for take in takes:
                 cursor = connection.execute(
@@ -550,7 +573,7 @@ class IndexWriter:
                 write_atomic(segment_path, faiss.serialize_index(index).tobytes())
                 _pause_point("after-segment")
                 segments = (*segments, segment)
-            manifest = self._next_manifest(generation, segments, model, dim)
+            manifest = self._next_manifest(generation, segments, model, dim, backend)
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('manifest', ?)", (manifest.to_json(),))
             connection.execute("COMMIT")
         except BaseException:
@@ -562,23 +585,36 @@ class IndexWriter:
             added=len(takes), embedded=embedded, threads=threads, generation=generation, added_ids=[t.id for t in takes]
         )
 
+    def _retire(self, rowids: Sequence[int], generation: int) -> None:
+        """Mark rows removed by ``generation`` and take them out of the FTS5 index.
+
+        The text index drops them at once so BM25's document counts stay those
+        of the live takes (a rebuild would otherwise count every text twice); a
+        reader still on the previous generation finds them by meaning only.
+        """
+        connection = self._connection
+        for start in range(0, len(rowids), 500):
+            chunk = list(rowids[start : start + 500])
+            placeholders = ",".join("?" * len(chunk))
+            rows = connection.execute(
+                f"SELECT rowid, text FROM takes WHERE rowid IN ({placeholders}) AND removed_generation IS NULL", chunk
+            ).fetchall()
+            connection.executemany("INSERT INTO takes_fts(takes_fts, rowid, text) VALUES ('delete', ?, ?)", rows)
+            connection.executemany(
+                "UPDATE takes SET removed_generation = ? WHERE rowid = ?", [(generation, rowid) for rowid, _ in rows]
+            )
+
     def _purge_removed(self, generation: int) -> None:
-        """Delete rows removed before the previous generation.
+        """Delete rows removed before the previous generation (their text left FTS5 when retired).
 
         A reader still on generation ``generation - 1`` may need rows removed by
         this generation, so only older removals are purged.
         """
-        connection = self._connection
-        stale = connection.execute(
-            "SELECT rowid, text FROM takes WHERE removed_generation IS NOT NULL AND removed_generation < ?",
-            (generation - 1,),
-        ).fetchall()
-        if not stale:
-            return
-        connection.executemany("INSERT INTO takes_fts(takes_fts, rowid, text) VALUES ('delete', ?, ?)", stale)
-        connection.executemany("DELETE FROM takes WHERE rowid = ?", [(rowid,) for rowid, _ in stale])
+        self._connection.execute(
+            "DELETE FROM takes WHERE removed_generation IS NOT NULL AND removed_generation < ?", (generation - 1,)
+        )
 
-    def _next_manifest(self, generation: int, segments: tuple[Segment, ...], model: str, dim: int) -> Manifest:
+    def _next_manifest(self, generation: int, segments: tuple[Segment, ...], model: str, dim: int, backend: str) -> Manifest:
         """The manifest for a new generation, counting live rows as the open transaction sees them."""
         count = self._connection.execute(
             "SELECT count(*) FROM takes WHERE removed_generation IS NULL"
@@ -591,6 +627,7 @@ class IndexWriter:
             segments=tuple(segments),
             # Exact search below the threshold, approximate above: readers build this type.
             index_type=ann.index_type_for(count),
+            backend=backend,
             updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
 

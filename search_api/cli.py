@@ -36,9 +36,9 @@ backend_option = click.option(
     "--backend",
     type=click.Choice(["torch", "onnx"]),
     envvar="TAKES_BACKEND",
-    default="torch",
-    show_default=True,
-    help="Embedding backend (env TAKES_BACKEND).",
+    default=None,
+    help="Embedding backend (env TAKES_BACKEND): torch (fp32) or onnx (int8, faster). Default: the "
+    "backend that built the index, or torch for a new index.",
 )
 
 lock_timeout_option = click.option(
@@ -114,6 +114,13 @@ def _embedder_factory(model: str, backend: str, index_dir: Path):
     return create
 
 
+def _writer_backend(writer, backend: str | None) -> str:
+    """The backend a write uses: as asked, else the index's own, else the default."""
+    from embeddings import DEFAULT_BACKEND
+
+    return backend or (writer.manifest.backend if writer.manifest else DEFAULT_BACKEND)
+
+
 def _read_inputs(files: tuple[Path, ...], input_format: str | None):
     from indexer.sources import read_takes
 
@@ -136,7 +143,7 @@ def index(files, input_format, index_dir, model, backend, if_missing):
 
     Replaces whatever the index held; use `takes add` to add to it.
     """
-    from embeddings import DEFAULT_MODEL
+    from embeddings import DEFAULT_BACKEND, DEFAULT_MODEL
     from indexer.store import IndexWriter, database_path
 
     if if_missing and database_path(index_dir).exists():
@@ -146,6 +153,7 @@ def index(files, input_format, index_dir, model, backend, if_missing):
 
     takes = _read_inputs(files or (SEED_CORPUS,), input_format)
     model = model or DEFAULT_MODEL
+    backend = backend or DEFAULT_BACKEND
     with IndexWriter(index_dir) as writer:
         report = writer.replace_all(
             takes, _embedder_factory(model, backend, index_dir), model=model, backend=backend, progress=True
@@ -341,6 +349,7 @@ def add(files, input_format, index_dir, model, backend, lock_timeout):
     with IndexWriter(index_dir, lock_timeout=lock_timeout) as writer:
         # An existing index keeps its model (a different --model is a ModelMismatch).
         model = model or (writer.manifest.model if writer.manifest else DEFAULT_MODEL)
+        backend = _writer_backend(writer, backend)
         report = writer.add(takes, _embedder_factory(model, backend, index_dir), model=model, backend=backend, progress=True)
     click.echo(
         f"added {report.added}, skipped {report.skipped} duplicates "
@@ -387,6 +396,7 @@ def rebuild(index_dir, model, backend, lock_timeout):
     _require_index(index_dir)
     with IndexWriter(index_dir, lock_timeout=lock_timeout) as writer:
         model = model or writer.manifest.model
+        backend = _writer_backend(writer, backend)
         report = writer.rebuild(_embedder_factory(model, backend, index_dir), model=model, backend=backend, progress=True)
     click.echo(
         f"rebuilt {report.added} takes with model {model}: {report.embedded} texts embedded, "

@@ -87,7 +87,7 @@ class SearcherSource:
     index is missing: the tool call says why, and works once the index exists.
     """
 
-    def __init__(self, index_dir: Path | str, *, model: str | None = None, backend: str = "torch", refresh_interval: float = 1.0):
+    def __init__(self, index_dir: Path | str, *, model: str | None = None, backend: str | None = None, refresh_interval: float = 1.0):
         self.index_dir, self.model, self.backend = Path(index_dir), model, backend
         self.refresh_interval = refresh_interval
         self._searcher: Searcher | None = None
@@ -168,7 +168,7 @@ def build_server(get_searcher: Callable[[], Searcher]) -> MCPServer:
     return server
 
 
-def run_stdio(index_dir: Path, *, model: str | None = None, backend: str = "torch") -> None:
+def run_stdio(index_dir: Path, *, model: str | None = None, backend: str | None = None) -> None:
     """Serve MCP on stdin/stdout until the client hangs up; logs go to stderr."""
     # Desktop clients launch servers with a bare environment: never try the network.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

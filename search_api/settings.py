@@ -17,7 +17,8 @@ class Settings(BaseSettings):
     index_dir: Path = DEFAULT_INDEX_DIR
     # None: use whichever model built the index.
     model: str | None = None
-    backend: str = "torch"
+    # None: the backend that embedded the index.
+    backend: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     # Threads for torch and FAISS each; one measured best on two cores

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -182,3 +183,27 @@ def test_thread_count_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("TAKES_THREADS", "many")
     with pytest.raises(EmbeddingError, match="TAKES_THREADS"):
         threads_from_environment()
+
+
+def test_the_lean_runtime_matches_sentence_transformers_own_onnx_path(onnx_embedder, onnx_cache, seed_texts, monkeypatch):
+    """A cached model runs on onnxruntime + tokenizers alone; its vectors must be sentence-transformers'."""
+    import embeddings.onnx as onnx_module
+
+    assert onnx_embedder._runtime is not None
+    long_text = " ".join(seed_texts) * 3  # past the model's 256-token limit: truncation must agree too
+    texts = [*seed_texts[:20], long_text]
+    lean = onnx_embedder.encode(texts)
+    monkeypatch.setattr(onnx_module._LeanRuntime, "open", classmethod(lambda cls, *args: None))
+    reference = OnnxEmbedder(DEFAULT_MODEL, cache_dir=onnx_cache)
+    assert reference._runtime is None
+    np.testing.assert_allclose(lean, reference.encode(texts), atol=1e-5)
+
+
+def test_a_cached_model_loads_without_importing_torch(onnx_embedder, onnx_cache):
+    code = (
+        "import sys; from embeddings.onnx import OnnxEmbedder; "
+        f"e = OnnxEmbedder({DEFAULT_MODEL!r}, cache_dir={str(onnx_cache)!r}); e.encode(['compute']); "
+        "print('torch' in sys.modules, 'sentence_transformers' in sys.modules)"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.split() == ["False", "False"]
