@@ -7,6 +7,8 @@ TORCH := torch==2.13.0
 INDEX_DIR ?= $(CURDIR)/data/index
 export TAKES_INDEX_DIR ?= $(INDEX_DIR)
 export HF_HUB_OFFLINE := 1
+# The shared dev judgments when present, else the copy the tests use.
+JUDGMENTS ?= $(firstword $(wildcard ../shared/eval/dev_queries.json) tests/data/dev_queries.json)
 
 .PHONY: run test install index bench eval clean chromium
 
@@ -34,7 +36,7 @@ test: install chromium
 	$(BIN)/python -m pytest
 
 eval: index
-	$(BIN)/takes eval ../shared/eval/dev_queries.json
+	$(BIN)/takes eval $(JUDGMENTS)
 
 bench: install
 	$(BIN)/python -m bench

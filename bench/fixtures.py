@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.common import REPO
 
-DEV_JUDGMENTS = REPO.parent / "shared" / "eval" / "dev_queries.json"
+DEV_JUDGMENTS = REPO / "tests" / "data" / "dev_queries.json"
 
 # Questions a reader of AI-policy threads might ask; the dev queries are added when present.
 EXTRA_QUERIES = [

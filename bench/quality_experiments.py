@@ -19,7 +19,7 @@ from indexer.evaluation import evaluate, load_judgments, mean
 from indexer.search import fts_query
 from indexer.sources import read_takes
 
-DEFAULT_JUDGMENTS = Path(__file__).resolve().parents[2] / "shared" / "eval" / "dev_queries.json"
+DEFAULT_JUDGMENTS = Path(__file__).resolve().parents[1] / "tests" / "data" / "dev_queries.json"
 DEPTH = 50
 
 
