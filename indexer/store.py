@@ -475,19 +475,12 @@ class IndexWriter:
             rowids.extend(thread_rows)
         rowids = sorted(set(rowids))
         generation = self.manifest.generation + 1
-        connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            self._purge_removed(generation)
+        with self._generation(generation):
             self._retire(rowids, generation)
             manifest = self._next_manifest(
                 generation, self.manifest.segments, self.manifest.model, self.manifest.dim, self.manifest.backend
             )
-            connection.execute("INSERT OR REPLACE INTO meta VALUES ('manifest', ?)", (manifest.to_json(),))
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
+            self._record(manifest)
         self._published(manifest)
         return ChangeReport(removed=len(rowids), generation=generation)
 
@@ -547,9 +540,7 @@ class IndexWriter:
         generation = (current.generation if current else 0) + 1
 
         connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            self._purge_removed(generation)
+        with self._generation(generation):
             if remove_live:
                 live = [row[0] for row in connection.execute("SELECT rowid FROM takes WHERE removed_generation IS NULL")]
                 self._retire(live, generation)
@@ -574,16 +565,29 @@ class IndexWriter:
                 _pause_point("after-segment")
                 segments = (*segments, segment)
             manifest = self._next_manifest(generation, segments, model, dim, backend)
-            connection.execute("INSERT OR REPLACE INTO meta VALUES ('manifest', ?)", (manifest.to_json(),))
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
+            self._record(manifest)
         self._published(manifest)
         threads = len({take.thread_id for take in takes})
         return ChangeReport(
             added=len(takes), embedded=embedded, threads=threads, generation=generation, added_ids=[t.id for t in takes]
         )
+
+    @contextlib.contextmanager
+    def _generation(self, generation: int):
+        """One write transaction for ``generation``: all of it commits, or none of it."""
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            self._purge_removed(generation)
+            yield
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    def _record(self, manifest: Manifest) -> None:
+        """Write the manifest inside the open transaction: its commit is the switch."""
+        self._connection.execute("INSERT OR REPLACE INTO meta VALUES ('manifest', ?)", (manifest.to_json(),))
 
     def _retire(self, rowids: Sequence[int], generation: int) -> None:
         """Mark rows removed by ``generation`` and take them out of the FTS5 index.

@@ -22,16 +22,9 @@ from indexer.sources import read_takes
 from indexer.store import PAUSE_POINTS, IndexWriter, open_index_database
 from search_api.cli import cli
 from tests.cli_process import run_takes, start_takes, stop, wait_until
+from tests.samples import UNROLL, UNROLL_IDS
 
-UNROLL = """\
-Dana Okafor Profile picture
-Mar 3, 2024 3 tweets 1 min read Read on X
-1/ Lighthouse keepers are the right model for frontier AI auditors: boring, independent, paid by nobody they inspect.
-2/ An auditor funded by the labs it audits will drift toward whatever keeps the contract renewed.
-3/ So fund AI auditors from a levy on compute, collected by a public body, and rotate them every two years.
-• • •
-"""
-NEW_IDS = [f"dana-okafor-2024-03-03-{position}" for position in (1, 2, 3)]
+NEW_IDS = UNROLL_IDS
 QUERY = "who should pay for AI auditors"
 
 

@@ -8,17 +8,10 @@ from fastapi.testclient import TestClient
 from indexer.search import Searcher, load_snapshot
 from search_api.app import create_app
 from search_api.settings import Settings
+from tests.samples import UNROLL
 
 TOKEN = "test-token-5c1f"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-UNROLL = """\
-Dana Okafor Profile picture
-Mar 3, 2024 3 tweets 1 min read Read on X
-1/ Lighthouse keepers are the right model for frontier AI auditors: boring, independent, paid by nobody they inspect.
-2/ An auditor funded by the labs it audits will drift toward whatever keeps the contract renewed.
-3/ So fund AI auditors from a levy on compute, collected by a public body, and rotate them every two years.
-• • •
-"""
 RECORDS = [
     {"id": "kite-1", "text": "Kite strings are a fine metaphor for AI liability: slack until the wind picks up.", "author": "Ravi Menon", "date": "2024-05-01"},
     {"id": "kite-2", "text": "Insurers, not regulators, will end up writing the first real rules for deployed AI agents.", "author": "Ravi Menon", "date": "2024-05-01"},
