@@ -47,7 +47,8 @@ def _add_latency() -> dict:
     """The live-add benchmark, when its module is present (another part of the suite)."""
     if not (REPO / "bench" / "add_latency.py").exists():
         return {"skipped": "bench/add_latency.py not present"}
-    completed = subprocess.run([sys.executable, "-m", "bench.add_latency"], capture_output=True, text=True, timeout=300)
+    # Both backends, three sizes up to 100k, three runs each: about 6 min on two idle cores (measured), more when busy.
+    completed = subprocess.run([sys.executable, "-m", "bench.add_latency"], capture_output=True, text=True, timeout=2400)
     return {"returncode": completed.returncode, "output": completed.stdout[-2000:]}
 
 
@@ -56,7 +57,7 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller runs (scale at 100k only), for a smoke test")
     parser.add_argument("--reuse", action="store_true", help="keep the previous run's figures for skipped parts")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/PERFORMANCE.md alone")
-    parser.add_argument("--skip", action="append", default=[], help="parts to skip: indexing, threads, latency, http, scale, profile, txtai, add")
+    parser.add_argument("--skip", action="append", default=[], help="parts to skip: indexing, threads, latency, http, cold, scale, profile, txtai, add")
     args = parser.parse_args(argv)
 
     from search_api.settings import Settings
@@ -91,6 +92,18 @@ def main(argv=None) -> None:
         results["http"] = [_step("HTTP torch", latency.serve_and_measure, torch_index, "torch")]
         if onnx_index is not None:
             results["http"].append(_step("HTTP onnx", latency.serve_and_measure, onnx_index, "onnx"))
+    if "cold" not in skip:
+        from bench import latency
+
+        # Three fresh servers per backend (medians); they replace the single start the HTTP part saw.
+        results["cold_start"] = [_step("cold start torch", latency.cold_start, torch_index, "torch")]
+        if onnx_index is not None:
+            results["cold_start"].append(_step("cold start onnx", latency.cold_start, onnx_index, "onnx"))
+        print(json.dumps(results["cold_start"], indent=1), file=sys.stderr)
+        for row in results.get("http") or []:
+            cold = next((c for c in results["cold_start"] if "cold_start_s" in c and isinstance(row, dict) and c["backend"] == row.get("backend")), None)
+            if cold:
+                row.update(cold_start_s=cold["cold_start_s"], rss_mib=cold["rss_mib"])
     if "profile" not in skip:
         from bench import profile_request
 

@@ -144,6 +144,24 @@ def serve_and_measure(index_dir: Path, backend: str, env: dict | None = None) ->
     return result
 
 
+def cold_start(index_dir: Path, backend: str, runs: int = 3) -> dict:
+    """Seconds from `takes serve` process start to its first 200 on /health, and RSS, in ``runs`` fresh processes.
+
+    RSS is read after one search (the model has then run once). Medians, plus every run.
+    """
+    import statistics
+
+    starts, rss = [], []
+    for _ in range(runs):
+        with Server(index_dir, backend) as server:
+            starts.append(server.cold_start_s)
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+            _get(connection, search_path("what about compute governance"))
+            connection.close()
+            rss.append(server.rss_mib())
+    return {"backend": backend, "runs": runs, "cold_start_s": statistics.median(starts), "rss_mib": statistics.median(rss), "cold_start_all": starts, "rss_all": rss}
+
+
 def in_process(index_dir: Path, threads: int, count: int = SEQUENTIAL) -> dict:
     """Searcher.search (encode + search + SQLite), and a bare sentence-transformers encode of one query."""
     from sentence_transformers import SentenceTransformer
