@@ -36,6 +36,10 @@ MANIFEST_NAME = "takes-onnx.json"
 # 21.6 ms) and more texts per second too: a second spinning worker only
 # competes for the one other core. TAKES_THREADS overrides it, e.g. on a big box.
 DEFAULT_THREADS = 1
+# Texts encoded side by side when embedding in bulk (one per core); a query
+# or a handful of takes stays on one thread.
+BULK_WORKERS = max(1, min(4, os.cpu_count() or 1))
+BULK_MIN_TEXTS_PER_WORKER = 16
 
 
 def _cpu_flags() -> set[str]:
@@ -162,13 +166,33 @@ class _LeanRuntime:
 
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
-        iterator = enumerate(texts)
+        bar = None
         if progress:
             from tqdm import tqdm
 
-            iterator = tqdm(iterator, total=len(texts), desc="Embedding", unit="take")
-        for row, text in iterator:
-            encoding = self._tokenizer.encode(text)
+            bar = tqdm(total=len(texts), desc="Embedding", unit="take")
+        workers = min(BULK_WORKERS, len(texts) // BULK_MIN_TEXTS_PER_WORKER) if BULK_WORKERS > 1 else 1
+        if workers <= 1:
+            self._encode_rows(texts, range(len(texts)), vectors, bar)
+        else:
+            # Bulk work (indexing): one text per run keeps a vector a function
+            # of its text alone, so use the cores by running several texts at
+            # once instead; ONNX Runtime releases the GIL inside run().
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                for future in [
+                    pool.submit(self._encode_rows, texts, range(start, len(texts), workers), vectors, bar)
+                    for start in range(workers)
+                ]:
+                    future.result()
+        if bar is not None:
+            bar.close()
+        return vectors
+
+    def _encode_rows(self, texts: list[str], rows: range, vectors: np.ndarray, bar) -> None:
+        for row in rows:
+            encoding = self._tokenizer.encode(texts[row])
             feeds = {
                 "input_ids": np.asarray([encoding.ids], dtype=np.int64),
                 "attention_mask": np.asarray([encoding.attention_mask], dtype=np.int64),
@@ -178,7 +202,8 @@ class _LeanRuntime:
             mask = feeds["attention_mask"][0][:, None].astype(np.float32)
             pooled = (tokens * mask).sum(axis=0) / max(mask.sum(), 1e-9)
             vectors[row] = pooled / max(np.linalg.norm(pooled), 1e-12)
-        return vectors
+            if bar is not None:
+                bar.update(1)
 
 
 def _require_onnx_runtime(*, for_build: bool = True):
