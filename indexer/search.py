@@ -177,7 +177,6 @@ def load_snapshot(index_dir: Path, previous: Snapshot | None = None) -> Snapshot
     follows the size of the change, not of the index (no re-reading every
     segment, no re-training an approximate index).
     """
-    import faiss
 
     connection, _ = open_index_database(index_dir)
     try:
@@ -510,27 +509,30 @@ class Searcher:
         return [take_from_row(row) for row in rows]
 
     def stats(self) -> dict:
-        manifest = self._snapshot.manifest
-        clause, params = self._visible()
-        threads = self._connection().execute(
-            f"SELECT count(DISTINCT thread_id) FROM takes WHERE {clause}", params
-        ).fetchone()[0]
-        return {
-            "takes": manifest.count,
-            "threads": threads,
-            "model": manifest.model,
-            "dim": manifest.dim,
-            "index_bytes": index_bytes(self.index_dir),
-            "index_type": manifest.index_type,
-            "generation": manifest.generation,
-            "backend": self.backend,
-        }
+        """The object of GET /stats and `takes stats --json`, for the generation served."""
+        return index_stats(self.index_dir, self._connection(), self._snapshot.manifest, backend=self.backend)
 
     def close(self) -> None:
         connection = getattr(self._local, "connection", None)
         if connection is not None:
             connection.close()
             self._local.connection = None
+
+
+def index_stats(index_dir: Path, connection, manifest: Manifest, *, backend: str | None = None) -> dict:
+    """Counts, model and size of one generation (``backend``: the one serving queries, if any)."""
+    clause, params = visible_clause(manifest.generation)
+    threads = connection.execute(f"SELECT count(DISTINCT thread_id) FROM takes WHERE {clause}", params).fetchone()[0]
+    return {
+        "takes": manifest.count,
+        "threads": threads,
+        "model": manifest.model,
+        "dim": manifest.dim,
+        "index_bytes": index_bytes(index_dir),
+        "index_type": manifest.index_type,
+        "generation": manifest.generation,
+        "backend": backend or manifest.backend,
+    }
 
 
 def index_bytes(index_dir: Path) -> int:

@@ -230,24 +230,14 @@ def _print_result(result, rank: int | None = None, indent: str = "") -> None:
 @user_errors
 def stats(as_json, index_dir):
     """Counts, model and size of the index."""
+    from indexer.search import index_stats
     from indexer.store import open_index_database
-    from indexer.search import index_bytes
 
     connection, manifest = open_index_database(index_dir)
-    with connection:
-        threads = connection.execute(
-            "SELECT count(DISTINCT thread_id) FROM takes WHERE removed_generation IS NULL"
-        ).fetchone()[0]
-    connection.close()
-    data = {
-        "takes": manifest.count,
-        "threads": threads,
-        "model": manifest.model,
-        "dim": manifest.dim,
-        "index_bytes": index_bytes(index_dir),
-        "index_type": manifest.index_type,
-        "generation": manifest.generation,
-    }
+    try:
+        data = index_stats(index_dir, connection, manifest)
+    finally:
+        connection.close()
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:

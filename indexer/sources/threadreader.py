@@ -16,7 +16,7 @@ from datetime import date
 
 from indexer.errors import ParseError
 from indexer.models import Take
-from indexer.sources.common import ThreadIds, tidy_text, with_at
+from indexer.sources.common import ThreadIds, tidy_text
 
 _HEADER_SUFFIX = "Profile picture"
 _DATE = r"(?P<date>(?P<month>[A-Z][a-z]{2,8})\.? (?P<day>\d{1,2})(?:st|nd|rd|th)?,? (?P<year>\d{4}))"

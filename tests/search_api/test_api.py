@@ -109,3 +109,15 @@ def test_bad_filters_get_422(client):
     for params, needle in [({"since": "2023-13-01"}, "since"), ({"mode": "fuzzy"}, "mode"), ({"context": 11}, "context")]:
         response = client.get("/search", params={"q": "ok", **params})
         assert response.status_code == 422 and needle in response.json()["detail"]
+
+
+def test_stats_is_the_same_object_as_the_cli(client, seed_index):
+    import json
+
+    from click.testing import CliRunner
+
+    from search_api.cli import cli
+
+    result = CliRunner().invoke(cli, ["stats", "--json", "--index-dir", str(seed_index)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == client.get("/stats").json()
