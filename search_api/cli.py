@@ -170,6 +170,7 @@ def index(files, input_format, index_dir, model, backend, if_missing):
 @click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default="hybrid", show_default=True,
               help="Ranking: meaning and words, meaning only, or words only.")
 @click.option("--author", default=None, help="Only takes by this author name or handle.")
+@click.option("--handle", default=None, help="Only takes by this handle (with or without '@').")
 @click.option("--thread", "thread_id", default=None, help="Only takes of this thread id.")
 @click.option("--since", default=None, help="Only takes on or after this ISO date (2023-01-31).")
 @click.option("--until", default=None, help="Only takes on or before this ISO date.")
@@ -181,13 +182,13 @@ def index(files, input_format, index_dir, model, backend, if_missing):
 @model_option
 @backend_option
 @user_errors
-def search(query, k, mode, author, thread_id, since, until, min_score, context, group_by_thread, as_json, index_dir, model, backend):
+def search(query, k, mode, author, handle, thread_id, since, until, min_score, context, group_by_thread, as_json, index_dir, model, backend):
     """Find the takes that answer QUERY."""
     from indexer.models import group_by_thread as group
     from indexer.search import Filters, Searcher, validate_query
 
     validate_query(query, k)
-    filters = Filters(author=author, thread_id=thread_id, since=since, until=until, min_score=min_score)
+    filters = Filters(author=author, handle=handle, thread_id=thread_id, since=since, until=until, min_score=min_score)
     searcher = Searcher(index_dir, model=model, backend=backend)
     results = searcher.search(query, k, mode=mode, filters=filters, context=context)
     if as_json:

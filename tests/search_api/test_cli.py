@@ -119,3 +119,15 @@ def test_packages_import_in_one_direction():
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+def test_search_filters_on_the_command_line(run, seed_index):
+    result = run("search", "AI policy", "--since", "2023-01-01", "--handle", "jackclarkSF", "--json", "--index-dir", seed_index)
+    assert result.exit_code == 0, result.output
+    dates = [take["date"] for take in json.loads(result.output)]
+    assert len(dates) == 9 and all(date >= "2023-01-01" for date in dates)
+    result = run("search", "AI policy", "--author", "Somebody Else", "--index-dir", seed_index)
+    assert result.exit_code == 0 and "no takes match" in result.output
+    result = run("search", "AI policy", "-k", "3", "--group-by-thread", "--json", "--index-dir", seed_index)
+    groups = json.loads(result.output)
+    assert {"thread_id", "score", "takes"} == set(groups[0])
