@@ -8,6 +8,7 @@ import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -23,8 +24,7 @@ from indexer.errors import (
     TakesError,
 )
 from indexer.search import Searcher
-from search_api.routers import admin, health, page, search, takes
-from search_api.routers import tools
+from search_api.routers import admin, health, page, search, takes, tools
 from search_api.batching import QueryBatcher
 from search_api.settings import Settings
 from search_api.threads import set_compute_threads
@@ -116,11 +116,11 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
         for item in error.errors():
             where = ".".join(str(part) for part in item["loc"] if part not in ("query", "body"))
             problems.append(f"{where}: {item['msg']}" if where else item["msg"])
-        return JSONResponse(status_code=422, content={"detail": "; ".join(problems), "errors": error.errors()})
+        # jsonable_encoder: an error's context may hold exception objects.
+        return JSONResponse(status_code=422, content={"detail": "; ".join(problems), "errors": jsonable_encoder(error.errors())})
 
-    for router in (search.router, takes.router, health.router, admin.router, page.router):
+    for router in (search.router, takes.router, health.router, admin.router, tools.router, page.router):
         app.include_router(router)
-    app.include_router(tools.router)
     mcp_endpoint = _mcp_endpoint(app, settings)
     if mcp_endpoint is not None:
         app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
