@@ -121,6 +121,46 @@ def _writer_backend(writer, backend: str | None) -> str:
     return backend or (writer.manifest.backend if writer.manifest else DEFAULT_BACKEND)
 
 
+def _add_through_server(server: str, token: str | None, files, input_format: str | None) -> tuple[int, int]:
+    """POST each file's takes (parsed here, so errors name the file and line) to a running server."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from indexer.errors import TakesError
+    from indexer.models import TAKE_FIELDS
+    from indexer.sources import read_takes
+
+    if not token:
+        raise TakesError("--server needs the server's admin token: pass --token or set TAKES_ADMIN_TOKEN")
+    batches = [(Path(path).name, read_takes(path, input_format)) for path in files]
+    added = skipped = 0
+    for source, takes in batches:
+        records = [{name: getattr(take, name) for name in TAKE_FIELDS if name != "source"} for take in takes]
+        url = f"{server.rstrip('/')}/takes?{urllib.parse.urlencode({'source': source})}"
+        request = urllib.request.Request(
+            url,
+            data=json.dumps(records).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                report = json.load(response)
+        except urllib.error.HTTPError as error:
+            try:
+                detail = json.load(error).get("detail", error.reason)
+            except ValueError:
+                detail = error.reason
+            raise TakesError(f"{server} refused {source} ({error.code}): {detail}") from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise TakesError(f"cannot reach the takes server at {server}: {reason}") from None
+        added += report["added"]
+        skipped += report["skipped"]
+    return added, skipped
+
+
 def _read_inputs(files: tuple[Path, ...], input_format: str | None):
     from indexer.sources import read_takes
 
@@ -323,8 +363,16 @@ def _require_index(index_dir: Path) -> None:
 @model_option
 @backend_option
 @lock_timeout_option
+@click.option(
+    "--server",
+    envvar="TAKES_SERVER",
+    default=None,
+    help="Add through a running `takes serve` at this URL (POST /takes) instead of writing the index here: "
+    "no model load in this process (env TAKES_SERVER).",
+)
+@click.option("--token", envvar="TAKES_ADMIN_TOKEN", default=None, help="The server's admin token (env TAKES_ADMIN_TOKEN).")
 @user_errors
-def add(files, input_format, index_dir, model, backend, lock_timeout):
+def add(files, input_format, index_dir, model, backend, lock_timeout, server, token):
     """Add the takes in FILES to the index, without a rebuild.
 
     Takes already indexed (same id, or the same text from the same author) are
@@ -336,6 +384,10 @@ def add(files, input_format, index_dir, model, backend, lock_timeout):
     from indexer.store import IndexWriter
 
     # Every file parses before anything is written: one bad file adds nothing.
+    if server:
+        added, skipped = _add_through_server(server, token, files, input_format)
+        click.echo(f"added {added}, skipped {skipped} duplicates (through {server})")
+        return
     takes = _read_inputs(files, input_format)
     with IndexWriter(index_dir, lock_timeout=lock_timeout) as writer:
         # An existing index keeps its model (a different --model is a ModelMismatch).

@@ -57,3 +57,23 @@ def test_live_server_serves_takes_added_by_another_process(index_copy, tmp_path,
             assert client.get("/health").json()["generation"] == generation + 1
             assert client.get("/stats").json()["takes"] == len(seed_takes) + 3
             assert client.get("/takes/dana-okafor-2024-03-03-2").status_code == 200
+
+
+def test_add_through_a_running_server(index_copy, tmp_path, seed_takes):
+    """`takes add --server` posts the parsed takes: the server embeds them with its loaded model."""
+    unroll = tmp_path / "dana.txt"
+    unroll.write_text(UNROLL)
+    with serving(index_copy, log=tmp_path / "serve.log", TAKES_ADMIN_TOKEN="s3cret") as (url, _):
+        added = run_takes(tmp_path / "unused", "add", unroll, "--server", url, TAKES_ADMIN_TOKEN="s3cret")
+        assert added.returncode == 0, added.stderr
+        assert "added 3, skipped 0 duplicates" in added.stdout
+        take = httpx.get(f"{url}/takes/{UNROLL_IDS[1]}").json()
+        assert take["source"] == "dana.txt" and take["position"] == 2 and take["thread_size"] == 3
+        assert httpx.get(f"{url}/search", params=QUERY).json()["results"][0]["id"] in NEW_IDS
+        again = run_takes(tmp_path / "unused", "add", unroll, "--server", url, TAKES_ADMIN_TOKEN="s3cret")
+        assert "added 0, skipped 3 duplicates" in again.stdout
+        wrong = run_takes(tmp_path / "unused", "add", unroll, "--server", url, TAKES_ADMIN_TOKEN="nope")
+        assert wrong.returncode == 1 and "refused dana.txt (403)" in wrong.stderr
+    gone = run_takes(tmp_path / "unused", "add", unroll, "--server", url, TAKES_ADMIN_TOKEN="s3cret")
+    assert gone.returncode == 1 and "cannot reach the takes server" in gone.stderr
+    assert not (tmp_path / "unused").exists()
