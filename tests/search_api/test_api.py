@@ -3,18 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
 from indexer.models import TAKE_FIELDS
-from search_api.app import create_app
-from search_api.settings import Settings
-
-
-@pytest.fixture(scope="module")
-def client(seed_index, searcher):
-    settings = Settings(index_dir=seed_index, reload_interval=0)
-    with TestClient(create_app(settings, searcher)) as client:
-        yield client
 
 
 def test_search_returns_takes_with_exactly_the_take_fields_and_score(client):

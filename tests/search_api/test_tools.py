@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import re
 
-import pytest
-from fastapi.testclient import TestClient
 
-from search_api.app import create_app
-from search_api.settings import Settings
 
 QUESTION = "what about compute governance"
-
-
-@pytest.fixture(scope="module")
-def client(seed_index, searcher):
-    settings = Settings(index_dir=seed_index, reload_interval=0)
-    with TestClient(create_app(settings, searcher)) as client:
-        yield client
 
 
 def test_context_format_is_a_numbered_cited_text_block(client):
