@@ -46,10 +46,6 @@ def format_context(results: Sequence[SearchResult | Take], query: str | None = N
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _iso(value: str | date | None) -> str | None:
-    return value.isoformat() if isinstance(value, date) else value
-
-
 class Takes:
     """Search, read and extend one index; loads the model and the index once.
 
@@ -95,7 +91,7 @@ class Takes:
         from indexer.search import Filters
 
         filters = Filters(
-            author=author, handle=handle, thread_id=thread_id, since=_iso(since), until=_iso(until), min_score=min_score
+            author=author, handle=handle, thread_id=thread_id, since=since, until=until, min_score=min_score
         )
         return self._searcher.search(query, k, mode=mode, filters=filters, context=context)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from datetime import date
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,13 +121,17 @@ class Filters:
     author: str | None = None
     handle: str | None = None
     thread_id: str | None = None
-    since: str | None = None
-    until: str | None = None
+    since: str | date | None = None
+    until: str | date | None = None
     min_score: float | None = None
 
     def __post_init__(self):
         for name in ("since", "until"):
             value = getattr(self, name)
+            if isinstance(value, date):
+                # Callers may pass dates; the SQL compares ISO text.
+                value = value.isoformat()
+                object.__setattr__(self, name, value)
             if value is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
                 raise InvalidQuery(f"{name} must be an ISO date like 2023-06-25, got {value!r}")
         if self.since and self.until and self.since > self.until:

@@ -385,19 +385,12 @@ class IndexWriter:
     ) -> ChangeReport:
         """Add takes that are not already indexed (same id, or same text from the same author)."""
         self._check_model(model)
+        keys = [text_key(take.text, take.author) for take in takes]
         # Look up only the incoming ids and keys (both indexed): the cost
         # follows the size of the batch, not of the index.
-        keys = [text_key(take.text, take.author) for take in takes]
-        live_ids = self._existing("id", [take.id for take in takes])
-        live_keys = self._existing("text_key", keys)
-        fresh: list[Take] = []
-        for take in takes:
-            key = text_key(take.text, take.author)
-            if take.id in live_ids or key in live_keys:
-                continue
-            live_ids.add(take.id)
-            live_keys.add(key)
-            fresh.append(take)
+        fresh = _first_of_each(
+            takes, keys, self._existing("id", [take.id for take in takes]), self._existing("text_key", keys)
+        )
         if not fresh and self.manifest is not None:
             # Nothing new: no generation, no model load.
             return ChangeReport(skipped=len(takes), generation=self.manifest.generation)
@@ -424,15 +417,8 @@ class IndexWriter:
         self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, *, model: str, backend: str | None = None, progress: bool = False
     ) -> ChangeReport:
         """Make the index hold exactly ``takes`` (deduplicated), embedded by ``model``."""
-        unique: dict[str, Take] = {}
-        keys: set[str] = set()
-        for take in takes:
-            key = text_key(take.text, take.author)
-            if take.id in unique or key in keys:
-                continue
-            unique[take.id] = take
-            keys.add(key)
-        report = self._commit(list(unique.values()), embedder, model=model, remove_live=True, backend=backend, progress=progress)
+        unique = _first_of_each(takes, [text_key(take.text, take.author) for take in takes], set(), set())
+        report = self._commit(unique, embedder, model=model, remove_live=True, backend=backend, progress=progress)
         report.skipped = len(takes) - len(unique)
         return report
 
@@ -511,7 +497,7 @@ class IndexWriter:
         missing = sorted({digest for digest in hashes if digest not in cached})
         dim = self.manifest.dim if self.manifest and self.manifest.model == model else 0
         if missing:
-            model_instance = embedder() if callable(embedder) and not hasattr(embedder, "encode") else embedder
+            model_instance = _instance(embedder)
             text_by_hash = dict(zip(hashes, texts))
             fresh = model_instance.encode([text_by_hash[digest] for digest in missing], progress=progress)
             self._cache.put_many(cache_model, zip(missing, fresh))
@@ -533,8 +519,7 @@ class IndexWriter:
         dim = vectors.shape[1] if len(takes) else (current.dim if current else 0)
         if not takes and dim == 0:
             # An empty first index still needs a dimension: ask the model.
-            model_instance = embedder() if callable(embedder) and not hasattr(embedder, "encode") else embedder
-            dim = model_instance.dim
+            dim = _instance(embedder).dim
         if current is not None and not remove_live and current.count and dim != current.dim:
             raise ModelMismatch(current.model, current.dim, model, dim)
         generation = (current.generation if current else 0) + 1
@@ -678,6 +663,23 @@ def _pause_point(name: str) -> None:
         Path(marker).write_text(str(os.getpid()))
     # Long enough for the test to kill us; if it does not, the write carries on.
     time.sleep(float(os.environ.get("TAKES_TEST_PAUSE_SECONDS", "60")))
+
+
+def _instance(embedder: EmbedderFactory | Embedder) -> Embedder:
+    """The embedder itself, creating it when given a factory (the model loads only here)."""
+    return embedder if hasattr(embedder, "encode") else embedder()
+
+
+def _first_of_each(takes: Sequence[Take], keys: Sequence[str], known_ids: set[str], known_keys: set[str]) -> list[Take]:
+    """Takes whose id and content key are in neither the known sets nor earlier in ``takes``."""
+    fresh: list[Take] = []
+    for take, key in zip(takes, keys):
+        if take.id in known_ids or key in known_keys:
+            continue
+        known_ids.add(take.id)
+        known_keys.add(key)
+        fresh.append(take)
+    return fresh
 
 
 def _acquire_lock(path: Path, timeout: float):

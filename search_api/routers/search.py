@@ -23,8 +23,8 @@ def run_search(searcher: Searcher, params: SearchParams) -> dict:
         author=params.author,
         handle=params.handle,
         thread_id=params.thread_id,
-        since=params.since.isoformat() if params.since else None,
-        until=params.until.isoformat() if params.until else None,
+        since=params.since,
+        until=params.until,
         min_score=params.min_score,
     )
     results = searcher.search(params.q, params.k, mode=params.mode, filters=filters, context=params.context)
