@@ -290,8 +290,14 @@ class Searcher:
         backend: str | None = None,
         embedder: Embedder | None = None,
         query_encoder: Callable[[str], np.ndarray] | None = None,
+        thread_setup: Callable[[], None] | None = None,
     ):
         self.index_dir = Path(index_dir)
+        # Run once in each thread before its first query (the server limits
+        # FAISS's and torch's OpenMP threads with it: their thread counts are
+        # per calling thread, so setting them in one thread does not reach
+        # the request threads).
+        self.thread_setup = thread_setup
         # Maps one query to its (1, dim) vector; the server sets a batching
         # worker here. None: call the embedder directly.
         self.query_encoder = query_encoder
@@ -332,6 +338,11 @@ class Searcher:
             self._local.connection = connection
         return connection
 
+    def _prepare_thread(self) -> None:
+        if self.thread_setup is not None and not getattr(self._local, "prepared", False):
+            self.thread_setup()
+            self._local.prepared = True
+
     def current_generation(self) -> int:
         """The generation committed on disk now (cheap: one indexed read)."""
         manifest = read_manifest(self._connection())
@@ -357,6 +368,7 @@ class Searcher:
     # -- queries ----------------------------------------------------------------
 
     def encode_query(self, query: str) -> np.ndarray:
+        self._prepare_thread()
         if self.query_encoder is not None:
             return self.query_encoder(query)
         return self._embedder.encode([query])
@@ -433,6 +445,7 @@ class Searcher:
     def _dense_vector(self, vector, depth: int, allowed: np.ndarray | None, snapshot: Snapshot) -> list[tuple[int, float]]:
         import faiss
 
+        self._prepare_thread()
         index = snapshot.vectors
         if index.ntotal == 0:
             return []

@@ -35,14 +35,23 @@ class QueryBatcher:
             from the worker thread.
         max_batch: most queries encoded in one call.
         max_wait: longest the worker waits to fill a batch under load.
+        on_start: run first in the worker thread (per-thread library settings).
     """
 
-    def __init__(self, encode: Callable[[Sequence[str]], np.ndarray], *, max_batch: int = MAX_BATCH, max_wait: float = MAX_WAIT_SECONDS):
+    def __init__(
+        self,
+        encode: Callable[[Sequence[str]], np.ndarray],
+        *,
+        max_batch: int = MAX_BATCH,
+        max_wait: float = MAX_WAIT_SECONDS,
+        on_start: Callable[[], None] | None = None,
+    ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if max_wait < 0:
             raise ValueError(f"max_wait must be zero or more seconds, got {max_wait}")
         self._encode = encode
+        self._on_start = on_start
         self.max_batch = max_batch
         self.max_wait = max_wait
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -91,6 +100,11 @@ class QueryBatcher:
 
     def _run(self) -> None:
         self._last_size = 1
+        if self._on_start is not None:
+            try:
+                self._on_start()
+            except Exception:  # noqa: BLE001 - a failed tweak must not stop the worker
+                log.exception("query batcher: per-thread setup failed")
         while True:
             first = self._queue.get()
             if first is _STOP:
