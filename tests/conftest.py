@@ -15,6 +15,20 @@ REPO = Path(__file__).resolve().parent.parent
 DEV_JUDGMENTS = REPO / "tests" / "data" / "dev_queries.json"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory):
+    """A scratch user cache: the int8 ONNX model is built there once per run, and
+    every test index copies it, without touching the developer's ~/.cache."""
+    path = tmp_path_factory.mktemp("user-cache")
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment(monkeypatch):
     """No test sees the developer's TAKES_* settings."""
@@ -25,9 +39,18 @@ def isolated_environment(monkeypatch):
 
 @pytest.fixture(scope="session")
 def embedder():
+    """The default embedder (int8 ONNX): what `takes index` uses."""
     from embeddings import load_embedder
 
     return load_embedder()
+
+
+@pytest.fixture(scope="session")
+def torch_embedder():
+    """The torch fp32 backend: the reference the int8 vectors are held to."""
+    from embeddings import DEFAULT_MODEL, load_embedder
+
+    return load_embedder(DEFAULT_MODEL, "torch")
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,9 @@ def test_retrieval_loop_assembles_a_cited_prompt_in_process(seed_index, tmp_path
     assert "Takes retrieved for: what about compute governance" in prompt
     assert prompt.rstrip().endswith("Question: what about compute governance\nAnswer:")
     assert len(cited_lines(prompt)) == 5
-    assert "2023-06-25" in prompt
+    first_page = run_example(seed_index, "-k", "10", cwd=tmp_path)
+    assert len(cited_lines(first_page)) == 10
+    assert "2023-06-25" in first_page
 
 
 def test_retrieval_loop_over_http_matches_in_process(seed_index, tmp_path):

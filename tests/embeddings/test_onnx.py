@@ -50,9 +50,9 @@ def _file_times(folder: Path) -> dict[str, int]:
     return {path.relative_to(folder).as_posix(): path.stat().st_mtime_ns for path in folder.rglob("*")}
 
 
-def test_onnx_vectors_agree_with_torch(onnx_embedder, embedder, seed_texts):
+def test_onnx_vectors_agree_with_torch(onnx_embedder, torch_embedder, seed_texts):
     quantized = onnx_embedder.encode(seed_texts)
-    reference = embedder.encode(seed_texts)
+    reference = torch_embedder.encode(seed_texts)
     cosines = (quantized * reference).sum(axis=1)
     assert cosines.mean() > 0.98
     assert cosines.min() > 0.95
@@ -69,8 +69,8 @@ def test_onnx_output_is_unit_float32_rows(onnx_embedder, seed_texts):
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
-def test_batched_and_single_encoding_give_the_same_vectors(backend, onnx_embedder, embedder, seed_texts):
-    model = onnx_embedder if backend == "onnx" else embedder
+def test_batched_and_single_encoding_give_the_same_vectors(backend, onnx_embedder, torch_embedder, seed_texts):
+    model = onnx_embedder if backend == "onnx" else torch_embedder
     texts = seed_texts[:16]
     batched = model.encode(texts, batch_size=8)
     one_at_a_time = np.vstack([model.encode([text]) for text in texts])
@@ -139,8 +139,10 @@ def test_interrupted_and_concurrent_builds_end_with_one_complete_model(tmp_path,
             worker.join()
 
     assert results == [target, target]
-    builds = [record for record in caplog.records if record.getMessage().startswith("building the int8 ONNX model")]
-    assert len(builds) == 1
+    # One of the two threads fills the folder (from the user cache, or by a
+    # build when the user cache is empty); the other waits and reuses it.
+    fills = [record for record in caplog.records if record.getMessage().startswith(("building the int8", "copying the int8"))]
+    assert len(fills) == 1
     assert (target / MANIFEST_NAME).is_file()
     assert (target / "config.json").read_text() != "{}"
     assert sorted(path.name for path in target.parent.iterdir()) == [f".{target.name}.lock", target.name]
@@ -149,14 +151,16 @@ def test_interrupted_and_concurrent_builds_end_with_one_complete_model(tmp_path,
 def test_missing_model_is_a_clean_error_and_leaves_nothing_behind(tmp_path):
     with pytest.raises(EmbeddingError, match="cannot load model"):
         OnnxEmbedder(str(tmp_path / "no-such-model"), cache_dir=tmp_path / "index")
-    leftovers = [path.name for path in (tmp_path / "index" / "onnx-models").iterdir() if not path.name.endswith(".lock")]
-    assert leftovers == []
+    # The build runs in the user cache first; neither it nor the index keeps a half-built folder.
+    for folder in (tmp_path / "index" / "onnx-models", model_cache_dir("x").parent):
+        leftovers = [path.name for path in folder.glob("*") if not path.name.endswith(".lock")] if folder.exists() else []
+        assert not [name for name in leftovers if "no-such-model" in name or ".building-" in name]
 
 
 def test_missing_onnx_runtime_names_the_extra(tmp_path, monkeypatch):
     # A None entry makes `import onnxruntime` fail as if the package were absent.
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(EmbeddingError, match=r"pip install 'takes\[onnx\]'"):
+    with pytest.raises(EmbeddingError, match=r"pip install 'optimum-onnx\[onnxruntime\]'"):
         OnnxEmbedder(DEFAULT_MODEL, cache_dir=tmp_path)
 
 
@@ -207,3 +211,57 @@ def test_a_cached_model_loads_without_importing_torch(onnx_embedder, onnx_cache)
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.split() == ["False", "False"]
+
+
+def test_a_new_index_copies_the_user_cache_model_instead_of_building(onnx_embedder, tmp_path, caplog):
+    shared = ensure_quantized_model(DEFAULT_MODEL)  # built once per machine (here: per test run)
+    with caplog.at_level(logging.INFO, logger="embeddings.onnx"):
+        copied = ensure_quantized_model(DEFAULT_MODEL, tmp_path / "index")
+    messages = [record.getMessage() for record in caplog.records]
+    assert not [message for message in messages if message.startswith("building")]
+    assert [message for message in messages if message.startswith("copying")]
+    assert copied == model_cache_dir(DEFAULT_MODEL, tmp_path / "index")
+    files = sorted(path.relative_to(shared).as_posix() for path in shared.rglob("*") if path.is_file())
+    assert files == sorted(path.relative_to(copied).as_posix() for path in copied.rglob("*") if path.is_file())
+    for name in files:
+        assert (shared / name).read_bytes() == (copied / name).read_bytes()
+
+
+def test_an_index_keeps_its_model_but_a_stale_user_cache_is_not_reused(tmp_path):
+    from embeddings.onnx import RECIPE, _usable
+
+    folder = tmp_path / "model"
+    (folder / "onnx").mkdir(parents=True)
+    (folder / "onnx" / "model.onnx").write_bytes(b"weights")
+    (folder / MANIFEST_NAME).write_text('{"file_name": "onnx/model.onnx", "recipe": 1}')
+    assert _usable(folder, pinned=True)  # an index's copy: its takes were embedded with it
+    assert not _usable(folder, pinned=False)  # the user cache: rebuilt by the current recipe
+    (folder / MANIFEST_NAME).write_text(f'{{"file_name": "onnx/model.onnx", "recipe": {RECIPE}}}')
+    assert _usable(folder, pinned=False)
+
+
+def test_an_unwritable_user_cache_builds_in_the_index_folder(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the user cache should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with caplog.at_level(logging.INFO, logger="embeddings.onnx"):
+        model_dir = ensure_quantized_model(DEFAULT_MODEL, tmp_path / "index")
+    assert (model_dir / MANIFEST_NAME).is_file()
+    assert any(record.getMessage().startswith("building the int8 ONNX model") for record in caplog.records)
+    assert blocker.read_text().startswith("a file")
+
+
+def test_only_weight_matmuls_are_quantized(onnx_embedder):
+    import onnx
+
+    graph = onnx.load(str(onnx_embedder.model_dir / _read_manifest_file(onnx_embedder.model_dir)), load_external_data=False).graph
+    ops = [node.op_type for node in graph.node]
+    # Attention's two activation MatMuls per layer stay fp32; every weight MatMul is int8.
+    assert ops.count("MatMul") == 12
+    assert ops.count("MatMulInteger") == 36
+
+
+def _read_manifest_file(model_dir: Path) -> str:
+    import json
+
+    return json.loads((model_dir / MANIFEST_NAME).read_text())["file_name"]

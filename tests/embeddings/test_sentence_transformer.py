@@ -16,38 +16,39 @@ TEXTS = [
 ]
 
 
-def test_the_default_embedder_is_torch(embedder):
-    assert isinstance(embedder, SentenceTransformerEmbedder)
-    assert isinstance(embedder, Embedder)
-    assert (embedder.name, embedder.backend, embedder.dim) == (DEFAULT_MODEL, "torch", 384)
+def test_the_torch_backend_is_sentence_transformers_fp32(torch_embedder, embedder):
+    assert embedder.backend == "onnx"  # the default; torch is chosen by name
+    assert isinstance(torch_embedder, SentenceTransformerEmbedder)
+    assert isinstance(torch_embedder, Embedder)
+    assert (torch_embedder.name, torch_embedder.backend, torch_embedder.dim) == (DEFAULT_MODEL, "torch", 384)
 
 
-def test_vectors_are_unit_float32_rows(embedder):
-    vectors = embedder.encode(TEXTS)
+def test_vectors_are_unit_float32_rows(torch_embedder):
+    vectors = torch_embedder.encode(TEXTS)
     assert vectors.shape == (3, 384)
     assert vectors.dtype == np.float32
     assert vectors.flags["C_CONTIGUOUS"]
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_similar_texts_score_higher_than_unrelated_ones(embedder):
-    query, related, unrelated = embedder.encode(
+def test_similar_texts_score_higher_than_unrelated_ones(torch_embedder):
+    query, related, unrelated = torch_embedder.encode(
         ["regulating AI through compute", TEXTS[1], "a recipe for sourdough bread"]
     )
     assert query @ related > query @ unrelated + 0.2
 
 
-def test_texts_encoded_counts_texts_not_calls(embedder):
-    before = embedder.texts_encoded
-    embedder.encode(TEXTS)
-    embedder.encode(TEXTS[:1])
-    embedder.encode([])
-    assert embedder.texts_encoded == before + 4
+def test_texts_encoded_counts_texts_not_calls(torch_embedder):
+    before = torch_embedder.texts_encoded
+    torch_embedder.encode(TEXTS)
+    torch_embedder.encode(TEXTS[:1])
+    torch_embedder.encode([])
+    assert torch_embedder.texts_encoded == before + 4
 
 
-def test_empty_input_gives_zero_rows(embedder):
-    vectors = embedder.encode([])
-    assert vectors.shape == (0, embedder.dim)
+def test_empty_input_gives_zero_rows(torch_embedder):
+    vectors = torch_embedder.encode([])
+    assert vectors.shape == (0, torch_embedder.dim)
     assert vectors.dtype == np.float32
 
 

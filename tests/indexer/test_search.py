@@ -14,8 +14,10 @@ def is_compute_governance_take(take) -> bool:
     )
 
 
+# int8 vectors reorder the near-ties around these takes (cosines 0.38-0.43):
+# they reliably make the first page of 10, not a fixed rank (docs/QUALITY.md).
 def test_compute_governance_finds_the_june_2023_compute_takes(searcher):
-    results = searcher.search("what about compute governance", 5)
+    results = searcher.search("what about compute governance", 10)
     assert any(is_compute_governance_take(result.take) for result in results)
 
 

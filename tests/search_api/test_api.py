@@ -8,12 +8,12 @@ from indexer.models import TAKE_FIELDS
 
 
 def test_search_returns_takes_with_exactly_the_take_fields_and_score(client):
-    response = client.get("/search", params={"q": "what about compute governance", "k": 5})
+    response = client.get("/search", params={"q": "what about compute governance", "k": 10})
     assert response.status_code == 200
     body = response.json()
-    assert body["query"] == "what about compute governance" and body["k"] == 5
+    assert body["query"] == "what about compute governance" and body["k"] == 10
     assert isinstance(body["took_ms"], float)
-    assert len(body["results"]) == 5
+    assert len(body["results"]) == 10
     for result in body["results"]:
         assert set(result) == {*TAKE_FIELDS, "score"}
     assert any(

@@ -30,7 +30,7 @@ def test_index_search_stats_end_to_end(run, tmp_path):
     assert result.exit_code == 0, result.output
     assert "indexed 99 takes in 7 threads" in result.output
 
-    result = run("search", "what about compute governance", "-k", "5", "--index-dir", index_dir)
+    result = run("search", "what about compute governance", "-k", "10", "--index-dir", index_dir)
     assert result.exit_code == 0, result.output
     assert "Jack Clark (@jackclarkSF)" in result.output and "2023-06-25" in result.output
 

@@ -244,7 +244,7 @@ def test_typing_a_question_shows_the_compute_take_with_count_time_and_highlights
     shown = visit.search_by_typing(QUERY)
     page = visit.page
 
-    assert any(is_compute_take(result) for result in shown[:5]), shown[:5]
+    assert any(is_compute_take(result) for result in shown[:10]), shown[:10]
     compute = next(result for result in shown if is_compute_take(result))
     item = page.locator(f'li.result[data-id="{compute["id"]}"]')
     expect(item.locator("time")).to_have_text("Jun 25, 2023")

@@ -10,19 +10,19 @@ QUESTION = "what about compute governance"
 
 
 def test_context_format_is_a_numbered_cited_text_block(client):
-    json_body = client.get("/search", params={"q": QUESTION, "k": 5}).json()
-    response = client.get("/search", params={"q": QUESTION, "k": 5, "format": "context"})
+    json_body = client.get("/search", params={"q": QUESTION, "k": 10}).json()
+    response = client.get("/search", params={"q": QUESTION, "k": 10, "format": "context"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
     assert text.startswith(f"Takes retrieved for: {QUESTION}\n")
     headers = re.findall(r"^\[(\d+)\] (.+)$", text, flags=re.MULTILINE)
-    assert [int(number) for number, _ in headers] == [1, 2, 3, 4, 5]
+    assert [int(number) for number, _ in headers] == list(range(1, 11))
     for (_, cite), result in zip(headers, json_body["results"]):
         assert cite.startswith(f"{result['author']} ({result['handle']}), {result['date']}, thread {result['date']} take {result['position']}")
         assert result["text"].splitlines()[0] in text
     assert "2023-06-25" in text
-    post = client.post("/search", json={"q": QUESTION, "k": 5, "format": "context"})
+    post = client.post("/search", json={"q": QUESTION, "k": 10, "format": "context"})
     assert post.headers["content-type"].startswith("text/plain") and post.text == text
 
 
