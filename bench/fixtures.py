@@ -55,9 +55,14 @@ def build_seed_index(index_dir: Path, backend: str = "torch") -> Path:
     from embeddings import DEFAULT_MODEL, load_embedder
     from indexer.store import IndexWriter
 
+    import shutil
+
     index_dir = Path(index_dir)
-    if (index_dir / "manifest.json").exists():
-        return index_dir
+    manifest = index_dir / "manifest.json"
+    if manifest.exists():
+        if json.loads(manifest.read_text()).get("backend", "torch") == backend:
+            return index_dir
+        shutil.rmtree(index_dir)  # left by an older version with another backend
     index_dir.mkdir(parents=True, exist_ok=True)
     embedder = load_embedder(DEFAULT_MODEL, backend, cache_dir=str(index_dir))
     with IndexWriter(index_dir) as writer:

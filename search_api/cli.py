@@ -37,8 +37,8 @@ backend_option = click.option(
     type=click.Choice(["torch", "onnx"]),
     envvar="TAKES_BACKEND",
     default=None,
-    help="Embedding backend (env TAKES_BACKEND): torch (fp32) or onnx (int8, faster). Default: the "
-    "backend that built the index, or torch for a new index.",
+    help="Embedding backend (env TAKES_BACKEND): onnx (int8, faster) or torch (fp32). Default: the "
+    "backend that built the index, or onnx for a new index.",
 )
 
 lock_timeout_option = click.option(
