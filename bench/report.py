@@ -123,7 +123,13 @@ def sections(results: dict) -> dict[str, str]:
     out["Concurrent clients"] = (
         "8 keep-alive clients sending 400 requests back to back. Queries that arrive together are encoded in "
         "one model call by the batching worker (`search_api/batching.py`: greedy, at most 32, waiting up to "
-        "3 ms for company only when the previous batch was shared, so an idle server adds no delay).\n\n" + "\n".join(rows)
+        "3 ms for company only when the previous batch was shared, so an idle server adds no delay). torch "
+        "runs such a batch as one forward pass. The int8 ONNX backend still runs one text per model run "
+        "(`embeddings/onnx.py`): dynamic quantization takes each activation scale from the whole batch "
+        "tensor, so a batched query's vector would depend on its batch-mates, and the same query could "
+        "rank differently under load. Without that sharing, eight clients cannot get much past the two "
+        "cores: each request costs about 5 ms of server CPU (about 1.5 ms of it the model, the rest "
+        "HTTP, FastAPI and the search), measured from /proc while the clients ran.\n\n" + "\n".join(rows)
     )
 
     rows = ["| torch threads | FAISS threads | p50 ms | p99 ms | max ms |", "| --- | --- | --- | --- | --- |"]
@@ -132,9 +138,12 @@ def sections(results: dict) -> dict[str, str]:
             rows.append(f"| {row['torch_threads']} | {row['faiss_threads']} | {_ms(row['p50_ms'])} | {_ms(row['p99_ms'])} | {row['max_ms']:.0f} |")
     out["Thread settings"] = (
         "Single-query `Searcher.search` (hybrid, k=10) over the seed index, 300 queries per setting, each "
-        "setting in a fresh process. The server applies `TAKES_THREADS` (default 1) to torch and FAISS after "
-        "the model loads (`search_api/threads.py`); with two cores, concurrency comes from batching several "
-        "queries into one forward pass, not from intra-op threads.\n\n" + "\n".join(rows)
+        "setting in a fresh process. The server applies `TAKES_THREADS` (default 1) to torch and FAISS in "
+        "every thread that searches or encodes (`search_api/threads.py`): OpenMP's thread count belongs to "
+        "the thread that sets it, and before this was applied per thread the request threads ran FAISS with "
+        "one OpenMP thread per core, whose spinning cost a sequential onnx request about 8 ms of server CPU "
+        "instead of 5. With two cores, concurrency comes from several requests at once, not from intra-op "
+        "threads.\n\n" + "\n".join(rows)
     )
 
     rows = ["| takes | index | build s | bytes/take | p50 ms | p99 ms | recall@10 |", "| --- | --- | --- | --- | --- | --- | --- |"]
