@@ -168,14 +168,14 @@ def in_process(index_dir: Path, threads: int, count: int = SEQUENTIAL) -> dict:
 
     from embeddings import DEFAULT_MODEL, resolve_model_path
     from indexer.search import Searcher
-    from search_api.threads import set_compute_threads
+    from indexer.threads import limit_threads
 
     bare = SentenceTransformer(resolve_model_path(DEFAULT_MODEL), device="cpu")
     rows = {}
     # The bare encode at torch's default threads first: what a user of the library gets.
     for label in ("default threads", f"{threads} thread(s)"):
         if label != "default threads":
-            set_compute_threads(threads)
+            limit_threads(threads)
         for query in queries(10):
             bare.encode(query)
         latencies = []

@@ -28,10 +28,7 @@ def run(index_dir, count: int = 200) -> dict:
     from indexer.search import Searcher
     from search_api.routers.search import run_search
     from search_api.schemas import SearchParams, SearchResponse
-    from search_api.threads import set_compute_threads
-
-    set_compute_threads(1)
-    searcher = Searcher(index_dir)
+    searcher = Searcher(index_dir, threads=1)
 
     def one(query: str) -> bytes:
         response = run_search(searcher, SearchParams(q=query, k=10))

@@ -25,7 +25,7 @@ def _one(index_dir: str, torch_threads: int, faiss_threads: int, count: int) -> 
 
     torch.set_num_threads(torch_threads)
     faiss.omp_set_num_threads(faiss_threads)
-    searcher = Searcher(index_dir)
+    searcher = Searcher(index_dir, threads=0)  # 0: keep the settings made above
     for query in queries(20):
         searcher.search(query, 10)
     latencies = []

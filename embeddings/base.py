@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import os
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+# Threads each compute library (ONNX Runtime, torch, FAISS) may use for one
+# calling thread. On the shared 2-core reference machine one intra-op thread
+# gave a third of ONNX Runtime's single-query latency of two (median 2.0
+# against 6.9 ms, p99 2.3 against 21.6 ms). FAISS at two OpenMP threads made
+# no difference on an idle machine, but with the other core busy (a test run
+# beside it) a 99-take search took about 5 ms instead of 0.01 ms, its second
+# thread waiting for a core, and in the server the spare thread's spinning
+# cost each request about 3 ms of CPU. Concurrency on two cores comes from
+# several requests at once, not from intra-op threads.
+DEFAULT_THREADS = 1
+
 
 class EmbeddingError(Exception):
     """A model could not be created or used; the message says what to do."""
+
+
+def threads_from_environment() -> int:
+    """``TAKES_THREADS``, or the measured default; 0 leaves each library its own default."""
+    value = os.environ.get("TAKES_THREADS", "").strip()
+    if not value:
+        return DEFAULT_THREADS
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = -1
+    if threads < 0:
+        raise EmbeddingError(f"TAKES_THREADS must be a whole number (0 for the libraries' defaults), not {value!r}")
+    return threads
 
 
 @runtime_checkable

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from embeddings.base import EmbeddingError
+from embeddings.base import EmbeddingError, threads_from_environment
 from embeddings.sentence_transformer import _load_sentence_transformer
 
 logger = logging.getLogger(__name__)
@@ -34,11 +34,6 @@ MANIFEST_NAME = "takes-onnx.json"
 # How the model is derived; a user-cache copy made by an older recipe is
 # rebuilt, while an index keeps the copy its takes were embedded with.
 RECIPE = 2
-# On the shared 2-core reference machine one intra-op thread gave a third of
-# the single-query latency of two (median 2.0 against 6.9 ms, p99 2.3 against
-# 21.6 ms) and more texts per second too: a second spinning worker only
-# competes for the one other core. TAKES_THREADS overrides it, e.g. on a big box.
-DEFAULT_THREADS = 1
 # Texts encoded side by side when embedding in bulk (one per core); a query
 # or a handful of takes stays on one thread.
 BULK_WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -72,20 +67,6 @@ def pick_quantization_config(flags: set[str] | None = None, machine: str | None 
     if "avx512f" in flags and "avx512bw" in flags:
         return "avx512"
     return "avx2"
-
-
-def threads_from_environment() -> int:
-    """ONNX Runtime intra-op threads: ``TAKES_THREADS`` or the measured default."""
-    value = os.environ.get("TAKES_THREADS", "").strip()
-    if not value:
-        return DEFAULT_THREADS
-    try:
-        threads = int(value)
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        raise EmbeddingError(f"TAKES_THREADS must be a whole number of at least 1, not {value!r}")
-    return threads
 
 
 def default_cache_root() -> Path:
@@ -456,6 +437,7 @@ class OnnxEmbedder:
                 suited,
             )
         session_options = onnxruntime.SessionOptions()
+        # 0 (TAKES_THREADS=0) is ONNX Runtime's own default.
         session_options.intra_op_num_threads = threads_from_environment()
         session_options.inter_op_num_threads = 1
         self._runtime = _LeanRuntime.open(self.model_dir, manifest, session_options, onnxruntime)

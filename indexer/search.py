@@ -13,8 +13,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from embeddings import Embedder, load_embedder
+from embeddings.base import threads_from_environment
 from indexer import ann
 from indexer.errors import IndexCorrupt, InvalidQuery, TakeNotFound
+from indexer.threads import limit_threads
 from indexer.models import TAKE_FIELDS, SearchResult, Take
 from indexer.store import (
     DATABASE_NAME,
@@ -290,14 +292,13 @@ class Searcher:
         backend: str | None = None,
         embedder: Embedder | None = None,
         query_encoder: Callable[[str], np.ndarray] | None = None,
-        thread_setup: Callable[[], None] | None = None,
+        threads: int | None = None,
     ):
         self.index_dir = Path(index_dir)
-        # Run once in each thread before its first query (the server limits
-        # FAISS's and torch's OpenMP threads with it: their thread counts are
-        # per calling thread, so setting them in one thread does not reach
-        # the request threads).
-        self.thread_setup = thread_setup
+        # FAISS and torch threads per searching thread, applied in each thread
+        # before its first query (OpenMP's count belongs to the calling
+        # thread). None: TAKES_THREADS or 1; 0: the libraries' defaults.
+        self.threads = threads_from_environment() if threads is None else threads
         # Maps one query to its (1, dim) vector; the server sets a batching
         # worker here. None: call the embedder directly.
         self.query_encoder = query_encoder
@@ -339,8 +340,8 @@ class Searcher:
         return connection
 
     def _prepare_thread(self) -> None:
-        if self.thread_setup is not None and not getattr(self._local, "prepared", False):
-            self.thread_setup()
+        if not getattr(self._local, "prepared", False):
+            limit_threads(self.threads)
             self._local.prepared = True
 
     def current_generation(self) -> int:

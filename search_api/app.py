@@ -24,10 +24,10 @@ from indexer.errors import (
     TakesError,
 )
 from indexer.search import Searcher
+from indexer.threads import limit_threads
 from search_api.routers import admin, health, page, search, takes, tools
 from search_api.batching import QueryBatcher
 from search_api.settings import Settings
-from search_api.threads import set_compute_threads, thread_limiter
 
 log = logging.getLogger("takes")
 
@@ -68,18 +68,17 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Load the model and index once, before the first request.
-        limit_threads = thread_limiter(settings.threads)
-        if limit_threads is not None:
-            limit_threads()  # before the model loads: OMP_NUM_THREADS reaches libraries not loaded yet
-        app.state.searcher = searcher or Searcher(settings.index_dir, model=settings.model, backend=settings.backend)
-        set_compute_threads(settings.threads)
+        # Before the model loads: OMP_NUM_THREADS reaches libraries not loaded yet.
+        limit_threads(settings.threads)
+        app.state.searcher = searcher or Searcher(
+            settings.index_dir, model=settings.model, backend=settings.backend, threads=settings.threads
+        )
         served = app.state.searcher
-        previous_encoder, previous_setup = served.query_encoder, served.thread_setup
-        served.thread_setup = previous_setup or limit_threads
+        previous_encoder = served.query_encoder
         batcher = None
         if settings.query_batching:
             # Reads served.embedder at each batch, so a reload's new model is used.
-            batcher = QueryBatcher(lambda texts: served.embedder.encode(texts), on_start=limit_threads)
+            batcher = QueryBatcher(lambda texts: served.embedder.encode(texts), on_start=lambda: limit_threads(served.threads))
             served.query_encoder = batcher
         app.state.query_batcher = batcher
         stop = threading.Event()
@@ -92,7 +91,6 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
                 yield
         finally:
             stop.set()
-            served.thread_setup = previous_setup
             if batcher is not None:
                 served.query_encoder = previous_encoder
                 batcher.close()

@@ -300,13 +300,13 @@ def serve(host, port, index_dir, model, backend):
     from indexer.search import Searcher
     from search_api.app import create_app
     from search_api.settings import Settings
-    from search_api.threads import set_compute_threads
+    from indexer.threads import limit_threads
 
     settings = Settings(index_dir=index_dir, model=model, backend=backend, host=host, port=port)
     # Before FAISS and torch load: OMP_NUM_THREADS then holds in every thread.
-    set_compute_threads(settings.threads)
+    limit_threads(settings.threads)
     # Load before binding the port, so a missing index is one clear line.
-    searcher = Searcher(index_dir, model=model, backend=backend)
+    searcher = Searcher(index_dir, model=model, backend=backend, threads=settings.threads)
     click.echo(f"serving {searcher.manifest.count} takes from {index_dir} on http://{host}:{port}", err=True)
     uvicorn.run(create_app(settings, searcher), host=host, port=port, log_level="warning")
 

@@ -14,14 +14,13 @@ import pytest
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
 from embeddings import DEFAULT_MODEL, EmbeddingError, resolve_model_path  # noqa: E402
-from embeddings.base import Embedder  # noqa: E402
+from embeddings.base import Embedder, threads_from_environment  # noqa: E402
 from embeddings.onnx import (  # noqa: E402
     MANIFEST_NAME,
     OnnxEmbedder,
     ensure_quantized_model,
     model_cache_dir,
     pick_quantization_config,
-    threads_from_environment,
 )
 
 SEED_CORPUS = Path(__file__).resolve().parents[2] / "indexer" / "corpus" / "jackclark_ai_policy.txt"
@@ -184,9 +183,12 @@ def test_thread_count_comes_from_the_environment(monkeypatch):
     assert threads_from_environment() == 1
     monkeypatch.setenv("TAKES_THREADS", "2")
     assert threads_from_environment() == 2
-    monkeypatch.setenv("TAKES_THREADS", "many")
-    with pytest.raises(EmbeddingError, match="TAKES_THREADS"):
-        threads_from_environment()
+    monkeypatch.setenv("TAKES_THREADS", "0")  # the libraries' own defaults
+    assert threads_from_environment() == 0
+    for bad in ("many", "-1"):
+        monkeypatch.setenv("TAKES_THREADS", bad)
+        with pytest.raises(EmbeddingError, match="TAKES_THREADS"):
+            threads_from_environment()
 
 
 def test_the_lean_runtime_matches_sentence_transformers_own_onnx_path(onnx_embedder, onnx_cache, seed_texts, monkeypatch):

@@ -1,4 +1,4 @@
-"""The server's thread limits reach every thread that searches or encodes.
+"""Thread limits reach every thread that searches or encodes (Searcher, and the server's workers).
 
 OpenMP thread counts (FAISS, torch) belong to the thread that sets them: the
 request and batching threads must each apply the limit themselves.
@@ -16,26 +16,35 @@ from search_api.app import create_app
 from search_api.settings import Settings
 
 
-def test_thread_setup_runs_once_in_each_searching_thread(seed_index, embedder):
-    calls: list[str] = []
-    searcher = Searcher(seed_index, embedder=embedder, thread_setup=lambda: calls.append(threading.current_thread().name))
+def test_each_searching_thread_keeps_to_the_configured_openmp_threads(seed_index, embedder):
+    searcher = Searcher(seed_index, embedder=embedder, threads=1)
+    seen: dict[str, int] = {}
 
-    def search_twice():
-        searcher.search("compute", 3)
-        searcher.search("export controls", 3)
+    def search():
+        searcher.search("compute", 3, mode="dense")
+        seen[threading.current_thread().name] = faiss.omp_get_max_threads()
 
-    workers = [threading.Thread(target=search_twice, name=f"worker-{number}") for number in range(3)]
+    workers = [threading.Thread(target=search, name=f"worker-{number}") for number in range(3)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    assert sorted(calls) == ["worker-0", "worker-1", "worker-2"]
+    assert [seen[f"worker-{number}"] for number in range(3)] == [1, 1, 1]
+
+
+def test_threads_come_from_the_environment_and_zero_leaves_the_libraries_alone(seed_index, embedder, monkeypatch):
+    monkeypatch.setenv("TAKES_THREADS", "0")
+    assert Searcher(seed_index, embedder=embedder).threads == 0
+    monkeypatch.setenv("TAKES_THREADS", "3")
+    assert Searcher(seed_index, embedder=embedder).threads == 3
+    monkeypatch.delenv("TAKES_THREADS")
+    assert Searcher(seed_index, embedder=embedder).threads == 1
 
 
 def test_request_and_batching_threads_run_with_the_configured_openmp_threads(seed_index, embedder):
     """FAISS's OpenMP limit, read from inside the threads that serve a search."""
     seen: dict[str, int] = {}
-    searcher = Searcher(seed_index, embedder=embedder)
+    searcher = Searcher(seed_index, embedder=embedder, threads=1)
     original_encode = embedder.encode
 
     class Spy:
