@@ -363,6 +363,13 @@ def ensure_quantized_model(name: str, cache_dir: str | os.PathLike | None = None
     return target
 
 
+def needs_build(name: str, cache_dir: str | os.PathLike | None = None) -> bool:
+    """True when loading ``name`` will build the quantized model (neither the index nor the user cache has it)."""
+    if _usable(model_cache_dir(name, cache_dir), cache_dir is not None):
+        return False
+    return not _usable(model_cache_dir(name), False)
+
+
 def _usable(model_dir: Path, pinned: bool) -> bool:
     manifest = _read_manifest(model_dir)
     return manifest is not None and (pinned or manifest.get("recipe") == RECIPE)

@@ -108,6 +108,11 @@ def _embedder_factory(model: str, backend: str, index_dir: Path):
     def create():
         from embeddings import load_embedder
 
+        if backend == "onnx":
+            from embeddings.onnx import needs_build
+
+            if needs_build(model, index_dir):
+                click.echo(f"building the int8 ONNX model for {model}: once per machine, about 15 s...", err=True)
         click.echo(f"loading model {model} ({backend})...", err=True)
         return load_embedder(model, backend, cache_dir=str(index_dir))
 

@@ -267,3 +267,13 @@ def _read_manifest_file(model_dir: Path) -> str:
     import json
 
     return json.loads((model_dir / MANIFEST_NAME).read_text())["file_name"]
+
+
+def test_needs_build_is_false_once_the_user_cache_or_the_index_has_the_model(onnx_embedder, tmp_path, monkeypatch):
+    from embeddings.onnx import needs_build
+
+    ensure_quantized_model(DEFAULT_MODEL)
+    assert not needs_build(DEFAULT_MODEL, tmp_path / "fresh-index")  # a copy will do
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    assert needs_build(DEFAULT_MODEL, tmp_path / "fresh-index")
+    assert not needs_build(DEFAULT_MODEL, onnx_embedder.model_dir.parent.parent)  # the index's own copy
