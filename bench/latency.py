@@ -135,11 +135,26 @@ def http_concurrent(port: int, count: int = CONCURRENT_REQUESTS, clients: int = 
     return {"clients": clients, "requests": count, "requests_per_s": count / elapsed, "p50_ms": p50, "p99_ms": p99}
 
 
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _with_cpu(server: Server, measure, requests: int) -> dict:
+    """``measure()`` plus the server's and this client's CPU milliseconds per request (warm-up included)."""
+    server_before, client_before = cpu_seconds(server.process.pid), cpu_seconds()
+    result = measure()
+    result["server_cpu_ms"] = (cpu_seconds(server.process.pid) - server_before) / requests * 1000
+    result["client_cpu_ms"] = (cpu_seconds() - client_before) / requests * 1000
+    return result
+
+
 def serve_and_measure(index_dir: Path, backend: str, env: dict | None = None) -> dict:
     with Server(index_dir, backend, env) as server:
         result = {"backend": backend, "cold_start_s": server.cold_start_s}
-        result["sequential"] = http_sequential(server.port)
-        result["concurrent"] = http_concurrent(server.port)
+        result["sequential"] = _with_cpu(server, lambda: http_sequential(server.port), SEQUENTIAL + WARM_UP)
+        result["concurrent"] = _with_cpu(server, lambda: http_concurrent(server.port), CONCURRENT_REQUESTS + CLIENTS)
         result["rss_mib"] = server.rss_mib()
     return result
 
