@@ -216,8 +216,11 @@ generation; IVF (about 2·√n lists, a power of two: ivf512 at 100k, ivf2048 at
 k-means on 40 points a list, 10 rounds) builds in seconds to a minute and already meets the goal
 (1M: p50 < 2 ms, recall@10 >= 0.95). With nprobe 16, ivf512 at 1M fell to recall 0.84, which is
 why the list count grows with the index. Filters use `SearchParametersIVF(sel=IDSelectorBatch)`,
-and `reconstruct` (hybrid) works through the IVF direct map. The trained index is not persisted:
-a 1M load (and every new generation) trains and fills it again."""
+and `reconstruct` (hybrid) works through the IVF direct map. A load that trains the index saves it
+(`ann-cache.faiss` in the index folder, about the size of the vectors); the next load (a server
+start) reads it and adds only the segments written since, and a served index takes new generations
+the same way. A removal, or a rebuild, means one full load again (IVF behind an id map cannot drop
+vectors). `python -m bench.cold_load` measures it (section "Loading a large index")."""
 
 
 def write(results: dict, path: Path) -> Path:

@@ -83,3 +83,69 @@ def test_manifest_records_the_approximate_type_and_search_agrees_with_exact(appr
     filtered = approximate.search("compute", 5, mode="dense", filters=Filters(thread_id=thread))
     assert filtered and all(r.take.thread_id == thread for r in filtered)
     approximate.close()
+
+
+def _ranking(index_dir, embedder, queries=("what about compute governance", "guillotines", "open source models")):
+    searcher = Searcher(index_dir, embedder=embedder)
+    try:
+        return {(mode, query): [r.take.id for r in searcher.search(query, 8, mode=mode)] for mode in ("dense", "hybrid") for query in queries}
+    finally:
+        searcher.close()
+
+
+def test_a_trained_index_is_saved_and_reused_by_the_next_load(approximate_index, embedder, caplog):
+    from indexer.search import ANN_CACHE
+
+    first = _ranking(approximate_index, embedder)
+    assert (approximate_index / ANN_CACHE).is_file()
+    with caplog.at_level("INFO", logger="indexer.search"):
+        again = _ranking(approximate_index, embedder)
+    assert any("reusing the trained" in record.getMessage() for record in caplog.records)
+    assert again == first
+
+
+def test_the_saved_index_is_brought_up_to_date_or_set_aside(approximate_index, embedder, seed_takes, caplog):
+    import dataclasses
+
+    from embeddings import DEFAULT_MODEL
+    from indexer.search import ANN_CACHE
+
+    def reused() -> bool:
+        return any("reusing the trained" in record.getMessage() for record in caplog.records)
+
+    _ranking(approximate_index, embedder)  # trains and saves generation 1
+    new_take = dataclasses.replace(seed_takes[0], id="new-1", text="Compute thresholds are a blunt but workable lever.")
+    with IndexWriter(approximate_index) as writer:
+        writer.add([new_take], embedder, model=DEFAULT_MODEL)
+    with caplog.at_level("INFO", logger="indexer.search"):
+        added = _ranking(approximate_index, embedder)
+    assert reused()  # generation 1's trained index plus the new segment
+    (approximate_index / ANN_CACHE).unlink()
+    assert added == _ranking(approximate_index, embedder)  # from scratch: the same answers
+
+    # IVF behind an id map cannot drop vectors, so a removal means a full load, still correct.
+    with IndexWriter(approximate_index) as writer:
+        writer.remove([seed_takes[5].id])
+    removed = _ranking(approximate_index, embedder)
+    assert seed_takes[5].id not in {take_id for ids in removed.values() for take_id in ids}
+    (approximate_index / ANN_CACHE).unlink()
+    assert removed == _ranking(approximate_index, embedder)
+
+    # A rebuild writes new segments: the saved index no longer applies and is not used.
+    with IndexWriter(approximate_index) as writer:
+        writer.rebuild(embedder, model=DEFAULT_MODEL)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="indexer.search"):
+        rebuilt = _ranking(approximate_index, embedder)
+    assert not reused()
+    assert rebuilt == removed
+
+
+def test_a_damaged_saved_index_means_a_normal_load(approximate_index, embedder):
+    from indexer.search import ANN_CACHE
+
+    first = _ranking(approximate_index, embedder)
+    (approximate_index / ANN_CACHE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    assert _ranking(approximate_index, embedder) == first
+    (approximate_index / ANN_CACHE).write_bytes((approximate_index / ANN_CACHE).read_bytes()[:100])
+    assert _ranking(approximate_index, embedder) == first
