@@ -67,7 +67,15 @@ def main(argv=None) -> None:
     if args.reuse and (bench_dir() / "results.json").exists():
         # Parts skipped in this run keep their figures from the previous one.
         results = json.loads((bench_dir() / "results.json").read_text())
-    results.update({"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if args.reuse and "started" in results:
+        # The figures kept from the earlier run keep its time; say which parts were redone when.
+        redone = [part for part in ("indexing", "threads", "latency", "http", "cold", "scale", "profile", "txtai", "add") if part not in args.skip]
+        if redone:
+            results.setdefault("reruns", []).append(f"{now}: {', '.join(redone)}")
+        results["machine"] = machine()
+    else:
+        results.update({"machine": machine(), "started": now, "reruns": []})
     chosen_threads = Settings().threads
     torch_index = _step("seed index (torch)", build_seed_index, work / "seed-index")
     onnx = _onnx_available(work / "seed-index-onnx")
@@ -112,7 +120,7 @@ def main(argv=None) -> None:
         from bench import scale
 
         sizes = (100_000,) if args.quick else (100_000, 1_000_000)
-        results["scale"] = _step("scale", scale.run, sizes, None, 100)
+        results["scale"] = _step("scale", scale.run_isolated, sizes, 300)
     if "txtai" not in skip:
         from bench import txtai_compare
 

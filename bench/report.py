@@ -65,6 +65,7 @@ def sections(results: dict) -> dict[str, str]:
         f"Run {results['started']} with `make bench` (`.venv/bin/python -m bench`; scratch files in "
         "`/tmp/takes-bench`, raw numbers in `/tmp/takes-bench/results.json`). Other processes shared the "
         "machine during some runs, so treat single figures as ±20%."
+        + (f" Parts rerun later with `python -m bench --reuse --skip ...`: {'; '.join(results['reruns'])}." if results.get("reruns") else "")
     )
 
     summary = []
@@ -203,7 +204,9 @@ def sections(results: dict) -> dict[str, str]:
 
 SCALE_NOTES = """Synthetic 384-d unit vectors scattered around topic centres (one per 200 vectors), queries
 near stored vectors; `python -m bench.scale 100000,1000000 ivf1024,hnsw32` reruns any mix (exact always).
-Single-threaded FAISS, one query at a time, k=10; recall@10 against exact search on the same data;
+Single-threaded FAISS in a fresh process, one query at a time after 20 untimed ones, k=10 (a run
+inside the whole suite without those two measured 3.26 ms p50 at 1M: cold pages of a freshly built
+index and the suite's earlier parts); recall@10 against exact search on the same data;
 bytes/take is the serialized index size (vectors, ids, lists, centroids) per take. Below `TAKES_ANN_THRESHOLD` (default 50,000)
 the index is exact (`flat`); from it on the writer records the approximate type in the manifest and
 the loader builds it from the segment files (`indexer/ann.py`).

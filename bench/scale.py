@@ -17,6 +17,7 @@ from bench.common import Timer, percentiles_ms
 
 DIM = 384
 K = 10
+WARM_UP = 20
 
 
 def synthetic(count: int, dim: int = DIM, seed: int = 0, topics: int | None = None) -> np.ndarray:
@@ -55,6 +56,8 @@ def measure(index_type: str, vectors: np.ndarray, queries: np.ndarray, truth: np
     # RSS growth is blurred by the allocator reusing freed memory.
     memory = faiss.serialize_index(index).nbytes / len(vectors)
     params = ann.search_parameters(index_type)
+    for query in queries[:WARM_UP]:  # untimed: first touches of a fresh index's pages
+        index.search(query[None, :], K, params=params)
     latencies, found = [], []
     for query in queries:
         started = time.perf_counter()
@@ -84,6 +87,8 @@ def run(sizes=(100_000, 1_000_000), approximate=None, query_count: int = 300) ->
         rows.append({"takes": size, **exact})
         print(f"  {size:>9,} {'flat':<12} build {exact['build_s']:.1f}s p50 {exact['p50_ms']:.2f}ms", file=sys.stderr, flush=True)
         for index_type in approximate or [ann.index_type_for(size)]:
+            if index_type == "flat":
+                continue  # below the threshold: the exact row above is the index
             result = measure(index_type, vectors, queries, truth)
             result.pop("found")
             rows.append({"takes": size, **result})
@@ -92,8 +97,26 @@ def run(sizes=(100_000, 1_000_000), approximate=None, query_count: int = 300) ->
     return rows
 
 
+def run_isolated(sizes, query_count: int) -> list[dict]:
+    """``run`` in a fresh process, so the suite's earlier parts (models, servers, memory) do not weigh on it."""
+    import json
+    import subprocess
+
+    command = [sys.executable, "-m", "bench.scale", ",".join(str(size) for size in sizes), "", str(query_count), "--json"]
+    completed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=3600)
+    sys.stderr.write(completed.stderr)
+    return json.loads(completed.stdout)
+
+
 if __name__ == "__main__":
     sizes = tuple(int(size) for size in sys.argv[1].split(",")) if len(sys.argv) > 1 else (100_000, 1_000_000)
-    approximate = sys.argv[2].split(",") if len(sys.argv) > 2 else None
-    for row in run(sizes, approximate):
-        print(row)
+    approximate = [name for name in sys.argv[2].split(",") if name] if len(sys.argv) > 2 else None
+    query_count = int(sys.argv[3]) if len(sys.argv) > 3 else 300
+    rows = run(sizes, approximate, query_count)
+    if "--json" in sys.argv:
+        import json
+
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            print(row)
