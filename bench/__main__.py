@@ -115,7 +115,9 @@ def main(argv=None) -> None:
     if "profile" not in skip:
         from bench import profile_request
 
-        results["profile"] = _step("request profile", profile_request.run, torch_index)
+        # The default backend's index: what a server built by `make run` does.
+        results["profile"] = _step("request profile", profile_request.run, onnx_index or torch_index)
+        results["profile"]["backend"] = "onnx" if onnx_index else "torch"
     if "scale" not in skip:
         from bench import scale
 

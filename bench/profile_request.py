@@ -15,7 +15,7 @@ import pstats
 from bench.fixtures import queries
 
 BUCKETS = {
-    "model (tokenize + torch forward)": ("sentence_transformers", "torch", "transformers", "tokenizers"),
+    "model (tokenize + forward pass)": ("sentence_transformers", "torch", "transformers", "tokenizers", "onnxruntime", "embeddings/onnx.py"),
     "FAISS search": ("faiss",),
     "SQLite (FTS5 + rows)": ("sqlite3", "indexer/store.py"),
     "JSON + pydantic response": ("json", "pydantic", "schemas.py", "encoders.py"),

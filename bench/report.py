@@ -148,12 +148,13 @@ def sections(results: dict) -> dict[str, str]:
             rows.append(f"| {row['torch_threads']} | {row['faiss_threads']} | {_ms(row['p50_ms'])} | {_ms(row['p99_ms'])} | {row['max_ms']:.0f} |")
     out["Thread settings"] = (
         "Single-query `Searcher.search` (hybrid, k=10) over the seed index, 300 queries per setting, each "
-        "setting in a fresh process. The server applies `TAKES_THREADS` (default 1) to torch and FAISS in "
-        "every thread that searches or encodes (`search_api/threads.py`): OpenMP's thread count belongs to "
-        "the thread that sets it, and before this was applied per thread the request threads ran FAISS with "
-        "one OpenMP thread per core, whose spinning cost a sequential onnx request about 8 ms of server CPU "
-        "instead of 5. With two cores, concurrency comes from several requests at once, not from intra-op "
-        "threads.\n\n" + "\n".join(rows)
+        "setting in a fresh process (torch backend). `Searcher` applies `TAKES_THREADS` (default 1) to torch "
+        "and FAISS in every thread that searches, and the server's batching worker does the same "
+        "(`indexer/threads.py`): OpenMP's thread count belongs to the thread that sets it. Before that, the "
+        "server set it in one thread only and its request threads ran FAISS with one OpenMP thread per core; "
+        "the torch backend's sequential HTTP p50 was 23.99 ms in the 04:25 UTC run of `make bench` against "
+        "13.90–17.83 ms since. With two cores, concurrency comes from several requests at once, not from "
+        "intra-op threads.\n\n" + "\n".join(rows)
     )
 
     rows = ["| takes | index | build s | bytes/take | p50 ms | p99 ms | recall@10 |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -175,7 +176,7 @@ def sections(results: dict) -> dict[str, str]:
         rows = ["| where | share of profiled time |", "| --- | --- |"]
         rows += [f"| {name} | {share * 100:.0f}% |" for name, share in profile["share"].items()]
         out["Where a request spends its time"] = (
-            f"cProfile over {profile['requests']} searches doing what the GET /search handler does "
+            f"cProfile over {profile['requests']} searches on the {profile.get('backend', 'torch')} seed index doing what the GET /search handler does "
             "(`run_search`: validation, encode, FAISS, FTS5, SQLite rows) plus FastAPI's response work "
             "(pydantic validation of `SearchResponse`, `jsonable_encoder`, `json.dumps`), on one thread at "
             f"TAKES_THREADS=1; {profile['per_request_ms']:.1f} ms a request under the profiler. Self-time "
