@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
 import threading
 from datetime import date
@@ -31,6 +29,8 @@ from indexer.store import (
     open_index_database,
     read_manifest,
     read_segment,
+    read_trained_index,
+    save_trained_index,
     take_from_row,
 )
 
@@ -204,7 +204,11 @@ def load_snapshot(index_dir: Path, previous: Snapshot | None = None) -> Snapshot
                 )
             # A trained approximate index saved by an earlier load stands in
             # for ``previous`` when there is none (a server start).
-            base = previous if previous is not None else _read_ann_cache(index_dir, manifest)
+            base = previous
+            if base is None and manifest.index_type != "flat":
+                saved = read_trained_index(index_dir, manifest)
+                if saved is not None:
+                    base = Snapshot(manifest=saved[0], vectors=saved[1], loaded_at=time.time())
             if base is not None:
                 try:
                     # A served index is copied, never changed in place; a cached one is ours.
@@ -245,7 +249,7 @@ def load_snapshot(index_dir: Path, previous: Snapshot | None = None) -> Snapshot
                     f"{index.ntotal} vectors: rebuild with `takes rebuild`"
                 )
             if manifest.index_type != "flat":
-                _write_ann_cache(index_dir, manifest, index)
+                save_trained_index(index_dir, manifest, index)
             return Snapshot(manifest=manifest, vectors=index, loaded_at=time.time())
     finally:
         connection.close()
@@ -283,64 +287,6 @@ def _extend(previous: Snapshot, manifest: Manifest, live: np.ndarray, index_dir:
         if keep.any():
             index.add_with_ids(np.ascontiguousarray(vectors[keep]), ids[keep])
     return index
-
-
-ANN_CACHE = "ann-cache.faiss"
-
-
-def _read_ann_cache(index_dir: Path, manifest: Manifest) -> Snapshot | None:
-    """The approximate index an earlier load trained, as a Snapshot of the generation it held.
-
-    Training IVF is most of a large load (about 23 s of a 1M-take start here);
-    ``_extend`` brings the cached generation up to date, or declines when the
-    segments it was built from are gone (a rebuild). Any problem with the
-    file means a normal load, never an error.
-    """
-    import faiss
-
-    path = Path(index_dir) / ANN_CACHE
-    if manifest.index_type == "flat" or not path.is_file():
-        return None
-    try:
-        raw = np.fromfile(path, dtype=np.uint8)
-        header_size = int.from_bytes(raw[:8].tobytes(), "little")
-        cached = Manifest.from_json(raw[8 : 8 + header_size].tobytes().decode("utf-8"))
-        if (cached.model, cached.dim, cached.index_type) != (manifest.model, manifest.dim, manifest.index_type):
-            return None
-        index = faiss.deserialize_index(raw[8 + header_size :])
-    except (OSError, ValueError, RuntimeError, IndexCorrupt, KeyError):
-        return None
-    if index.ntotal != cached.count:
-        return None
-    return Snapshot(manifest=cached, vectors=index, loaded_at=time.time())
-
-
-def _write_ann_cache(index_dir: Path, manifest: Manifest, index) -> None:
-    """Save a freshly trained approximate index for the next load (best effort: readers may lack write access)."""
-    import tempfile
-
-    import faiss
-
-    header = manifest.to_json().encode("utf-8")
-    # A load killed while saving leaves its temporary file: clear old ones
-    # (a recent one may be another process's save in progress).
-    for leftover in Path(index_dir).glob(f".{ANN_CACHE}.*"):
-        with contextlib.suppress(OSError):
-            if time.time() - leftover.stat().st_mtime > 600:
-                leftover.unlink()
-    try:
-        data = faiss.serialize_index(index)
-        with tempfile.NamedTemporaryFile(dir=index_dir, prefix=f".{ANN_CACHE}.", delete=False) as handle:
-            handle.write(len(header).to_bytes(8, "little"))
-            handle.write(header)
-            handle.write(memoryview(data))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, Path(index_dir) / ANN_CACHE)
-    except (OSError, RuntimeError) as error:
-        logging.getLogger(__name__).info("not saving the trained index in %s: %s", index_dir, error)
-        with contextlib.suppress(NameError, OSError):
-            os.unlink(handle.name)
 
 
 def _manifest_changed(connection, manifest: Manifest) -> bool:

@@ -7,6 +7,7 @@ Layout of an index directory::
     segments/seg-NNNNNN.faiss
                             vectors added by generation NNNNNN, ids = SQLite row ids
     embedding-cache.sqlite  vectors by (model, text hash): re-embedding known text is free
+    ann-cache.faiss         a trained approximate index saved by a load, for the next load
     .lock                   held by the single writer
 
 Every change is one new *generation*. A writer embeds first, then writes the
@@ -34,6 +35,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -285,6 +287,71 @@ def read_segment(index_dir: Path, segment: Segment) -> tuple[np.ndarray, np.ndar
     if len(ids) != segment.count:
         raise IndexCorrupt(f"vector segment {path} holds {len(ids)} vectors, the manifest says {segment.count}")
     return ids, vectors
+
+
+TRAINED_INDEX_NAME = "ann-cache.faiss"
+
+
+def read_trained_index(index_dir: Path, manifest: Manifest):
+    """(manifest, FAISS index) of the approximate index saved by an earlier load, or None.
+
+    Training IVF is most of a large load (about 26 s of a 1M-take start here);
+    the caller brings the saved generation up to date from the segments, or
+    declines when the segments it was built from are gone (a rebuild). Any
+    problem with the file means a normal load, never an error.
+    """
+    import faiss
+
+    path = Path(index_dir) / TRAINED_INDEX_NAME
+    if not path.is_file():
+        return None
+    try:
+        raw = np.fromfile(path, dtype=np.uint8)
+        header_size = int.from_bytes(raw[:8].tobytes(), "little")
+        saved = Manifest.from_json(raw[8 : 8 + header_size].tobytes().decode("utf-8"))
+        if (saved.model, saved.dim, saved.index_type) != (manifest.model, manifest.dim, manifest.index_type):
+            return None
+        index = faiss.deserialize_index(raw[8 + header_size :])
+    except (OSError, ValueError, RuntimeError, IndexCorrupt, KeyError):
+        return None
+    return (saved, index) if index.ntotal == saved.count else None
+
+
+def save_trained_index(index_dir: Path, manifest: Manifest, index) -> None:
+    """Save a freshly trained approximate index with the manifest it holds; best effort.
+
+    Readers call this, and may lack write access: failing only costs the next
+    load its training time. Written aside and renamed in, like every file here.
+    """
+    import tempfile
+
+    import faiss
+
+    index_dir = Path(index_dir)
+    # A load killed while saving leaves its temporary file: clear old ones
+    # (a recent one may be another process's save in progress).
+    for leftover in index_dir.glob(f".{TRAINED_INDEX_NAME}.*"):
+        with contextlib.suppress(OSError):
+            if time.time() - leftover.stat().st_mtime > 600:
+                leftover.unlink()
+    header = manifest.to_json().encode("utf-8")
+    temporary = None
+    try:
+        data = faiss.serialize_index(index)
+        with tempfile.NamedTemporaryFile(dir=index_dir, prefix=f".{TRAINED_INDEX_NAME}.", delete=False) as handle:
+            temporary = handle.name
+            handle.write(len(header).to_bytes(8, "little"))
+            handle.write(header)
+            handle.write(memoryview(data))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, index_dir / TRAINED_INDEX_NAME)
+        fsync_dir(index_dir)
+    except (OSError, RuntimeError) as error:
+        logging.getLogger(__name__).info("not saving the trained index in %s: %s", index_dir, error)
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
 
 
 @dataclass

@@ -94,7 +94,7 @@ def _ranking(index_dir, embedder, queries=("what about compute governance", "gui
 
 
 def test_a_trained_index_is_saved_and_reused_by_the_next_load(approximate_index, embedder, caplog):
-    from indexer.search import ANN_CACHE
+    from indexer.store import TRAINED_INDEX_NAME as ANN_CACHE
 
     first = _ranking(approximate_index, embedder)
     assert (approximate_index / ANN_CACHE).is_file()
@@ -108,7 +108,7 @@ def test_the_saved_index_is_brought_up_to_date_or_set_aside(approximate_index, e
     import dataclasses
 
     from embeddings import DEFAULT_MODEL
-    from indexer.search import ANN_CACHE
+    from indexer.store import TRAINED_INDEX_NAME as ANN_CACHE
 
     def reused() -> bool:
         return any("reusing the trained" in record.getMessage() for record in caplog.records)
@@ -142,7 +142,7 @@ def test_the_saved_index_is_brought_up_to_date_or_set_aside(approximate_index, e
 
 
 def test_a_damaged_saved_index_means_a_normal_load(approximate_index, embedder):
-    from indexer.search import ANN_CACHE
+    from indexer.store import TRAINED_INDEX_NAME as ANN_CACHE
 
     first = _ranking(approximate_index, embedder)
     (approximate_index / ANN_CACHE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
