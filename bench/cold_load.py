@@ -6,7 +6,8 @@ Each size is a synthetic index (generated takes, random unit vectors, written
 through IndexWriter like bench.add_latency's) above the approximate-search
 threshold. ``load_snapshot`` is what a server start, `takes search` and the
 Python API do first. Three rounds each: without the saved file (train, fill,
-save), then with it (read, no training). Medians.
+save), then with it (read, no training). Medians. Then 20 takes are removed
+and the index loaded again: the saved index drops them, still no training.
 """
 
 from __future__ import annotations
@@ -42,12 +43,22 @@ def run(sizes=(100_000, 1_000_000)) -> list[dict]:
                 cached.append(time.perf_counter() - started)
                 index_type = snapshot.manifest.index_type
                 del snapshot
+            from indexer.store import IndexWriter
+
+            with IndexWriter(index_dir) as writer:
+                writer.remove([f"synthetic-{thread}-1" for thread in range(20)])
+            started = time.perf_counter()
+            snapshot = load_snapshot(index_dir)
+            after_removal = time.perf_counter() - started
+            assert snapshot.manifest.count == size - 20
+            del snapshot
             row = {
                 "takes": size,
                 "index_type": index_type,
                 "write_s": build_seconds,
                 "train_load_s": statistics.median(full),
                 "cached_load_s": statistics.median(cached),
+                "after_removal_s": after_removal,
                 "cache_mib": (index_dir / ANN_CACHE).stat().st_size / 2**20,
             }
             rows.append(row)
@@ -58,10 +69,13 @@ def run(sizes=(100_000, 1_000_000)) -> list[dict]:
 def main() -> None:
     sizes = tuple(int(size) for size in sys.argv[1].split(",")) if len(sys.argv) > 1 else (100_000, 1_000_000)
     rows = run(sizes)
-    print("| takes | index | load, training IVF (and saving it) | load, reusing the saved index | saved file |")
-    print("| ---: | --- | ---: | ---: | ---: |")
+    print("| takes | index | load, training IVF (and saving it) | load, reusing the saved index | load after removing 20 takes | saved file |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |")
     for row in rows:
-        print(f"| {row['takes']:,} | {row['index_type']} | {row['train_load_s']:.2f} s | {row['cached_load_s']:.2f} s | {row['cache_mib']:.0f} MiB |")
+        print(
+            f"| {row['takes']:,} | {row['index_type']} | {row['train_load_s']:.2f} s | {row['cached_load_s']:.2f} s | "
+            f"{row['after_removal_s']:.2f} s | {row['cache_mib']:.0f} MiB |"
+        )
 
 
 if __name__ == "__main__":

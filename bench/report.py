@@ -215,16 +215,17 @@ the loader builds it from the segment files (`indexer/ann.py`).
 Why IVF and not HNSW: with `python -m bench.scale 100000 hnsw32,ivf1024` (same machine, busy)
 hnsw32 (efConstruction 40, efSearch 64) built in 27–45 s against 4–7 s for ivf1024, searched in
 0.16–0.18 ms against 0.3–0.6 ms, and reached recall@10 0.888 against 1.000. A 1M HNSW build
-would take many minutes on two cores, and the loader builds the index at every load and every new
-generation; IVF (about 2·√n lists, a power of two: ivf512 at 100k, ivf2048 at 1M; nprobe 16;
+would take many minutes on two cores, and the loader builds the index at every full load (the
+first, and after a rebuild); IVF (about 2·√n lists, a power of two: ivf512 at 100k, ivf2048 at 1M; nprobe 16;
 k-means on 40 points a list, 10 rounds) builds in seconds to a minute and already meets the goal
 (1M: p50 < 2 ms, recall@10 >= 0.95). With nprobe 16, ivf512 at 1M fell to recall 0.84, which is
 why the list count grows with the index. Filters use `SearchParametersIVF(sel=IDSelectorBatch)`,
 and `reconstruct` (hybrid) works through the IVF direct map. A load that trains the index saves it
 (`ann-cache.faiss` in the index folder, about the size of the vectors); the next load (a server
-start) reads it and adds only the segments written since, and a served index takes new generations
-the same way. A removal, or a rebuild, means one full load again (IVF behind an id map cannot drop
-vectors). `python -m bench.cold_load` measures it (section "Loading a large index")."""
+start) reads it, adds the segments written since and drops removed takes, and a served index takes
+new generations the same way; only a rebuild (new segments) means training again. IVF keeps the row
+ids in its own lists with a hashtable direct map, since an id map over IVF cannot remove vectors.
+`python -m bench.cold_load` measures it (section "Loading a large index")."""
 
 
 def write(results: dict, path: Path) -> Path:

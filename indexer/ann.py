@@ -1,10 +1,12 @@
 """Which FAISS index serves a generation: exact below a size, approximate above.
 
 The manifest names the index type (``flat``, ``hnsw32``, ``ivf4096``); the
-loader builds that type from the segment files. Every type sits under an
-``IndexIDMap2`` so ids are SQLite row ids and ``reconstruct`` (hybrid mode's
-cosine of lexical-only candidates) works. Inner product equals cosine because
-vectors are L2-normalized.
+loader builds that type from the segment files. Ids are SQLite row ids and
+``reconstruct`` (hybrid mode's cosine of lexical-only candidates) works by id:
+flat and HNSW sit under an ``IndexIDMap2``; IVF keeps the ids in its own lists
+with a hashtable direct map, which, unlike an id map over IVF, can also remove
+vectors, so a removal does not mean training again. Inner product equals
+cosine because vectors are L2-normalized.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def _parse(index_type: str) -> re.Match:
 
 
 def build_index(index_type: str, dim: int, vectors: np.ndarray, ids: np.ndarray):
-    """An ``IndexIDMap2`` of ``index_type`` holding ``vectors`` under ``ids``."""
+    """An index of ``index_type`` holding ``vectors`` under ``ids`` (see the module docstring)."""
     import faiss
 
     match = _parse(index_type)
@@ -80,14 +82,40 @@ def build_index(index_type: str, dim: int, vectors: np.ndarray, ids: np.ndarray)
             sample = vectors[np.random.default_rng(0).permutation(len(vectors))[: nlist * 40]]
             inner.train(sample)
         inner.nprobe = IVF_NPROBE
-        # IndexIDMap2.reconstruct needs the inner index to find a vector by position.
-        inner.make_direct_map()
+        inner.set_direct_map_type(faiss.DirectMap.Hashtable)
+        if len(vectors):
+            inner.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+        return inner
     else:
         inner = faiss.IndexFlatIP(dim)
     index = faiss.IndexIDMap2(inner)
     if len(vectors):
         index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
     return index
+
+
+def stored_ids(index) -> np.ndarray:
+    """The ids an index built by ``build_index`` holds."""
+    import faiss
+
+    if hasattr(index, "id_map"):
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    lists = faiss.extract_index_ivf(index).invlists
+    parts = [
+        faiss.rev_swig_ptr(lists.get_ids(number), lists.list_size(number)).copy()
+        for number in range(lists.nlist)
+        if lists.list_size(number)
+    ]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def remove_ids(index, ids: np.ndarray) -> None:
+    """Drop ``ids`` from an index built by ``build_index``; RuntimeError if its type cannot."""
+    import faiss
+
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    # An IVF hashtable direct map accepts only an explicit id array.
+    index.remove_ids(faiss.IDSelectorBatch(ids) if hasattr(index, "id_map") else faiss.IDSelectorArray(ids))
 
 
 def search_parameters(index_type: str, selector=None):

@@ -270,13 +270,13 @@ def _extend(previous: Snapshot, manifest: Manifest, live: np.ndarray, index_dir:
     old_files = {segment.file for segment in before.segments}
     if not old_files <= {segment.file for segment in manifest.segments}:
         return None
-    served_ids = faiss.vector_to_array(previous.vectors.id_map)
+    served_ids = ann.stored_ids(previous.vectors)
     removed = served_ids[~np.isin(served_ids, live)]
     # The served index is never changed in place: requests may be using it.
     index = faiss.clone_index(previous.vectors) if copy else previous.vectors
     if len(removed):
         try:
-            index.remove_ids(faiss.IDSelectorBatch(removed))
+            ann.remove_ids(index, removed)
         except RuntimeError:
             return None  # this index type cannot remove: load from scratch
     for segment in manifest.segments:

@@ -123,10 +123,13 @@ def test_the_saved_index_is_brought_up_to_date_or_set_aside(approximate_index, e
     (approximate_index / ANN_CACHE).unlink()
     assert added == _ranking(approximate_index, embedder)  # from scratch: the same answers
 
-    # IVF behind an id map cannot drop vectors, so a removal means a full load, still correct.
+    # A removal is applied to the saved index too: no training again.
     with IndexWriter(approximate_index) as writer:
         writer.remove([seed_takes[5].id])
-    removed = _ranking(approximate_index, embedder)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="indexer.search"):
+        removed = _ranking(approximate_index, embedder)
+    assert reused()
     assert seed_takes[5].id not in {take_id for ids in removed.values() for take_id in ids}
     (approximate_index / ANN_CACHE).unlink()
     assert removed == _ranking(approximate_index, embedder)
@@ -149,3 +152,23 @@ def test_a_damaged_saved_index_means_a_normal_load(approximate_index, embedder):
     assert _ranking(approximate_index, embedder) == first
     (approximate_index / ANN_CACHE).write_bytes((approximate_index / ANN_CACHE).read_bytes()[:100])
     assert _ranking(approximate_index, embedder) == first
+
+
+def test_a_served_approximate_index_takes_a_removal_without_a_full_load(approximate_index, embedder, seed_takes):
+    from indexer.search import _extend, load_snapshot
+
+    searcher = Searcher(approximate_index, embedder=embedder)
+    served = searcher.snapshot
+    gone = searcher.search("what about compute governance", 1, mode="dense")[0].take.id
+    with IndexWriter(approximate_index) as writer:
+        writer.remove([gone])
+    fresh = load_snapshot(approximate_index)
+    # The served generation, minus the removed take, without training: what a refresh does.
+    extended = _extend(served, fresh.manifest, ann.stored_ids(fresh.vectors), approximate_index)
+    assert extended is not None
+    assert sorted(ann.stored_ids(extended)) == sorted(ann.stored_ids(fresh.vectors))
+    assert extended.ntotal == served.manifest.count - 1
+    assert ann.stored_ids(served.vectors).size == served.manifest.count  # the served copy is untouched
+    assert searcher.refresh()
+    assert gone not in [r.take.id for r in searcher.search("what about compute governance", 10, mode="hybrid")]
+    searcher.close()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 
 from embeddings import DEFAULT_MODEL
+from indexer import ann
 from indexer.models import Take
 from indexer.search import Searcher, load_snapshot
 from indexer.store import IndexWriter
@@ -23,7 +23,7 @@ def new_thread(count: int) -> list[Take]:
 
 
 def ids_and_vectors(snapshot):
-    ids = faiss.vector_to_array(snapshot.vectors.id_map)
+    ids = ann.stored_ids(snapshot.vectors)
     order = np.argsort(ids)
     vectors = np.vstack([snapshot.vectors.reconstruct(int(i)) for i in ids[order]])
     return ids[order], vectors
