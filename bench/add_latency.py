@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from bench.common import REPO, free_port, machine
+
 DOCS = REPO / "docs" / "PERFORMANCE.md"
 SECTION = "## Adding takes to a live index"
 NEW_TAKES = 20
@@ -124,15 +124,6 @@ def new_thread_unroll(label: str) -> tuple[str, list[str]]:
     return text, [f"{slug}-2024-03-03-{n}" for n in range(1, NEW_TAKES + 1)]
 
 
-def machine() -> dict:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-        "unknown",
-    )
-    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:"))
-    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(mem_kib / 1024**2, 1)}
-
-
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -145,12 +136,6 @@ def _env(index_dir: Path, **extra) -> dict:
 
 def _takes(*args) -> list[str]:
     return [sys.executable, "-m", "search_api.cli", *map(str, args)]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def build_index(index_dir: Path, count: int, backend: str = "torch", onnx_models: Path | None = None) -> float:
@@ -193,7 +178,7 @@ class Server:
     def __init__(self, index_dir: Path, log: Path):
         import httpx
 
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log, "wb")
         started = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 import time
 from pathlib import Path
 
@@ -16,6 +17,13 @@ def percentiles_ms(seconds: list[float]) -> tuple[float, float]:
     """(p50, p99) in milliseconds."""
     values = np.asarray(seconds) * 1000
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def rss_mib(pid: int | str = "self") -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -13,19 +12,13 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from bench.common import percentiles_ms, rss_mib
+from bench.common import free_port, percentiles_ms, rss_mib
 from bench.fixtures import queries
 
 SEQUENTIAL = 300
 CONCURRENT_REQUESTS = 400
 CLIENTS = 8
 WARM_UP = 30
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 120, path: str = "/health") -> None:

@@ -1,7 +1,7 @@
 """Where one /search request spends its time: cProfile over the handler's work in-process.
 
 The handler runs in a worker thread under TestClient/uvicorn, out of a
-profiler's sight, so this profiles what the handler does (``run_search``)
+profiler's sight, so this profiles what the handler does (``respond``)
 plus the response serialization FastAPI performs, on the calling thread.
 """
 
@@ -26,12 +26,12 @@ def run(index_dir, count: int = 200) -> dict:
     from fastapi.encoders import jsonable_encoder
 
     from indexer.search import Searcher
-    from search_api.routers.search import run_search
+    from search_api.routers.search import respond
     from search_api.schemas import SearchParams, SearchResponse
     searcher = Searcher(index_dir, threads=1)
 
     def one(query: str) -> bytes:
-        response = run_search(searcher, SearchParams(q=query, k=10))
+        response = respond(searcher, SearchParams(q=query, k=10))
         # What FastAPI does with a response_model: validate, then encode to JSON.
         return json.dumps(jsonable_encoder(SearchResponse.model_validate(response))).encode()
 

@@ -177,7 +177,7 @@ def sections(results: dict) -> dict[str, str]:
         rows += [f"| {name} | {share * 100:.0f}% |" for name, share in profile["share"].items()]
         out["Where a request spends its time"] = (
             f"cProfile over {profile['requests']} searches on the {profile.get('backend', 'torch')} seed index doing what the GET /search handler does "
-            "(`run_search`: validation, encode, FAISS, FTS5, SQLite rows) plus FastAPI's response work "
+            "(`respond`: validation, encode, FAISS, FTS5, SQLite rows) plus FastAPI's response work "
             "(pydantic validation of `SearchResponse`, `jsonable_encoder`, `json.dumps`), on one thread at "
             f"TAKES_THREADS=1; {profile['per_request_ms']:.1f} ms a request under the profiler. Self-time "
             "grouped by library. The model and index load once in the app's lifespan and SQLite connections "

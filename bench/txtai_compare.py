@@ -13,7 +13,8 @@ import sys
 import urllib.parse
 from pathlib import Path
 
-from bench.latency import Server, free_port, http_concurrent, http_sequential
+from bench.common import free_port
+from bench.latency import Server, http_concurrent, http_sequential
 
 VENV = Path(os.environ.get("TAKES_TXTAI_VENV", "/tmp/txtai-venv"))
 

@@ -337,7 +337,7 @@ def ensure_quantized_model(name: str, cache_dir: str | os.PathLike | None = None
     if _usable(target, pinned):
         return target
     source = None
-    if cache_dir is not None and model_cache_dir(name) != target:
+    if pinned and model_cache_dir(name) != target:
         try:
             source = ensure_quantized_model(name)
         except _CacheUnwritable as error:
@@ -447,11 +447,13 @@ class OnnxEmbedder:
         # 0 (TAKES_THREADS=0) is ONNX Runtime's own default.
         session_options.intra_op_num_threads = threads_from_environment()
         session_options.inter_op_num_threads = 1
+        # How many texts went through the model: lets tests and `takes add`
+        # prove that cached or duplicate takes were not embedded again.
+        self.texts_encoded = 0
+        self._model = None
         self._runtime = _LeanRuntime.open(self.model_dir, manifest, session_options, onnxruntime)
         if self._runtime is not None:
-            self._model = None
             self.dim = self._runtime.dim
-            self.texts_encoded = 0
             return
         with _quiet_export():
             self._model = _load_sentence_transformer(
@@ -464,9 +466,6 @@ class OnnxEmbedder:
                 },
             )
         self.dim = int(self._model.get_embedding_dimension())
-        # How many texts went through the model: lets tests and `takes add`
-        # prove that cached or duplicate takes were not embedded again.
-        self.texts_encoded = 0
 
     def encode(self, texts: Sequence[str], *, progress: bool = False, batch_size: int = 64) -> np.ndarray:
         """Encode texts one per model run; ``batch_size`` is accepted for the protocol only.

@@ -503,7 +503,7 @@ class Searcher:
         """Up to ``size`` takes before and after ``take`` in its thread, in order."""
         if size <= 0:
             return (), ()
-        clause, params = visible_clause(self._snapshot.generation)
+        clause, params = self._visible()
         connection = self._connection()
         before = connection.execute(
             f"SELECT {_COLUMNS} FROM takes WHERE thread_id = ? AND position < ? AND {clause} ORDER BY position DESC LIMIT ?",

@@ -39,6 +39,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 import time
 import unicodedata
 from dataclasses import asdict, dataclass, field
@@ -290,6 +291,10 @@ def read_segment(index_dir: Path, segment: Segment) -> tuple[np.ndarray, np.ndar
 
 
 TRAINED_INDEX_NAME = "ann-cache.faiss"
+# The file is FAISS's own format followed by the manifest of the generation it
+# holds and that manifest's length (8 bytes): FAISS reads the file directly,
+# ignoring what trails it, and the manifest is checked without reading the index.
+_LENGTH_BYTES = 8
 
 
 def read_trained_index(index_dir: Path, manifest: Manifest):
@@ -303,15 +308,18 @@ def read_trained_index(index_dir: Path, manifest: Manifest):
     import faiss
 
     path = Path(index_dir) / TRAINED_INDEX_NAME
-    if not path.is_file():
-        return None
     try:
-        raw = np.fromfile(path, dtype=np.uint8)
-        header_size = int.from_bytes(raw[:8].tobytes(), "little")
-        saved = Manifest.from_json(raw[8 : 8 + header_size].tobytes().decode("utf-8"))
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(size - _LENGTH_BYTES)
+            header_size = int.from_bytes(handle.read(_LENGTH_BYTES), "little")
+            if not 0 < header_size < size - _LENGTH_BYTES:
+                return None
+            handle.seek(size - _LENGTH_BYTES - header_size)
+            saved = Manifest.from_json(handle.read(header_size).decode("utf-8"))
         if (saved.model, saved.dim, saved.index_type) != (manifest.model, manifest.dim, manifest.index_type):
             return None
-        index = faiss.deserialize_index(raw[8 + header_size :])
+        index = faiss.read_index(str(path))
     except (OSError, ValueError, RuntimeError, IndexCorrupt, KeyError):
         return None
     return (saved, index) if index.ntotal == saved.count else None
@@ -323,8 +331,6 @@ def save_trained_index(index_dir: Path, manifest: Manifest, index) -> None:
     Readers call this, and may lack write access: failing only costs the next
     load its training time. Written aside and renamed in, like every file here.
     """
-    import tempfile
-
     import faiss
 
     index_dir = Path(index_dir)
@@ -335,23 +341,21 @@ def save_trained_index(index_dir: Path, manifest: Manifest, index) -> None:
             if time.time() - leftover.stat().st_mtime > 600:
                 leftover.unlink()
     header = manifest.to_json().encode("utf-8")
-    temporary = None
+    temporary = index_dir / f".{TRAINED_INDEX_NAME}.{os.getpid()}.{threading.get_ident()}"
     try:
-        data = faiss.serialize_index(index)
-        with tempfile.NamedTemporaryFile(dir=index_dir, prefix=f".{TRAINED_INDEX_NAME}.", delete=False) as handle:
-            temporary = handle.name
-            handle.write(len(header).to_bytes(8, "little"))
+        # Streamed to disk by FAISS: no in-memory copy of a 1.5 GB index.
+        faiss.write_index(index, str(temporary))
+        with open(temporary, "ab") as handle:
             handle.write(header)
-            handle.write(memoryview(data))
+            handle.write(len(header).to_bytes(_LENGTH_BYTES, "little"))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, index_dir / TRAINED_INDEX_NAME)
         fsync_dir(index_dir)
     except (OSError, RuntimeError) as error:
         logging.getLogger(__name__).info("not saving the trained index in %s: %s", index_dir, error)
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
+        with contextlib.suppress(OSError):
+            temporary.unlink()
 
 
 @dataclass

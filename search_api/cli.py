@@ -260,13 +260,15 @@ def _print_result(result, rank: int | None = None, indent: str = "") -> None:
     label = f"{rank:>2}. " if rank is not None else ""
     click.echo(indent + click.style(f"{label}{result.score:.3f}  ", bold=True)
                + f"{who}  {take.date or ''}  thread {take.thread_id} #{take.position}{size}")
-    if result.context:
-        for neighbour in result.context[0]:
+    before, after = result.context or ((), ())
+
+    def neighbours(takes) -> None:
+        for neighbour in takes:
             click.echo(click.style(textwrap.indent(f"#{neighbour.position}: {neighbour.text}", indent + "    "), dim=True))
+
+    neighbours(before)
     click.echo(textwrap.indent(take.text, indent + "    "))
-    if result.context:
-        for neighbour in result.context[1]:
-            click.echo(click.style(textwrap.indent(f"#{neighbour.position}: {neighbour.text}", indent + "    "), dim=True))
+    neighbours(after)
     click.echo()
 
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 from datetime import date
 from typing import Literal
 
-from indexer.search import DEFAULT_K, DEFAULT_MODE, MAX_CONTEXT, MAX_K, MAX_QUERY_CHARS
+from indexer.search import DEFAULT_K, DEFAULT_MODE, MAX_CONTEXT, MAX_K, MAX_QUERY_CHARS, MODES
 
 
 class TakeOut(BaseModel):
@@ -52,7 +52,7 @@ class SearchParams(BaseModel):
 
     q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description=f"The question, in plain words (1 to {MAX_QUERY_CHARS} characters).")
     k: int = Field(DEFAULT_K, ge=1, le=MAX_K, description=f"How many takes to return (1 to {MAX_K}).")
-    mode: Literal["hybrid", "dense", "lexical"] = Field(
+    mode: Literal[MODES] = Field(  # type: ignore[valid-type]
         DEFAULT_MODE, description="hybrid (meaning and words, the default), dense (meaning only) or lexical (BM25 words only)."
     )
     author: str | None = Field(None, description="Only takes by this author name or handle (case-insensitive).")
