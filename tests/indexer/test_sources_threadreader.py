@@ -60,8 +60,8 @@ def test_seed_multi_line_tweets_stay_whole(seed_takes):
         "Since I gave that presentation we've seen:\n"
         "- people build chatGPT clone models by training on chatGPT outputs\n"
         "- low-cost finetuning like LORA / QLORA etc\n"
-        "- increase in number of actors trying to do open/decentralized model development (e.g )\n"
-        "- etctogether.xyz"
+        "- increase in number of actors trying to do open/decentralized model development\n"
+        "- etc together.xyz"
     )
     assert by_id["jackclarkSF-2022-11-05-1"].text == (
         "If you want a visceral sense of how different development practices and strategies can lead to "
