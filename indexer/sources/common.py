@@ -93,7 +93,7 @@ def text_problem(value: str, name: str = "text") -> str | None:
         )
     if "\x00" in value:
         return f"'{name}' holds a NUL character (at character {value.index(chr(0)) + 1}): is this a binary file?"
-    if name == "text" and len(value) > MAX_TAKE_CHARS:
+    if name in ("text", "full_text") and len(value) > MAX_TAKE_CHARS:
         return f"a take of {len(value):,} characters is over the limit of {MAX_TAKE_CHARS:,} characters per take"
     return None
 

@@ -50,7 +50,7 @@ _SUPPORT = "Did Thread Reader help you today?"
 _MISSING = "Missing some Tweet in this thread?"
 # Leftovers of links and images the copy lost (see _clean).
 _GLUED_LINK = re.compile(r"\b(?P<word>etc|e\.g|i\.e)\.?(?=[a-z0-9][a-z0-9-]{2,}(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b)", re.I)
-_EMPTIED_ASIDE = re.compile(r" ?\((?:e\.g|eg|i\.e|ie|cf|see|via)\.?,?\s*\)", re.I)
+_EMPTIED_ASIDE = re.compile(r" ?\((?:e\.g|eg|i\.e|ie|cf|see|via)\.?,?\s*\)(?=(?P<word>\w)?)", re.I)
 _IMAGE_PLACEHOLDER = re.compile(r"(?<=[.!?)\]\"'…:])(?: Image)+$", re.M)
 # Keyed by the first three letters, so "Sep", "Sept." and "September" all work.
 _MONTHS = {name: number for number, name in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
@@ -219,7 +219,7 @@ def _clean(text: str) -> str:
     - "Image" after the end of a sentence, where an image stood: dropped.
     """
     text = _GLUED_LINK.sub(lambda match: f"{match[0]} ", text)
-    text = _EMPTIED_ASIDE.sub("", text)
+    text = _EMPTIED_ASIDE.sub(lambda match: " " if match["word"] else "", text)
     return _IMAGE_PLACEHOLDER.sub("", text)
 
 
