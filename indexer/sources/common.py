@@ -235,7 +235,8 @@ def _validated(record: Mapping[str, Any], fail: Callable[[str], ParseError]) -> 
     fields = {name: _clean(record.get(name)) for name in RECORD_FIELDS}
     for name in ("id", "thread_id"):
         if isinstance(fields[name], int) and not isinstance(fields[name], bool):
-            if fields[name].bit_length() > 200:
+            # 700 bits is some 210 digits: over MAX_ID_CHARS, yet cheap to refuse before str().
+            if fields[name].bit_length() > 700:
                 raise fail(f"'{name}' is {shown(fields[name])}: at most {MAX_ID_CHARS} characters")
             fields[name] = str(fields[name])  # numeric ids, e.g. tweet ids
     for name in ("id", "text", "author", "handle", "date", "thread_id", "url"):
@@ -243,9 +244,10 @@ def _validated(record: Mapping[str, Any], fail: Callable[[str], ParseError]) -> 
             continue
         if not isinstance(fields[name], str):
             raise fail(f"'{name}' must be a string, got {shown(fields[name])}")
+        if name == "text":
+            fields[name] = tidy_text(fields[name])  # measured once tidied: spacing is not content
         if problem := text_problem(fields[name], name):
             raise fail(problem)
-    fields["text"] = tidy_text(fields["text"] or "")
     if not fields["text"]:
         raise fail("missing or empty 'text'")
     for name in ("id", "thread_id"):

@@ -34,6 +34,9 @@ _AVATAR = re.compile(rf"(?P<author>.*?)(?:\s+\(?(?P<handle>{_HANDLE})\)?)?\s*{_H
 # Lines a copy may show between the avatar and the date: the name, the handle, or both.
 _NAME_LINE = re.compile(rf"(?P<author>[^@]*?)\s*\(?(?P<handle>{_HANDLE})?\)?")
 _NAME_LINES = 3
+# Navigation lines that may precede the first header: few and short (detection sees 5 lines).
+_NAV_LINES = 4
+_NAV_CHARS = 40
 _DATE = r"(?P<date>(?P<month>[A-Z][a-z]{2,8})\.? (?P<day>\d{1,2})(?:st|nd|rd|th)?,? (?P<year>\d{4}))"
 _DATE_LINE = re.compile(_DATE)  # fullmatch: a preview block starts with a bare date
 # match: the header's date line, "Aug 6, 2022 • 81 tweets • 13 min read", maybe after the handle.
@@ -102,8 +105,7 @@ def parse(text: str, source: str) -> list[Take]:
     first = next((index for index, line in enumerate(lines) if line), None)
     if first is None:
         raise ParseError(source, None, f"empty file: {HEADER_HINT}")
-    # Navigation copied from above the unroll is furniture too.
-    start = next((index for index in range(first, len(lines)) if _header_at(lines, index)), None)
+    start = _first_header(lines, first)
     if start is None:
         _raise_not_header(lines, first, source)
     pages = _read_pages(lines, start, source)
@@ -250,6 +252,25 @@ def _read_header(lines: list[str], index: int) -> _Header | None:
     if meta_index >= len(lines) or not (meta := _META_LINE.match(lines[meta_index])):
         return None
     return _Header(author, handle or meta["handle"], meta, meta_index)
+
+
+def _first_header(lines: list[str], first: int) -> int | None:
+    """Where the first page's header is: at ``first``, or after a few short navigation lines.
+
+    Navigation copied from above an unroll ("Thread Reader", "Share this page!")
+    is furniture; anything longer might be a take, and is an error rather than
+    dropped unseen.
+    """
+    skipped = 0
+    for index in range(first, len(lines)):
+        if not lines[index]:
+            continue
+        if _header_at(lines, index):
+            return index
+        skipped += 1
+        if skipped > _NAV_LINES or len(lines[index]) > _NAV_CHARS:
+            return None
+    return None
 
 
 def _header_at(lines: list[str], index: int) -> bool:

@@ -241,3 +241,11 @@ def test_scraping_leftovers_are_cleaned_by_rule(tweet, cleaned):
 def test_unroll_thread_never_takes_its_footer_as_a_tweet():
     page = "Ada Profile picture\nMar 3, 2024 2 tweets\n1/ one\n2/ two\nRead 2 tweets\nKeep Current with Ada\n"
     assert [(t.position, t.thread_size, t.text) for t in parse(page, "a.txt")] == [(1, 2, "1/ one"), (2, 2, "2/ two")]
+
+
+def test_only_short_navigation_before_the_header_is_skipped():
+    header = "Ada Profile picture\nMar 3, 2024 1 tweet\nThe take.\n"
+    assert [t.text for t in parse("Thread Reader\nShare this page!\n\n" + header, "a.txt")] == ["The take."]
+    # A line that could be a take is not dropped unseen.
+    with pytest.raises(ParseError, match=r"^a\.txt:1: expected a Thread Reader App header"):
+        parse("A note I wrote before pasting the unroll below, which matters.\n" + header, "a.txt")
