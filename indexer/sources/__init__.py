@@ -2,6 +2,9 @@
 
 One module per format, each with ``parse(text, source) -> list[Take]`` that
 returns every take of the file or raises ParseError (never a partial list).
+``source`` is only a name: ids a parser derives come from the content (plus
+the name's slug, for readability), never from the name or path alone, so files
+of one name in two folders never share ids, and a moved file keeps its own.
 Only the standard library is imported here, so importing stays instant.
 """
 

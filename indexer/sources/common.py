@@ -46,6 +46,7 @@ MAX_ID_CHARS = 200
 # a million takes under one slug collision-free with odds better than 1 in 2 million.
 _DIGEST_CHARS = 12
 _SHOWN_CHARS = 60
+_SLUG_CHARS = 60
 
 
 def tidy_text(text: str) -> str:
@@ -106,8 +107,11 @@ def slugify(value: str, fallback: str = "takes") -> str:
 
 
 def source_slug(source: str) -> str:
-    """Slug of a file name's stem, the base of ids derived for JSONL/CSV/plain text."""
-    return slugify(PurePath(source).stem)
+    """Slug of a file name's stem, the readable start of ids derived for JSONL/CSV/plain text.
+
+    Cut to a readable length: the digest that follows it, not the slug, keeps ids apart.
+    """
+    return slugify(PurePath(source).stem)[:_SLUG_CHARS].rstrip("-.") or "takes"
 
 
 def is_url_safe(value: str) -> bool:

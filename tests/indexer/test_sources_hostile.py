@@ -245,3 +245,8 @@ def test_thread_reader_previews_without_a_count_are_sized_by_what_they_show():
     page = UNROLL_HEADER.format(count=1) + "hi there\n• • •\nMore from @ada\nMar 1, 2024\none\ntwo\n"
     takes = parse_text(page, "u.txt")
     assert [(t.date, t.position, t.thread_size) for t in takes] == [("2024-03-03", 1, 1), ("2024-03-01", 1, 2), ("2024-03-01", 2, 2)]
+
+
+def test_long_file_names_give_ids_of_a_readable_length(tmp_path):
+    (take,) = read_takes(write(tmp_path / ("policy-notes-" * 18 + ".txt"), "A take with a long file name.\n"))
+    assert len(take.id) < 80 and take.id.startswith("policy-notes-policy") and URL_SAFE.fullmatch(take.id)
