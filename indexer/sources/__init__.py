@@ -2,12 +2,14 @@
 
 One module per format, each with ``parse(text, source) -> list[Take]`` that
 returns every take of the file or raises ParseError (never a partial list).
+``source`` is only a name: ids a parser derives come from the content (plus
+the name's slug, for readability), never from the name or path alone, so files
+of one name in two folders never share ids, and a moved file keeps its own.
 Only the standard library is imported here, so importing stays instant.
 """
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 from indexer.errors import ParseError
 from indexer.models import Take
 from indexer.sources import archive, csv_rows, jsonl, plaintext, threadreader
+from indexer.sources.common import split_lines
 
 FORMATS = ("threadreader", "archive", "jsonl", "csv", "text")
 
@@ -26,29 +29,42 @@ _PARSERS: dict[str, Callable[[str, str], list[Take]]] = {
     "text": plaintext.parse,
 }
 _READ_ON = re.compile(r"\bRead on (?:X|Twitter)$")
-_COLUMN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _SNIFF_LINES = 5
+# Detection reads the start only: a 10 MB one-line file is judged as fast as a short one.
+_SNIFF_CHARS = 65_536
 
 __all__ = ["FORMATS", "detect_format", "parse_text", "read_takes"]
 
 
 def detect_format(text: str, source: str) -> str:
-    """The format of ``text``, judged from its first lines (plain text when nothing else fits)."""
+    """The format of ``text``, judged from its first lines (plain text when nothing else fits).
+
+    Raises ParseError when nothing fits and the text does not read as takes
+    either (binary, a single word, no letters), rather than index it as text.
+    """
     text = text.removeprefix("\ufeff")
-    first_lines = [line.strip() for line in text.splitlines()[:200] if line.strip()][:_SNIFF_LINES]
+    first_lines = [line.strip() for line in split_lines(text[:_SNIFF_CHARS])[:200] if line.strip()][:_SNIFF_LINES]
     if not first_lines:
         raise ParseError(source, None, f"empty file: nothing to parse as any of {', '.join(FORMATS)}")
     if first_lines[0].startswith("window.YTD."):
         return "archive"
-    if first_lines[0].endswith("Profile picture") or any(_READ_ON.search(line) for line in first_lines):
+    if threadreader.looks_like_unroll(first_lines) or any(_READ_ON.search(line) for line in first_lines):
         return "threadreader"
     # One "{" line is enough: a JSONL file with a broken later line must fail
     # loudly in the JSONL parser rather than be indexed as plain text.
     if first_lines[0].startswith("{"):
         return "jsonl"
-    header = [name.strip().lower() for name in next(csv.reader([text.splitlines()[0]]), [])]
-    if "text" in header and all(_COLUMN_NAME.fullmatch(name) for name in header):
+    # A header-like first line makes it CSV even without a 'text' column, so
+    # the CSV parser can say which column is missing instead of one odd take.
+    if csv_rows.header_of(text) is not None:
         return "csv"
+    if reason := plaintext.unlike_takes(text):
+        raise ParseError(
+            source,
+            None,
+            f"not recognized as any input format, and it does not read as plain-text takes: {reason}; "
+            f"pass --format ({', '.join(FORMATS)}) to say what it is",
+        )
     return "text"
 
 
@@ -73,7 +89,8 @@ def read_takes(path: Path | str, format: str | None = None) -> list[Take]:
             raise ParseError(path, None, f"is a folder: only an X archive folder can be read, not format {format!r}")
         return _read_archive_folder(path)
     text = _read_text(path)
-    if (format or detect_format(text, str(path))) == "archive":
+    format = format or detect_format(text, str(path))
+    if format == "archive":
         # Errors name the tweets file by its path; takes carry its name.
         return archive.parse_parts([(str(path), text)], path.name, _read_account(path.parent / "account.js"))
     try:

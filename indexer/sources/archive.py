@@ -21,13 +21,15 @@ from typing import Any
 
 from indexer.errors import ParseError
 from indexer.models import Take
-from indexer.sources.common import tidy_text, with_at
+from indexer.sources.common import shown, text_problem, tidy_text, with_at
 
 _PREFIX = re.compile(r"\s*window\.YTD\.(?P<kind>\w+)\.part\d+\s*=\s*")
 _PART_FILE = re.compile(r"tweets?(?:-part(?P<part>\d+))?\.js")
 _CREATED_AT = "%a %b %d %H:%M:%S %z %Y"  # "Wed Oct 10 20:19:24 +0000 2018"
 _TWEET_KINDS = ("tweets", "tweet")  # older archives name the file tweet.js
 _MISSING_END = "unexpected end of file: missing the closing ']'"
+# Tweet ids are 64-bit snowflakes: 19 digits (20 leaves room, and int() stays cheap).
+_MAX_ID_DIGITS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,9 @@ def parse_account(text: str, source: str) -> Account:
     username, name = account.get("username"), account.get("accountDisplayName")
     if not isinstance(username, str) or not username.strip():
         raise ParseError(source, line, f"no 'username' in the account record: {expected}")
+    for field_name, value in (("username", username), ("accountDisplayName", name if isinstance(name, str) else "")):
+        if problem := text_problem(value, field_name):
+            raise ParseError(source, line, problem)
     return Account(with_at(username), name.strip() if isinstance(name, str) and name.strip() else None)
 
 
@@ -153,6 +158,11 @@ def load_records(text: str, source: str) -> tuple[str, list[tuple[int, Any]]]:
         except json.JSONDecodeError as error:
             # raw_decode works on the whole text, so lineno is the file's own line.
             raise ParseError(source, error.lineno, f"malformed JSON: {error.msg} (column {error.colno})") from None
+        except RecursionError:
+            raise ParseError(source, _line_of(text, index), "malformed JSON: nested too deeply") from None
+        except ValueError:
+            # Python refuses to convert integers of over 4,300 digits.
+            raise ParseError(source, _line_of(text, index), "malformed JSON: a number has more than 4,300 digits") from None
         line, counted = line + text.count("\n", counted, index), index
         records.append((line, record))
         index = _skip_space(text, end)
@@ -174,8 +184,13 @@ def _read_tweet(record: Any, label: str, source: str, line: int) -> _Tweet | Non
     for name in ("id_str", "full_text"):
         if not isinstance(tweet.get(name), str) or not tweet[name].strip():
             raise ParseError(source, line, f"{label}: missing '{name}'")
-    if not tweet["id_str"].isascii() or not tweet["id_str"].isdigit():
-        raise ParseError(source, line, f"{label}: 'id_str' {tweet['id_str']!r} is not a tweet id")
+    if not tweet["id_str"].isascii() or not tweet["id_str"].isdigit() or len(tweet["id_str"]) > _MAX_ID_DIGITS:
+        raise ParseError(
+            source, line, f"{label}: 'id_str' {shown(tweet['id_str'])} is not a tweet id (up to {_MAX_ID_DIGITS} digits)"
+        )
+    for name in ("in_reply_to_status_id_str", "in_reply_to_screen_name"):
+        if tweet.get(name) is not None and not isinstance(tweet[name], str):
+            raise ParseError(source, line, f"{label}: '{name}' must be a string, got {shown(tweet[name])}")
     if "retweeted_status" in tweet or tweet["full_text"].startswith("RT @"):
         return None
     day = None
@@ -188,10 +203,14 @@ def _read_tweet(record: Any, label: str, source: str, line: int) -> _Tweet | Non
                 line,
                 f"{label}: 'created_at' {tweet['created_at']!r} is not like 'Wed Oct 10 20:19:24 +0000 2018'",
             ) from None
+    # Unescaping &amp; and friends is tidying: the archive stores tweets HTML-escaped.
+    text = tidy_text(html.unescape(tweet["full_text"]))
+    for name, value in (("full_text", text), ("in_reply_to_screen_name", tweet.get("in_reply_to_screen_name") or "")):
+        if problem := text_problem(value, name):
+            raise ParseError(source, line, f"{label}: {problem}")
     return _Tweet(
         id=tweet["id_str"],
-        # Unescaping &amp; and friends is tidying: the archive stores tweets HTML-escaped.
-        text=tidy_text(html.unescape(tweet["full_text"])),
+        text=text,
         date=day,
         reply_to=tweet.get("in_reply_to_status_id_str") or None,
         reply_to_handle=tweet.get("in_reply_to_screen_name") or None,

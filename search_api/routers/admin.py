@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -20,7 +19,7 @@ from pydantic import BaseModel, Field
 from indexer.errors import ParseError
 from indexer.models import Take
 from indexer.sources import FORMATS, parse_text
-from indexer.sources.jsonl import parse_records
+from indexer.sources.jsonl import loads, parse_records
 from indexer.store import IndexWriter
 from search_api.dependencies import SearcherDep, SettingsDep
 
@@ -106,11 +105,8 @@ def parse_body(body: bytes, content_type: str, input_format: str | None, source:
         raise ParseError(source, None, f"body is not UTF-8 text (byte 0x{body[error.start]:02x} at offset {error.start})") from None
     media_type = content_type.split(";")[0].strip().lower()
     if input_format is None and (media_type == "application/json" or media_type.endswith("+json")):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ParseError(source, error.lineno, f"malformed JSON: {error.msg} (column {error.colno})") from None
-        return parse_records(records, source)
+        # loads turns every failure (deep nesting, 4,301-digit numbers too) into a ParseError.
+        return parse_records(loads(text, source), source)
     return parse_text(text, source, input_format)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,10 @@ SEED = Path(__file__).resolve().parents[2] / "indexer" / "corpus" / "jackclark_a
         ("\ufefftext,author\nhello,Ada\n", "csv"),
         ("id, Text ,thread_id\n1,hello,t\n", "csv"),
         ("text, and other things I think\nmore\n", "text"),
-        ("title,body\nx,y\n", "text"),
+        ("title,body\nx,y\n", "csv"),  # header-like: the CSV parser names the missing 'text' column
+        ("text;author\nhello;Ada\n", "csv"),
+        ("Text\tauthor\nhello\tAda\n", "csv"),
+        ("yes,no\nmaybe so\n", "text"),
         ("Just a note.\n\nAnother one.", "text"),
     ],
 )
@@ -63,12 +67,12 @@ def test_every_format_parses_through_parse_text():
         "archive": 'window.YTD.tweets.part0 = [{"tweet": {"id_str": "1", "full_text": "hi"}}]',
         "jsonl": '{"text": "hi"}',
         "csv": "text\nhi\n",
-        "text": "hi",
+        "text": "hi there",
     }
     assert sorted(samples) == sorted(FORMATS)
     for name, text in samples.items():
         assert detect_format(text, "f") == name
-        assert [t.text for t in parse_text(text, "f")] == ["hi"]
+        assert [t.text for t in parse_text(text, "f")] == ["hi there" if name == "text" else "hi"]
 
 
 def test_missing_file(tmp_path):
@@ -95,7 +99,8 @@ def test_read_takes_uses_the_base_name_as_source(tmp_path):
     path = tmp_path / "sub" / "takes.jsonl"
     path.parent.mkdir()
     path.write_text('\ufeff{"text": "hi"}\n', encoding="utf-8")
-    assert [(t.source, t.id) for t in read_takes(str(path))] == [("takes.jsonl", "takes-1-1")]
+    ((source, take_id),) = [(t.source, t.id) for t in read_takes(str(path))]
+    assert source == "takes.jsonl" and re.fullmatch(r"takes-[a-z2-7]{12}-1", take_id)
 
 
 def test_importing_sources_stays_light():

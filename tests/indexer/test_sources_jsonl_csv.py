@@ -53,11 +53,13 @@ def test_jsonl_derived_ids_are_stable_and_skip_blank_lines():
         {"text": "n", "id": 17},
     ]
     takes = parse_text(jsonl_text(*records), "My Takes.jsonl")
+    # Written out so a change of the id scheme, which would re-add every take
+    # of an existing index as new, cannot pass unnoticed.
     assert [(t.id, t.thread_id, t.position, t.thread_size) for t in takes] == [
-        ("my-takes-1-1", "my-takes-1", 1, 1),
-        ("t-1", "t", 1, None),
-        ("t-2", "t", 2, None),
-        ("17", "my-takes-4", 1, 1),
+        ("my-takes-pccfomw44ler-1", "my-takes-pccfomw44ler", 1, 1),
+        ("t-1-tbyg4y5w", "t", 1, 2),
+        ("t-2-hxeptbrh", "t", 2, 2),
+        ("17", "my-takes-7otzea53juhw", 1, 1),
     ]
     # Blank lines move records down but do not change their ids.
     spaced = "\n\n".join(json.dumps(record) for record in records)
@@ -103,9 +105,9 @@ Own thread,,,,,,
 def test_csv_rows():
     takes = csv_rows.parse(CSV, "rows.csv")
     assert [(t.id, t.thread_id, t.position, t.thread_size, t.author, t.handle, t.date, t.url) for t in takes] == [
-        ("t1-1", "t1", 1, None, "Ada", "@ada_l", "2024-03-03", None),
-        ("t1-2", "t1", 2, None, "Ada", "@ada_l", "2024-03-03", "https://example.org/2"),
-        ("rows-3-1", "rows-3", 1, 1, None, None, None, None),
+        ("t1-1-w4kpyrpb", "t1", 1, 2, "Ada", "@ada_l", "2024-03-03", None),
+        ("t1-2-upytvrnz", "t1", 2, 2, "Ada", "@ada_l", "2024-03-03", "https://example.org/2"),
+        ("rows-qtvhy2hkcup4-1", "rows-qtvhy2hkcup4", 1, 1, None, None, None, None),
     ]
     assert takes[0].text == "A take that spans\ntwo lines, with a comma"
     assert parse_text(CSV, "rows.csv") == takes

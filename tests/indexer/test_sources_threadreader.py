@@ -60,8 +60,8 @@ def test_seed_multi_line_tweets_stay_whole(seed_takes):
         "Since I gave that presentation we've seen:\n"
         "- people build chatGPT clone models by training on chatGPT outputs\n"
         "- low-cost finetuning like LORA / QLORA etc\n"
-        "- increase in number of actors trying to do open/decentralized model development (e.g )\n"
-        "- etctogether.xyz"
+        "- increase in number of actors trying to do open/decentralized model development\n"
+        "- etc together.xyz"
     )
     assert by_id["jackclarkSF-2022-11-05-1"].text == (
         "If you want a visceral sense of how different development practices and strategies can lead to "
@@ -178,3 +178,74 @@ def test_malformed_unrolls(text, where, expected):
 def test_empty_unroll_is_an_error():
     with pytest.raises(ParseError, match=r"^notes\.txt: empty file"):
         parse("  \n\n", "notes.txt")
+
+
+UNROLLS = Path(__file__).resolve().parents[1] / "data" / "unrolls"
+
+
+@pytest.mark.parametrize(
+    ("name", "threads"),
+    [
+        # (thread id, author, handle, takes shown, thread size)
+        ("no_separator.txt", [("priya-raman-2024-04-02", "Priya Raman", None, 7, 7)]),
+        ("handle_in_header.txt", [("tibarra_ai-2023-11-14", "Tomás Ibarra", "@tibarra_ai", 4, 4)]),
+        ("handle_under_name.txt", [("meilin_policy-2025-01-08", "Mei Lin", "@meilin_policy", 3, 3)]),
+        (
+            "several_pages.txt",
+            [
+                ("ada_l-2024-03-03", "Ada Lovelace", "@ada_l", 2, 2),
+                ("ada_l-2024-02-20", "Ada Lovelace", "@ada_l", 1, 9),
+                ("ghopper-2023-09-09", "Grace Hopper", "@ghopper", 3, 3),
+            ],
+        ),
+        ("numbered.txt", [("sokoye-2024-06-30", "Samuel Okoye", "@sokoye", 5, 5)]),
+    ],
+)
+def test_unroll_variants(name, threads):
+    takes = read_takes(UNROLLS / name)
+    shown = Counter((t.thread_id, t.author, t.handle, t.thread_size) for t in takes)
+    assert shown == {(thread_id, author, handle, size): count for thread_id, author, handle, count, size in threads}
+    assert all(1 <= t.position <= t.thread_size for t in takes)
+    leaked = [(t.id, word) for t in takes for word in (*FURNITURE, "Share this page", "Enter URL") if word in t.text]
+    assert leaked == []
+
+
+def test_unroll_variants_keep_their_text():
+    by_id = {t.id: t for name in ("no_separator.txt", "handle_under_name.txt", "numbered.txt") for t in read_takes(UNROLLS / name)}
+    assert by_id["priya-raman-2024-04-02-7"].text.startswith("None of this works without incident reporting")
+    assert by_id["meilin_policy-2025-01-08-2"].text.endswith("and then nobody will enforce it.")
+    assert by_id["meilin_policy-2025-01-08-3"].text.endswith("what the threshold actually catches")
+    assert by_id["sokoye-2024-06-30-3"].text.endswith(
+        "choose to share.\n- a few thousand GPUs is enough for evaluation work\n- training frontier models is not the job"
+    )
+
+
+@pytest.mark.parametrize(
+    ("tweet", "cleaned"),
+    [
+        ("open models (e.g )\n- etctogether.xyz", "open models\n- etc together.xyz"),
+        ("See the repo (via )and e.gexample.org/paper.", "See the repo and e.g example.org/paper."),
+        ("A lovely chart! Image Image", "A lovely chart!"),
+        ("Results [arxiv.org/abs/1] Image", "Results [arxiv.org/abs/1]"),
+        # Words that only look like leftovers stay.
+        ("We run etcd.io and call f() in the Image", "We run etcd.io and call f() in the Image"),
+        ("Image\nMy Image matters (e.g. this one)", "Image\nMy Image matters (e.g. this one)"),
+    ],
+)
+def test_scraping_leftovers_are_cleaned_by_rule(tweet, cleaned):
+    page = "Ada Profile picture\nMar 3, 2024 1 tweet\n" + tweet.replace("\n", "\n\n") + "\n"
+    (take,) = parse(page, "a.txt")
+    assert take.text == cleaned.replace("\n", "\n\n")
+
+
+def test_unroll_thread_never_takes_its_footer_as_a_tweet():
+    page = "Ada Profile picture\nMar 3, 2024 2 tweets\n1/ one\n2/ two\nRead 2 tweets\nKeep Current with Ada\n"
+    assert [(t.position, t.thread_size, t.text) for t in parse(page, "a.txt")] == [(1, 2, "1/ one"), (2, 2, "2/ two")]
+
+
+def test_only_short_navigation_before_the_header_is_skipped():
+    header = "Ada Profile picture\nMar 3, 2024 1 tweet\nThe take.\n"
+    assert [t.text for t in parse("Thread Reader\nShare this page!\n\n" + header, "a.txt")] == ["The take."]
+    # A line that could be a take is not dropped unseen.
+    with pytest.raises(ParseError, match=r"^a\.txt:1: expected a Thread Reader App header"):
+        parse("A note I wrote before pasting the unroll below, which matters.\n" + header, "a.txt")

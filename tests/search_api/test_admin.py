@@ -140,6 +140,11 @@ def test_bodies_over_the_limit_get_413_naming_it(index_copy, embedder):
         ({"content": b'{"text": "fine"}\n{"text": \n', "params": {"format": "jsonl"}}, ":2: malformed JSON"),
         ({"content": UNROLL.encode(), "params": {"format": "docx"}}, "threadreader"),
         ({"content": b"\xff\xfe not utf-8", "headers": {"Content-Type": "text/plain"}}, "not UTF-8"),
+        ({"json": [{"text": "ok", "position": 10**20}]}, "item 1: 'position' 100000000000000000000 is over the limit of 1,000,000"),
+        ({"content": b"[" * 100_000, "headers": {"Content-Type": "application/json"}}, "nested too deeply"),
+        ({"content": b'[{"text": "ok", "n": ' + b"1" * 4301 + b"}]", "headers": {"Content-Type": "application/json"}}, "4,300 digits"),
+        ({"content": b'[{"text": "\\ud800"}]', "headers": {"Content-Type": "application/json"}}, "surrogate"),
+        ({"content": b"vm\n", "headers": {"Content-Type": "text/plain"}}, "a single word"),
     ],
 )
 def test_bad_bodies_get_422_naming_the_problem_and_add_nothing(client, index_copy, kwargs, needle):
