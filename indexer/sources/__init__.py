@@ -14,9 +14,9 @@ from pathlib import Path
 
 from indexer.errors import ParseError
 from indexer.models import Take
-from indexer.sources import archive, csv_rows, jsonl, plaintext, threadreader
+from indexer.sources import archive, bluesky, csv_rows, jsonl, mastodon, plaintext, threadreader
 
-FORMATS = ("threadreader", "archive", "jsonl", "csv", "text")
+FORMATS = ("threadreader", "archive", "jsonl", "csv", "text", "bluesky", "mastodon")
 
 _PARSERS: dict[str, Callable[[str, str], list[Take]]] = {
     "threadreader": threadreader.parse,
@@ -24,7 +24,11 @@ _PARSERS: dict[str, Callable[[str, str], list[Take]]] = {
     "jsonl": jsonl.parse,
     "csv": csv_rows.parse,
     "text": plaintext.parse,
+    "mastodon": mastodon.parse,
 }
+# Formats read from bytes or from several files: only read_takes (a path) can read them.
+_FILE_ONLY_FORMATS = {"bluesky": "a Bluesky export (.car) is binary"}
+_ZIP_MAGIC = b"PK\x03\x04"
 _READ_ON = re.compile(r"\bRead on (?:X|Twitter)$")
 _COLUMN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _SNIFF_LINES = 5
@@ -42,6 +46,8 @@ def detect_format(text: str, source: str) -> str:
         return "archive"
     if first_lines[0].endswith("Profile picture") or any(_READ_ON.search(line) for line in first_lines):
         return "threadreader"
+    if mastodon.looks_like_outbox(text):
+        return "mastodon"
     # One "{" line is enough: a JSONL file with a broken later line must fail
     # loudly in the JSONL parser rather than be indexed as plain text.
     if first_lines[0].startswith("{"):
@@ -57,17 +63,25 @@ def parse_text(text: str, source: str, format: str | None = None) -> list[Take]:
     text = text.removeprefix("\ufeff")
     if format is None:
         format = detect_format(text, source)
+    elif format in _FILE_ONLY_FORMATS:
+        raise ParseError(source, None, f"{_FILE_ONLY_FORMATS[format]}: read it from its file")
     elif format not in _PARSERS:
         raise ParseError(source, None, f"unknown format {format!r}: expected one of {', '.join(FORMATS)}")
     return _PARSERS[format](text, source)
 
 
-def read_takes(path: Path | str, format: str | None = None) -> list[Take]:
+def read_takes(path: Path | str, format: str | None = None, *, include_private: bool = False) -> list[Take]:
     """Every take in the file at ``path``, or in an X archive folder (all tweets parts).
 
-    ``Take.source`` is the file's (or folder's) name; errors name the path as given.
+    Also a Bluesky export (``.car``) and a Mastodon archive (zip, folder or its
+    ``outbox.json``), whose followers-only posts and direct messages are read
+    only with ``include_private``. ``Take.source`` is the file's (or folder's)
+    name; errors name the path as given.
     """
     path = Path(path)
+    exported = _read_export(path, format, include_private)
+    if exported is not None:
+        return exported
     if path.is_dir():
         if format not in (None, "archive"):
             raise ParseError(path, None, f"is a folder: only an X archive folder can be read, not format {format!r}")
@@ -118,3 +132,34 @@ def _read_text(path: Path) -> str:
         raise ParseError(
             path, line, f"not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}): save it as UTF-8"
         ) from None
+
+
+def _read_export(path: Path, format: str | None, include_private: bool) -> list[Take] | None:
+    """The takes of a Bluesky or Mastodon export at ``path``; None when it is neither."""
+    if format not in (None, "bluesky", "mastodon"):
+        return None
+    if path.is_dir():
+        if format == "bluesky" or not (path / "outbox.json").is_file():
+            return None
+        outbox, actor_file = path / "outbox.json", path / "actor.json"
+        actor = mastodon.parse_actor(_read_text(actor_file), str(actor_file)) if actor_file.is_file() else None
+        return mastodon.parse(_read_text(outbox), str(outbox), actor=actor, include_private=include_private, label=path.resolve().name)
+    if not path.is_file():
+        return None
+    try:
+        with path.open("rb") as file:
+            head = file.read(64)
+    except OSError as error:
+        raise ParseError(path, None, f"cannot read file: {error.strerror or error}") from None
+    if head.startswith(_ZIP_MAGIC) and format in (None, "mastodon"):
+        return mastodon.read_zip(path, include_private=include_private)
+    if format == "bluesky" or (format is None and bluesky.looks_like_car(head)):
+        return bluesky.parse(path.read_bytes(), str(path), label=path.name)
+    if format == "mastodon" or (format is None and path.suffix.lower() == ".json"):
+        text = _read_text(path)
+        if format is None and not mastodon.looks_like_outbox(text):
+            return None
+        actor_file = path.parent / "actor.json"
+        actor = mastodon.parse_actor(_read_text(actor_file), str(actor_file)) if actor_file.is_file() else None
+        return mastodon.parse(text, str(path), actor=actor, include_private=include_private, label=path.name)
+    return None
