@@ -63,6 +63,7 @@ class _Note:
     published: str
     url: str | None
     in_reply_to: str | None
+    public: bool
 
 
 def looks_like_outbox(text: str) -> bool:
@@ -89,7 +90,7 @@ def parse(
     owner_ids: set[str] = set()
     for number, item in enumerate(items, start=1):
         fail = _failer(source, number, item)
-        note = _read_item(item, include_private, fail)
+        note = _read_item(item, fail)
         if note is None:
             continue
         if note.uri in notes:
@@ -99,7 +100,7 @@ def parse(
     if actor is None or actor.handle is None:
         # Without actor.json the handle comes from the owner's URL (one owner per archive).
         actor = Actor(None, _handle_from_url(sorted(owner_ids)[0]) if owner_ids else None, actor.author if actor else None)
-    return _threaded(notes, actor, label or source)
+    return _threaded(notes, actor, label or source, include_private)
 
 
 def parse_actor(text: str, source: str) -> Actor:
@@ -181,8 +182,8 @@ class _TextOfHtml(HTMLParser):
         self.pieces.append(data)
 
 
-def _read_item(item: Any, include_private: bool, fail: Callable[[str], ParseError]) -> _Note | None:
-    """One validated note; None for what is not a take (boosts, other activities, private posts)."""
+def _read_item(item: Any, fail: Callable[[str], ParseError]) -> _Note | None:
+    """One validated note; None for what is not a take (boosts, other activities)."""
     if not isinstance(item, dict) or not isinstance(item.get("type"), str):
         raise fail("expected an activity object with a 'type'")
     if item["type"] != "Create":
@@ -192,8 +193,6 @@ def _read_item(item: Any, include_private: bool, fail: Callable[[str], ParseErro
         raise fail("a Create activity without its object: expected the note itself, not a link to it")
     if note.get("type") != "Note":
         return None  # polls (Question) and other objects
-    if not include_private and not _is_public(note, item):
-        return None
     uri = note.get("id")
     if not isinstance(uri, str) or not uri:
         raise fail("the note has no 'id'")
@@ -224,10 +223,11 @@ def _read_item(item: Any, include_private: bool, fail: Callable[[str], ParseErro
         published=published,
         url=url,
         in_reply_to=reply_to if isinstance(reply_to, str) else None,
+        public=_is_public(note, item),
     )
 
 
-def _threaded(notes: dict[str, _Note], actor: Actor, source: str) -> list[Take]:
+def _threaded(notes: dict[str, _Note], actor: Actor, source: str, include_private: bool) -> list[Take]:
     ordered = sorted(notes.values(), key=lambda note: (note.published, note.uri))
     thread_of: dict[str, str] = {}
     threads: dict[str, list[_Note]] = {}
@@ -238,8 +238,8 @@ def _threaded(notes: dict[str, _Note], actor: Actor, source: str) -> list[Take]:
         threads.setdefault(thread_id, []).append(note)
     takes = []
     for thread_id, thread in threads.items():
-        # Media-only notes have no text: they link a thread but are no take.
-        thread = [note for note in thread if note.text]
+        # Media-only and (unless asked for) private notes link a thread but are no take.
+        thread = [note for note in thread if note.text and (note.public or include_private)]
         for position, note in enumerate(thread, start=1):
             takes.append(
                 Take(
