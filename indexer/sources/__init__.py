@@ -89,7 +89,9 @@ def read_takes(path: Path | str, format: str | None = None, *, include_private: 
     text = _read_text(path)
     if (format or detect_format(text, str(path))) == "archive":
         # Errors name the tweets file by its path; takes carry its name.
-        return archive.parse_parts([(str(path), text)], path.name, _read_account(path.parent / "account.js"))
+        return archive.parse_parts(
+            [(str(path), text)], path.name, _read_account(path.parent / "account.js"), _read_note_tweets(path.parent)
+        )
     try:
         return parse_text(text, path.name, format)
     except ParseError as error:
@@ -107,7 +109,7 @@ def _read_archive_folder(folder: Path) -> list[Take]:
     account = _read_account(files[0].parent / "account.js")
     # Each part keeps its own path in errors; every take is labeled with the folder's name.
     parts = [(str(file), _read_text(file)) for file in files]
-    return archive.parse_parts(parts, folder.resolve().name, account)
+    return archive.parse_parts(parts, folder.resolve().name, account, _read_note_tweets(files[0].parent))
 
 
 def _read_account(account_file: Path) -> archive.Account | None:
@@ -115,6 +117,14 @@ def _read_account(account_file: Path) -> archive.Account | None:
     if not account_file.is_file():
         return None
     return archive.parse_account(_read_text(account_file), str(account_file))
+
+
+def _read_note_tweets(data_folder: Path) -> list[archive.NoteTweet]:
+    """The long posts from ``note-tweet.js`` next to the tweets files, if any."""
+    notes = []
+    for file in archive.note_files(data_folder):
+        notes.extend(archive.parse_note_tweets(_read_text(file), str(file)))
+    return notes
 
 
 def _read_text(path: Path) -> str:
