@@ -9,7 +9,7 @@ import pytest
 
 from indexer.errors import ParseError
 from indexer.sources import detect_format, mastodon, read_takes
-from tests.mastodon_archive import FOLLOWERS, HOST, note, outbox, sample_items, status_uri, write_folder, write_zip
+from tests.mastodon_archive import FOLLOWERS, HOST, note, outbox, status_uri, write_folder, write_zip
 
 EXPECTED_PUBLIC = ["1001", "1002", "1003", "1004", "1009"]
 
