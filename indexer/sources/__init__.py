@@ -150,6 +150,8 @@ def _read_export(path: Path, format: str | None, include_private: bool) -> list[
         return None
     if path.is_dir():
         if format == "bluesky" or not (path / "outbox.json").is_file():
+            if format == "mastodon":
+                raise ParseError(path, None, "not a Mastodon archive folder: no outbox.json in it")
             return None
         outbox, actor_file = path / "outbox.json", path / "actor.json"
         actor = mastodon.parse_actor(_read_text(actor_file), str(actor_file)) if actor_file.is_file() else None

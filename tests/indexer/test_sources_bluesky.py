@@ -149,3 +149,39 @@ def test_text_of_a_car_is_refused_with_a_reason():
 def test_link_text():
     assert bluesky.link_text("example.com/a/very/lo...", "https://example.com/a/very/long") == "https://example.com/a/very/long"
     assert bluesky.link_text("the report", "https://example.com/r.pdf") == "the report (https://example.com/r.pdf)"
+
+
+# Vectors from bluesky-social/atproto-interop-tests (CC0): mst/key_heights.json
+# and firehose/commit-proof-fixtures.json. They hold the test repositories to
+# the spec: the same keys must give the same tree, to the root CID.
+KEY_HEIGHTS = [("", 0), ("asdf", 0), ("blue", 1), ("2653ae71", 0), ("88bfafc7", 2), ("2a92d355", 4),
+               ("884976f5", 6), ("app.bsky.feed.post/454397e440ec", 4), ("app.bsky.feed.post/9adeb165882c", 8)]
+LEAF = "bafyreie5cvv4h45feadgeuwhbcutmh6t2ceseocckahdoe6uat64zmz454"
+TREES = [
+    (["A0/374913", "B1/986427", "C0/451630", "E0/670489", "F1/085263", "G0/765327"],
+     "bafyreicraprx2xwnico4tuqir3ozsxpz46qkcpox3obf5bagicqwurghpy"),
+    (["A0/374913", "B0/601692", "C2/014073", "D0/952776", "E0/670489"],
+     "bafyreibxh4iztp5l2yshz3ectg2qjpeyprpw2gogao3pvceowpq3k3thya"),
+    (["A0/374913", "B2/827649", "C0/451630", "D2/269196"], "bafyreign6kxoll35r5f2ske6hjx7vg56aw3jn6r5hcopgrepzafpvohr2a"),
+]
+
+
+def test_test_repositories_follow_the_spec_vectors():
+    import base64
+
+    from tests.bluesky_car import build_tree
+
+    assert [(key, key_layer(key)) for key, _ in KEY_HEIGHTS] == KEY_HEIGHTS
+    leaf = base64.b32decode(LEAF[1:].upper() + "=" * (-len(LEAF[1:]) % 8))
+    for keys, root in TREES:
+        blocks = {}
+
+        def put(value):
+            block = libipld.encode_dag_cbor(value)
+            blocks[cid_of(block)] = libipld.decode_dag_cbor(block)
+            return cid_of(block)
+
+        tree_root = build_tree([(key, leaf) for key in keys], put)
+        assert libipld.encode_cid(tree_root) == root
+        # And the reader walks that spec tree back to every key, in order.
+        assert list(bluesky.walk_tree(blocks, tree_root, ValueError)) == keys

@@ -153,3 +153,8 @@ def test_followers_only_reply_does_not_break_the_public_thread():
     assert [(t.text, t.thread_id, t.position, t.thread_size) for t in takes] == [
         ("public start", f"{HOST}-1", 1, 2), ("public end", f"{HOST}-1", 2, 2),
     ]
+
+
+def test_a_folder_without_outbox_as_mastodon(tmp_path):
+    with pytest.raises(ParseError, match="not a Mastodon archive folder: no outbox.json"):
+        read_takes(tmp_path, "mastodon")
