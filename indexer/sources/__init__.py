@@ -166,7 +166,11 @@ def _read_export(path: Path, format: str | None, include_private: bool) -> list[
     if head.startswith(_ZIP_MAGIC) and format in (None, "mastodon"):
         return mastodon.read_zip(path, include_private=include_private)
     if format == "bluesky" or (format is None and bluesky.looks_like_car(head)):
-        return bluesky.parse(path.read_bytes(), str(path), label=path.name)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise ParseError(path, None, f"cannot read file: {error.strerror or error}") from None
+        return bluesky.parse(data, str(path), label=path.name)
     if format == "mastodon" or (format is None and path.suffix.lower() == ".json"):
         text = _read_text(path)
         if format is None and not mastodon.looks_like_outbox(text):
