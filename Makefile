@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[mcp,test]'
+	$(BIN)/pip install --quiet -e '.[mcp,bluesky,test]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -126,7 +126,7 @@ def _writer_backend(writer, backend: str | None) -> str:
     return backend or (writer.manifest.backend if writer.manifest else DEFAULT_BACKEND)
 
 
-def _add_through_server(server: str, token: str | None, files, input_format: str | None) -> tuple[int, int]:
+def _add_through_server(server: str, token: str | None, files, input_format: str | None, include_private: bool = False) -> tuple[int, int]:
     """POST each file's takes (parsed here, so errors name the file and line) to a running server."""
     import urllib.error
     import urllib.parse
@@ -138,7 +138,7 @@ def _add_through_server(server: str, token: str | None, files, input_format: str
 
     if not token:
         raise TakesError("--server needs the server's admin token: pass --token or set TAKES_ADMIN_TOKEN")
-    batches = [(Path(path).name, read_takes(path, input_format)) for path in files]
+    batches = [(Path(path).name, read_takes(path, input_format, include_private=include_private)) for path in files]
     added = skipped = 0
     for source, takes in batches:
         records = [{name: getattr(take, name) for name in TAKE_FIELDS if name != "source"} for take in takes]
@@ -166,12 +166,23 @@ def _add_through_server(server: str, token: str | None, files, input_format: str
     return added, skipped
 
 
-def _read_inputs(files: tuple[Path, ...], input_format: str | None):
+def _read_inputs(files: tuple[Path, ...], input_format: str | None, include_private: bool = False):
     from indexer.sources import read_takes
 
     takes = []
     for path in files:
-        takes.extend(read_takes(path, input_format))
+        takes.extend(read_takes(path, input_format, include_private=include_private))
+    return takes
+
+
+def _fetch_bluesky(links: list[str], author: str | None, since: str | None, api_url: str):
+    """The takes of Bluesky thread links and of ``author``'s posts, from the public API."""
+    from indexer.sources.bluesky_fetch import BlueskyFetcher
+
+    fetcher = BlueskyFetcher(api_url, progress=True)
+    takes = [take for link in links for take in fetcher.thread(link)]
+    if author:
+        takes.extend(fetcher.author_posts(author, since))
     return takes
 
 
@@ -367,8 +378,18 @@ def _require_index(index_dir: Path) -> None:
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, type=click.Path())
 @click.option("--format", "input_format", default=None, help="Force the input format instead of detecting it.")
+@click.option("--include-private", is_flag=True, help="Also add a Mastodon archive's followers-only posts and direct messages.")
+@click.option("--author", "bluesky_author", default=None, help="Fetch this Bluesky handle's posts from the public API.")
+@click.option("--since", default=None, help="With --author: only posts on or after this ISO date (2024-05-01).")
+@click.option(
+    "--bluesky-api",
+    envvar="TAKES_BLUESKY_API",
+    default="https://public.api.bsky.app",
+    show_default=True,
+    help="The Bluesky API that links and --author are fetched from (env TAKES_BLUESKY_API).",
+)
 @index_dir_option
 @model_option
 @backend_option
@@ -382,8 +403,12 @@ def _require_index(index_dir: Path) -> None:
 )
 @click.option("--token", envvar="TAKES_ADMIN_TOKEN", default=None, help="The server's admin token (env TAKES_ADMIN_TOKEN).")
 @user_errors
-def add(files, input_format, index_dir, model, backend, lock_timeout, server, token):
+def add(files, input_format, include_private, bluesky_author, since, bluesky_api, index_dir, model, backend, lock_timeout, server, token):
     """Add the takes in FILES to the index, without a rebuild.
+
+    FILES may also be Bluesky post links (https://bsky.app/profile/NAME/post/ID):
+    each adds its thread, fetched from the public API; --author adds a
+    Bluesky account's posts.
 
     Takes already indexed (same id, or the same text from the same author) are
     skipped, and only new text is embedded: adding a file twice adds nothing
@@ -391,14 +416,25 @@ def add(files, input_format, index_dir, model, backend, lock_timeout, server, to
     takes up within a second. Creates the index if there is none.
     """
     from embeddings import DEFAULT_MODEL
+    from indexer.sources.bluesky_fetch import is_post_link
     from indexer.store import IndexWriter
 
-    # Every file parses before anything is written: one bad file adds nothing.
+    links = [name for name in files if is_post_link(name)]
+    files = tuple(name for name in files if not is_post_link(name))
+    if not files and not links and not bluesky_author:
+        raise click.UsageError("give the files or Bluesky links to add, or --author HANDLE")
+    if since and not bluesky_author:
+        raise click.UsageError("--since goes with --author")
+    if server and (links or bluesky_author):
+        raise click.UsageError("Bluesky links and --author are fetched here: add them without --server")
+    # Every file parses (and every link is fetched) before anything is written: one bad input adds nothing.
     if server:
-        added, skipped = _add_through_server(server, token, files, input_format)
+        added, skipped = _add_through_server(server, token, files, input_format, include_private)
         click.echo(f"added {added}, skipped {skipped} duplicates (through {server})")
         return
-    takes = _read_inputs(files, input_format)
+    takes = _read_inputs(files, input_format, include_private)
+    if links or bluesky_author:
+        takes += _fetch_bluesky(links, bluesky_author, since, bluesky_api)
     with IndexWriter(index_dir, lock_timeout=lock_timeout) as writer:
         # An existing index keeps its model (a different --model is a ModelMismatch).
         model = model or (writer.manifest.model if writer.manifest else DEFAULT_MODEL)

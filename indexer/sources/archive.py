@@ -3,6 +3,9 @@
 Each file is ``window.YTD.tweets.partN = [{"tweet": {...}}, ...]``. Self-reply
 chains become threads (thread_id = id of the first tweet); retweets are skipped.
 
+Posts longer than 280 characters ("note tweets") are cut short in the tweets
+files; their whole text is in ``data/note-tweet.js`` (see ``apply_note_tweets``).
+
 The owner's handle is not in the tweets themselves. It comes from
 ``data/account.js`` when available, else from a self-reply (its
 ``in_reply_to_screen_name`` is the owner), else it stays None and so does the url.
@@ -13,8 +16,9 @@ from __future__ import annotations
 import html
 import json
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,11 +29,22 @@ from indexer.sources.common import shown, text_problem, tidy_text, with_at
 
 _PREFIX = re.compile(r"\s*window\.YTD\.(?P<kind>\w+)\.part\d+\s*=\s*")
 _PART_FILE = re.compile(r"tweets?(?:-part(?P<part>\d+))?\.js")
+_NOTE_FILE = re.compile(r"note-tweet(?:-part(?P<part>\d+))?\.js")
 _CREATED_AT = "%a %b %d %H:%M:%S %z %Y"  # "Wed Oct 10 20:19:24 +0000 2018"
 _TWEET_KINDS = ("tweets", "tweet")  # older archives name the file tweet.js
 _MISSING_END = "unexpected end of file: missing the closing ']'"
 # Tweet ids are 64-bit snowflakes: 19 digits (20 leaves room, and int() stays cheap).
 _MAX_ID_DIGITS = 20
+# Ids since late 2010 hold their creation time: (id >> 22) ms after this epoch.
+_SNOWFLAKE_EPOCH_MS = 1288834974657
+_FIRST_SNOWFLAKE = 1 << 32
+# A tweet and its note are written in the same request: seconds apart at most.
+_NOTE_WINDOW_MS = 10_000
+# A cut long post keeps about 275 characters; 50 rules out short tweets that merely start the same.
+_NOTE_MIN_PREFIX = 50
+_URL = re.compile(r"https?://\S*")
+_WHITESPACE = re.compile(r"\s+")
+_LEADING_MENTIONS = re.compile(r"(?:@\w+\s+)+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +56,22 @@ class Account:
 
 
 @dataclass(frozen=True, slots=True)
+class NoteTweet:
+    """The whole text of a long post, from ``data/note-tweet.js``."""
+
+    id: str
+    text: str
+    created_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Tweet:
     id: str
     text: str
     date: str | None
     reply_to: str | None
     reply_to_handle: str | None
+    created_ms: int | None = None
 
 
 def parse(text: str, source: str) -> list[Take]:
@@ -54,10 +79,13 @@ def parse(text: str, source: str) -> list[Take]:
     return parse_parts([(source, text)], source)
 
 
-def parse_parts(parts: Sequence[tuple[str, str]], source: str, account: Account | None = None) -> list[Take]:
+def parse_parts(
+    parts: Sequence[tuple[str, str]], source: str, account: Account | None = None, notes: Sequence[NoteTweet] = ()
+) -> list[Take]:
     """The takes of all tweets files of one archive, given as ``(file name, text)``.
 
     Parts are parsed together because a thread can cross from one part to the next.
+    ``notes`` (from ``parse_note_tweets``) give long posts their whole text.
     """
     tweets: dict[str, _Tweet] = {}
     for part_source, text in parts:
@@ -76,6 +104,7 @@ def parse_parts(parts: Sequence[tuple[str, str]], source: str, account: Account 
                 raise ParseError(part_source, line, f"record {number}: duplicate tweet id {tweet.id}")
             tweets[tweet.id] = tweet
 
+    tweets = apply_note_tweets(tweets, notes)
     account = account or Account(None, None)
     handle = account.handle or _owner_from_self_replies(tweets)
     # Snowflake ids grow with time and a reply is newer than its parent, so in id
@@ -125,6 +154,96 @@ def parse_account(text: str, source: str) -> Account:
         if problem := text_problem(value, field_name):
             raise ParseError(source, line, problem)
     return Account(with_at(username), name.strip() if isinstance(name, str) and name.strip() else None)
+
+
+def parse_note_tweets(text: str, source: str) -> list[NoteTweet]:
+    """The long posts of a ``note-tweet.js`` file."""
+    kind, records = load_records(text, source)
+    if kind != "note_tweet":
+        raise ParseError(source, 1, f"this is the archive's {kind!r} data, not note tweets")
+    notes = []
+    for number, (line, record) in enumerate(records, start=1):
+        note = record.get("noteTweet") if isinstance(record, dict) else None
+        core = note.get("core") if isinstance(note, dict) else None
+        if not isinstance(core, dict) or not isinstance(core.get("text"), str):
+            raise ParseError(source, line, f'record {number}: expected {{"noteTweet": {{"noteTweetId": ..., "core": {{"text": ...}}}}}}')
+        text = html.unescape(core["text"])
+        # The note's text carries t.co links; its "urls" say where they lead.
+        for link in core.get("urls") or []:
+            if isinstance(link, dict) and isinstance(link.get("shortUrl"), str) and isinstance(link.get("expandedUrl"), str):
+                text = text.replace(link["shortUrl"], link["expandedUrl"])
+        note_id = str(note.get("noteTweetId") or "")
+        created_ms = _snowflake_ms(note_id)
+        if created_ms is None and isinstance(note.get("createdAt"), str):
+            try:
+                created_ms = int(datetime.fromisoformat(note["createdAt"]).timestamp() * 1000)
+            except ValueError:
+                raise ParseError(source, line, f"record {number}: 'createdAt' {note['createdAt']!r} is not an ISO timestamp") from None
+        notes.append(NoteTweet(id=note_id, text=tidy_text(text), created_ms=created_ms))
+    return notes
+
+
+def apply_note_tweets(tweets: dict[str, _Tweet], notes: Sequence[NoteTweet]) -> dict[str, _Tweet]:
+    """``tweets`` with each long post's text replaced by its note's whole text.
+
+    A note tweet does not name its tweet, so they are matched by two tests:
+    both were created in the same request, so their times (from the
+    time-ordered ids, else ``createdAt``/``created_at``) are at most
+    ``_NOTE_WINDOW_MS`` apart; and the tweet's text, without links, a trailing
+    "…" and leading reply mentions, is a prefix of at least
+    ``_NOTE_MIN_PREFIX`` characters of the note's text without links. Pairs
+    are then taken closest in time first, one note per tweet. When two pairs
+    are equally close and share a tweet or a note, the choice would be a
+    guess: those tweets keep their own (cut) text.
+    """
+    # Notes in time order, so each tweet looks only at the few made within the window.
+    timed = sorted((note.created_ms, index) for index, note in enumerate(notes) if note.created_ms is not None)
+    times = [created_ms for created_ms, _ in timed]
+    bodies = {index: _comparable(notes[index].text)[0] for _, index in timed}
+    candidates = []  # (time apart, tweet id, index of the note)
+    for tweet in tweets.values():
+        tweet_ms = _snowflake_ms(tweet.id) or tweet.created_ms
+        body, mentions = _comparable(tweet.text, strip_mentions=True)
+        if tweet_ms is None or len(body) < _NOTE_MIN_PREFIX:
+            continue
+        start, end = bisect_left(times, tweet_ms - _NOTE_WINDOW_MS), bisect_right(times, tweet_ms + _NOTE_WINDOW_MS)
+        for created_ms, index in timed[start:end]:
+            note_body = bodies[index]
+            if len(note_body) > len(body) and (note_body.startswith(body) or note_body.startswith(f"{mentions} {body}")):
+                candidates.append((abs(created_ms - tweet_ms), tweet.id, index))
+    candidates.sort()
+    chosen: dict[str, NoteTweet] = {}
+    settled_tweets: set[str] = set()
+    settled_notes: set[int] = set()
+    for distance, tweet_id, index in candidates:
+        if tweet_id in settled_tweets or index in settled_notes:
+            continue
+        tied = [
+            (other_tweet, other_index)
+            for other_distance, other_tweet, other_index in candidates
+            if other_distance == distance and (other_tweet == tweet_id or other_index == index)
+            and other_tweet not in settled_tweets and other_index not in settled_notes
+        ]
+        settled_tweets.update(other_tweet for other_tweet, _ in tied)
+        settled_notes.update(other_index for _, other_index in tied)
+        if len(tied) == 1:
+            chosen[tweet_id] = notes[index]
+    updated = dict(tweets)
+    for tweet_id, note in chosen.items():
+        tweet = tweets[tweet_id]
+        _, mentions = _comparable(tweet.text, strip_mentions=True)
+        note_body, _ = _comparable(note.text)
+        # Replies keep the mentions their tweet text starts with, as short replies do.
+        text = note.text if not mentions or note_body.startswith(mentions) else f"{mentions} {note.text}"
+        updated[tweet_id] = replace(tweet, text=text)
+    return updated
+
+
+def note_files(folder: Path) -> list[Path]:
+    """The note-tweet files of an archive folder (or of its ``data`` folder), part 0 first."""
+    data = folder / "data" if (folder / "data").is_dir() else folder
+    found = [(int(match["part"] or 0), path) for path in data.iterdir() if (match := _NOTE_FILE.fullmatch(path.name))]
+    return [path for _, path in sorted(found)]
 
 
 def part_files(folder: Path) -> list[Path]:
@@ -193,10 +312,11 @@ def _read_tweet(record: Any, label: str, source: str, line: int) -> _Tweet | Non
             raise ParseError(source, line, f"{label}: '{name}' must be a string, got {shown(tweet[name])}")
     if "retweeted_status" in tweet or tweet["full_text"].startswith("RT @"):
         return None
-    day = None
+    day = created_ms = None
     if tweet.get("created_at"):
         try:
-            day = datetime.strptime(tweet["created_at"], _CREATED_AT).date().isoformat()
+            created = datetime.strptime(tweet["created_at"], _CREATED_AT)
+            day, created_ms = created.date().isoformat(), int(created.timestamp() * 1000)
         except (TypeError, ValueError):
             raise ParseError(
                 source,
@@ -214,6 +334,7 @@ def _read_tweet(record: Any, label: str, source: str, line: int) -> _Tweet | Non
         date=day,
         reply_to=tweet.get("in_reply_to_status_id_str") or None,
         reply_to_handle=tweet.get("in_reply_to_screen_name") or None,
+        created_ms=created_ms,
     )
 
 
@@ -223,6 +344,23 @@ def _owner_from_self_replies(tweets: dict[str, _Tweet]) -> str | None:
         if tweet.reply_to in tweets and tweet.reply_to_handle:
             return with_at(tweet.reply_to_handle)
     return None
+
+
+def _snowflake_ms(tweet_id: str) -> int | None:
+    """When an id was made, in Unix milliseconds; None for ids older than the time-ordered scheme (2010)."""
+    if not tweet_id.isascii() or not tweet_id.isdigit() or int(tweet_id) < _FIRST_SNOWFLAKE:
+        return None
+    return (int(tweet_id) >> 22) + _SNOWFLAKE_EPOCH_MS
+
+
+def _comparable(text: str, strip_mentions: bool = False) -> tuple[str, str]:
+    """Text reduced for matching a cut tweet to its note: no links, no trailing "…", one space."""
+    text = _WHITESPACE.sub(" ", _URL.sub(" ", text)).strip()
+    text = text.removesuffix("…").removesuffix("...").strip()
+    mentions = ""
+    if strip_mentions and (match := _LEADING_MENTIONS.match(text)):
+        mentions, text = match.group(0).strip(), text[match.end():]
+    return text, mentions
 
 
 def _skip_space(text: str, index: int) -> int:
