@@ -49,7 +49,7 @@ def test_search_json_prints_the_api_objects(run, seed_index):
     assert result.exit_code == 0, result.output
     objects = json.loads(result.output)
     assert len(objects) == 3
-    assert set(objects[0]) == {*TAKE_FIELDS, "score"}
+    assert set(objects[0]) == {*TAKE_FIELDS, "score", "match"}
     assert "guillotines" in objects[0]["text"]
 
 
@@ -60,7 +60,9 @@ def test_eval_prints_metrics(run, seed_index):
     assert set(scores) == {"hybrid", "dense", "lexical"}
     for mode in scores.values():
         assert set(mode["mean"]) == {"ndcg@10", "recall@10", "mrr"}
-        assert len(mode["queries"]) == 16
+        for metric, (low, high) in mode["interval"].items():
+            assert low <= mode["mean"][metric] <= high
+        assert len(mode["queries"]) == 19
 
 
 def test_dev_ndcg_floor_and_hybrid_never_worse_than_dense(run, seed_index):
