@@ -39,6 +39,9 @@ MODES = ("hybrid", "dense", "lexical")
 DEFAULT_MODE = "hybrid"
 # Candidates each retriever contributes to fusion (indexer/ranking.py).
 FUSION_DEPTH = 50
+# Fused candidates a cross-encoder re-scores (at least 2k): one model pass per
+# candidate, so it is opt-in (docs/PERFORMANCE.md, "Re-ranking").
+RERANK_DEPTH = 30
 
 MAX_QUERY_CHARS = 1000
 MAX_CONTEXT = 10
@@ -295,6 +298,7 @@ class Searcher:
         embedder: Embedder | None = None,
         query_encoder: Callable[[str], np.ndarray] | None = None,
         threads: int | None = None,
+        reranker=None,
     ):
         self.index_dir = Path(index_dir)
         # FAISS and torch threads per searching thread, applied in each thread
@@ -304,6 +308,9 @@ class Searcher:
         # Maps one query to its (1, dim) vector; the server sets a batching
         # worker here. None: call the embedder directly.
         self.query_encoder = query_encoder
+        # Optional second stage: an object with score(query, texts) -> relevance
+        # per text (embeddings.reranker.CrossEncoderReranker); None: off.
+        self.reranker = reranker
         self._snapshot = load_snapshot(self.index_dir)
         manifest = self._snapshot.manifest
         # Fail on a mismatch before paying for a model load.
@@ -403,6 +410,8 @@ class Searcher:
         # Fetch more than k: duplicates are folded and fusion needs depth.
         depth = max(k * 2, FUSION_DEPTH)
         ranked = ranking.fuse(self.candidates(query, mode, depth, filters, snapshot, allowed), mode)
+        if self.reranker is not None:
+            ranked = self._rerank(query, ranked[: max(2 * k, RERANK_DEPTH)])
         if filters.min_score is not None:
             ranked = [(row_id, score) for row_id, score in ranked if score >= filters.min_score]
         takes = self.takes_by_row([row_id for row_id, _ in ranked])
@@ -420,6 +429,15 @@ class Searcher:
             if len(results) == k:
                 break
         return results
+
+    def _rerank(self, query: str, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """Re-score the fused top with the cross-encoder; its relevance (0 to 1) becomes the score."""
+        takes = self.takes_by_row([row_id for row_id, _ in ranked])
+        row_ids = [row_id for row_id, _ in ranked if row_id in takes]
+        relevance = np.asarray(self.reranker.score(query, [takes[row_id].text for row_id in row_ids]), dtype=np.float64)
+        if relevance.size and (relevance.min() < 0 or relevance.max() > 1):
+            relevance = 1 / (1 + np.exp(-relevance))  # logits: a model without a final sigmoid
+        return sorted(zip(row_ids, relevance.tolist()), key=lambda item: item[1], reverse=True)
 
     def candidates(
         self, query: str, mode: str, depth: int, filters: Filters, snapshot: Snapshot, allowed: np.ndarray | None = None

@@ -41,6 +41,25 @@ backend_option = click.option(
     "backend that built the index, or onnx for a new index.",
 )
 
+reranker_option = click.option(
+    "--reranker",
+    envvar="TAKES_RERANKER",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Re-score the top takes with this local cross-encoder folder (env TAKES_RERANKER); off by default. "
+    "Slower per query: docs/PERFORMANCE.md.",
+)
+
+
+def _reranker(path: Path | None):
+    """The cross-encoder second stage, or None when off."""
+    if path is None:
+        return None
+    from embeddings.reranker import CrossEncoderReranker
+
+    return CrossEncoderReranker(path)
+
+
 lock_timeout_option = click.option(
     "--lock-timeout",
     type=click.FloatRange(min=0),
@@ -226,15 +245,16 @@ def index(files, input_format, index_dir, model, backend, if_missing):
 @index_dir_option
 @model_option
 @backend_option
+@reranker_option
 @user_errors
-def search(query, k, mode, author, handle, thread_id, since, until, min_score, context, group_by_thread, as_json, index_dir, model, backend):
+def search(query, k, mode, author, handle, thread_id, since, until, min_score, context, group_by_thread, as_json, index_dir, model, backend, reranker):
     """Find the takes that answer QUERY."""
     from indexer.models import group_by_thread as group
     from indexer.search import Filters, Searcher, validate_query
 
     validate_query(query, k)
     filters = Filters(author=author, handle=handle, thread_id=thread_id, since=since, until=until, min_score=min_score)
-    searcher = Searcher(index_dir, model=model, backend=backend)
+    searcher = Searcher(index_dir, model=model, backend=backend, reranker=_reranker(reranker))
     results = searcher.search(query, k, mode=mode, filters=filters, context=context)
     if as_json:
         payload = [g.to_dict() for g in group(results)] if group_by_thread else [r.to_dict() for r in results]
@@ -342,8 +362,9 @@ def serve(host, port, index_dir, model, backend):
 @index_dir_option
 @model_option
 @backend_option
+@reranker_option
 @user_errors
-def evaluate(judgments, modes, compare, as_json, index_dir, model, backend):
+def evaluate(judgments, modes, compare, as_json, index_dir, model, backend, reranker):
     """Score ranking against graded JUDGMENTS: nDCG@10, recall@10 and MRR per query, means with 95% intervals.
 
     JUDGMENTS is a JSON file {"queries": [{"query": ..., "relevant": {"start of a take's text": grade}}]}
@@ -359,7 +380,9 @@ def evaluate(judgments, modes, compare, as_json, index_dir, model, backend):
 
     def searcher_for(directory: Path) -> Searcher:
         if directory not in searchers:
-            searchers[directory] = Searcher(directory, model=model if directory == index_dir else None, backend=backend)
+            searchers[directory] = Searcher(
+                directory, model=model if directory == index_dir else None, backend=backend, reranker=_reranker(reranker)
+            )
         return searchers[directory]
 
     def configuration(spec: str) -> tuple[str, Path]:
