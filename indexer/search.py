@@ -325,6 +325,9 @@ class Searcher:
         self._refresh_lock = threading.Lock()
         # Takes holding each query word, per generation: the idf of lexical evidence.
         self._document_counts: dict[tuple[int, str], int] = {}
+        # (generation, unit mean vector): computed before the first query of each generation.
+        self._centroid: tuple[int, np.ndarray] | None = None
+        self.centroid(self._snapshot)
 
     # -- state ----------------------------------------------------------------
 
@@ -371,6 +374,7 @@ class Searcher:
                     snapshot.manifest.check_model(self._requested_model)
                 embedder = load_embedder(snapshot.manifest.model, self.backend, cache_dir=str(self.index_dir))
             snapshot.manifest.check_model(embedder.name, embedder.dim)
+            self.centroid(snapshot)  # here, not in the first request after the swap
             # Reference assignment is atomic: a request sees one snapshot or the other.
             self._embedder, self._snapshot = embedder, snapshot
             return True
@@ -440,14 +444,25 @@ class Searcher:
         return sorted(zip(row_ids, relevance.tolist()), key=lambda item: item[1], reverse=True)
 
     def candidates(
-        self, query: str, mode: str, depth: int, filters: Filters, snapshot: Snapshot, allowed: np.ndarray | None = None
+        self,
+        query: str,
+        mode: str,
+        depth: int,
+        filters: Filters,
+        snapshot: Snapshot,
+        allowed: np.ndarray | None = None,
+        *,
+        centring: float = ranking.CENTRING,
     ) -> list[Candidate]:
         """Each retriever's top ``depth`` for ``query``, with the evidence fusion scores them by.
 
         Hybrid mode judges every candidate by both: a take found only by its
         words gets its true cosine (read back from FAISS), one found only by
         meaning a lexical evidence of 0 (it matched no query word well enough
-        to be in the lexical top ``depth``).
+        to be in the lexical top ``depth``). The dense evidence is the cosine
+        less ``centring`` times the take's cosine with the corpus's mean
+        direction (indexer/ranking.py, "hubs"): one search with a shifted
+        query vector gives it for every take.
         """
         lexical: dict[int, float] = {}
         if mode != "dense":
@@ -457,11 +472,22 @@ class Searcher:
                 lexical = {row_id: score / mass for row_id, score in lexical.items()}
         if mode == "lexical":
             return [Candidate(row_id, 0.0, evidence) for row_id, evidence in lexical.items()]
-        vector = self.encode_query(query)
+        vector = np.ravel(self.encode_query(query))
+        if centring:
+            vector = vector - centring * self.centroid(snapshot)
         cosines = dict(self._dense_vector(vector, depth, allowed, snapshot))
         if mode == "hybrid":
             cosines.update(self._cosines(vector, [row_id for row_id in lexical if row_id not in cosines], snapshot))
         return [Candidate(row_id, cosine, lexical.get(row_id, 0.0)) for row_id, cosine in cosines.items()]
+
+    def centroid(self, snapshot: Snapshot) -> np.ndarray:
+        """The unit mean direction of the generation's takes, computed once per generation."""
+        cached = self._centroid
+        if cached is not None and cached[0] == snapshot.generation:
+            return cached[1]
+        centroid = ann.mean_direction(snapshot.vectors, snapshot.manifest.dim)
+        self._centroid = (snapshot.generation, centroid)
+        return centroid
 
     def _idf_mass(self, query: str, snapshot: Snapshot) -> float:
         """BM25's scale for ``query``: the summed idf of its content words (indexer/ranking.py)."""
