@@ -118,6 +118,32 @@ def remove_ids(index, ids: np.ndarray) -> None:
     index.remove_ids(faiss.IDSelectorBatch(ids) if hasattr(index, "id_map") else faiss.IDSelectorArray(ids))
 
 
+def mean_direction(index, dim: int) -> np.ndarray:
+    """The unit mean of the vectors in an index built by ``build_index`` (zeros when empty).
+
+    One pass over the stored vectors, in place (no copy of the index): about
+    0.3 s at a million takes, once per generation.
+    """
+    import faiss
+
+    total = np.zeros(dim, np.float64)
+    if hasattr(index, "id_map"):
+        inner = faiss.downcast_index(index.index)
+        storage = faiss.downcast_index(inner.storage) if hasattr(inner, "storage") else inner
+        if index.ntotal:
+            total += faiss.rev_swig_ptr(storage.get_xb(), index.ntotal * dim).reshape(-1, dim).sum(axis=0, dtype=np.float64)
+    else:
+        # IVF-Flat keeps each vector's float32 bytes in its inverted list.
+        lists = faiss.extract_index_ivf(index).invlists
+        for number in range(lists.nlist):
+            size = lists.list_size(number)
+            if size:
+                codes = faiss.rev_swig_ptr(lists.get_codes(number), size * lists.code_size)
+                total += codes.view(np.float32).reshape(size, dim).sum(axis=0, dtype=np.float64)
+    norm = np.linalg.norm(total)
+    return (total / norm).astype(np.float32) if norm > 0 else np.zeros(dim, np.float32)
+
+
 def search_parameters(index_type: str, selector=None):
     """FAISS search parameters for ``index_type``, restricted to ``selector`` if given."""
     import faiss

@@ -38,9 +38,13 @@ def format_context(results: Sequence[SearchResult | Take], query: str | None = N
     lines = [title or (f"Takes retrieved for: {query}" if query else "Takes:"), ""]
     if not results:
         lines.append("No takes match.")
+    elif all(isinstance(item, SearchResult) and item.match == "weak" for item in results):
+        # Said first, so a model reading the block does not take the closest for an answer.
+        lines += ["No strong matches; the closest takes are:", ""]
     for number, item in enumerate(results, start=1):
         take = item.take if isinstance(item, SearchResult) else item
-        lines.append(f"[{number}] {citation(take)}")
+        weak = " (weak match)" if isinstance(item, SearchResult) and item.match == "weak" else ""
+        lines.append(f"[{number}] {citation(take)}{weak}")
         lines.extend(f"    {line}" for line in take.text.splitlines() or [""])
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

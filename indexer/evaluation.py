@@ -83,10 +83,39 @@ def evaluate(judgments: Sequence[Judged], search: Callable[[str, int], Sequence[
     return [score_ranking(judged, search(judged.query, cutoff), cutoff) for judged in judgments]
 
 
+METRICS = {"ndcg@10": "ndcg", "recall@10": "recall", "mrr": "reciprocal_rank"}
+
+
 def mean(scores: Sequence[QueryScore]) -> dict[str, float]:
     count = len(scores) or 1
-    return {
-        "ndcg@10": sum(s.ndcg for s in scores) / count,
-        "recall@10": sum(s.recall for s in scores) / count,
-        "mrr": sum(s.reciprocal_rank for s in scores) / count,
-    }
+    return {metric: sum(getattr(s, field) for s in scores) / count for metric, field in METRICS.items()}
+
+
+def bootstrap_interval(values: Sequence[float], *, samples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean, resampling queries (fixed seed: reruns agree)."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return (0.0, 0.0)
+    means = values[np.random.default_rng(seed).integers(0, len(values), (samples, len(values)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def summary(scores: Sequence[QueryScore]) -> dict[str, dict[str, float]]:
+    """Each metric's mean and its 95% bootstrap interval over the queries."""
+    result = {}
+    for metric, field in METRICS.items():
+        values = [getattr(s, field) for s in scores]
+        low, high = bootstrap_interval(values)
+        result[metric] = {"mean": sum(values) / (len(values) or 1), "low": low, "high": high}
+    return result
+
+
+def paired_difference(first: Sequence[QueryScore], second: Sequence[QueryScore], metric: str = "ndcg@10") -> dict[str, float]:
+    """Mean of ``second - first`` per query with its 95% bootstrap interval (same queries, same order)."""
+    field = METRICS[metric]
+    differences = [getattr(b, field) - getattr(a, field) for a, b in zip(first, second)]
+    low, high = bootstrap_interval(differences)
+    return {"mean": sum(differences) / (len(differences) or 1), "low": low, "high": high}

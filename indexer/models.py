@@ -64,7 +64,9 @@ def citation(take: Take) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SearchResult:
-    """A take with its relevance score (higher is better).
+    """A take with its relevance score: 0 to 1, the same scale in every mode (indexer/ranking.py).
+
+    ``match`` is ``strong`` from ``ranking.STRONG`` (0.5) up, else ``weak``.
 
     ``context`` holds the takes just before and after it in its thread, when
     the search asked for them.
@@ -74,8 +76,14 @@ class SearchResult:
     score: float
     context: tuple[tuple[Take, ...], tuple[Take, ...]] | None = None
 
+    @property
+    def match(self) -> str:
+        from indexer.ranking import match_label
+
+        return match_label(self.score)
+
     def to_dict(self) -> dict:
-        data = {**self.take.to_dict(), "score": round(self.score, 6)}
+        data = {**self.take.to_dict(), "score": round(self.score, 6), "match": self.match}
         if self.context is not None:
             before, after = self.context
             data["context"] = {"before": [t.to_dict() for t in before], "after": [t.to_dict() for t in after]}
@@ -92,6 +100,11 @@ class ThreadGroup:
 
     def to_dict(self) -> dict:
         return {"thread_id": self.thread_id, "score": round(self.score, 6), "takes": [r.to_dict() for r in self.results]}
+
+
+def strong_matches(results) -> int:
+    """How many of ``results`` are strong matches: 0 says nothing in the index answers well."""
+    return sum(1 for result in results if result.match == "strong")
 
 
 def group_by_thread(results: list[SearchResult]) -> list[ThreadGroup]:

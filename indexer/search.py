@@ -15,10 +15,11 @@ import numpy as np
 
 from embeddings import Embedder, load_embedder
 from embeddings.base import threads_from_environment
-from indexer import ann
+from indexer import ann, ranking
 from indexer.errors import IndexCorrupt, InvalidQuery, TakeNotFound
 from indexer.threads import limit_threads
 from indexer.models import TAKE_FIELDS, SearchResult, Take
+from indexer.ranking import Candidate
 from indexer.store import (
     DATABASE_NAME,
     Manifest,
@@ -36,13 +37,11 @@ from indexer.store import (
 
 MODES = ("hybrid", "dense", "lexical")
 DEFAULT_MODE = "hybrid"
-# Candidates each retriever contributes to fusion.
+# Candidates each retriever contributes to fusion (indexer/ranking.py).
 FUSION_DEPTH = 50
-# Hybrid score = DENSE_WEIGHT * cosine + (1 - DENSE_WEIGHT) * BM25 / best BM25
-# of the query. A convex blend beat reciprocal rank fusion on the dev
-# judgments (docs/QUALITY.md): RRF gives a take that matches only a common
-# query word as much credit as a strong semantic match.
-DENSE_WEIGHT = 0.9
+# Fused candidates a cross-encoder re-scores (at least 2k): one model pass per
+# candidate, so it is opt-in (docs/PERFORMANCE.md, "Re-ranking").
+RERANK_DEPTH = 30
 
 MAX_QUERY_CHARS = 1000
 MAX_CONTEXT = 10
@@ -83,6 +82,15 @@ STOPWORDS = frozenset(
 )
 
 
+def query_terms(query: str) -> list[str]:
+    """The words of ``query`` that carry it, once each, in order (function words only when nothing else is left)."""
+    words = re.findall(r"\w+", query.casefold())
+    # Function words match nearly every take and drown the words that carry
+    # the question; keep them only when nothing else is left ("what about it").
+    content = [word for word in words if word not in STOPWORDS] or words
+    return list(dict.fromkeys(content))
+
+
 def fts_query(query: str) -> str | None:
     """Turn user text into an FTS5 query that matches any of its words.
 
@@ -90,28 +98,8 @@ def fts_query(query: str) -> str | None:
     ``*``, ``NEAR(``, ``AND``/``OR``/``NOT``, parentheses and colons search as
     plain words. Returns None when nothing searchable is left (emoji only).
     """
-    words = re.findall(r"\w+", query.casefold())
-    # Function words match nearly every take and drown the words that carry
-    # the question; keep them only when nothing else is left ("what about it").
-    content = [word for word in words if word not in STOPWORDS] or words
-    if not content:
-        return None
-    return " OR ".join(f'"{word}"' for word in dict.fromkeys(content))
-
-
-def blend(cosines: dict[int, float], lexical: list[tuple[int, float]], dense_weight: float = DENSE_WEIGHT) -> list[tuple[int, float]]:
-    """Convex blend of cosine and max-normalized BM25 over the union of candidates.
-
-    ``cosines`` must hold the cosine of every candidate (lexical ones too), so
-    a take found only by its words is still judged by its meaning.
-    """
-    best = max((score for _, score in lexical), default=0.0)
-    bm25 = dict(lexical)
-    fused = {
-        row_id: dense_weight * cosine + (1 - dense_weight) * (bm25.get(row_id, 0.0) / best if best > 0 else 0.0)
-        for row_id, cosine in cosines.items()
-    }
-    return sorted(fused.items(), key=lambda item: item[1], reverse=True)
+    terms = query_terms(query)
+    return " OR ".join(f'"{term}"' for term in terms) if terms else None
 
 
 @dataclass(frozen=True)
@@ -310,6 +298,7 @@ class Searcher:
         embedder: Embedder | None = None,
         query_encoder: Callable[[str], np.ndarray] | None = None,
         threads: int | None = None,
+        reranker=None,
     ):
         self.index_dir = Path(index_dir)
         # FAISS and torch threads per searching thread, applied in each thread
@@ -319,6 +308,9 @@ class Searcher:
         # Maps one query to its (1, dim) vector; the server sets a batching
         # worker here. None: call the embedder directly.
         self.query_encoder = query_encoder
+        # Optional second stage: an object with score(query, texts) -> relevance
+        # per text (embeddings.reranker.CrossEncoderReranker); None: off.
+        self.reranker = reranker
         self._snapshot = load_snapshot(self.index_dir)
         manifest = self._snapshot.manifest
         # Fail on a mismatch before paying for a model load.
@@ -331,8 +323,11 @@ class Searcher:
         manifest.check_model(self._embedder.name, self._embedder.dim)
         self._local = threading.local()
         self._refresh_lock = threading.Lock()
-        self._last_check = time.monotonic()
-        self._data_version = None
+        # Takes holding each query word, per generation: the idf of lexical evidence.
+        self._document_counts: dict[tuple[int, str], int] = {}
+        # (generation, unit mean vector): computed before the first query of each generation.
+        self._centroid: tuple[int, np.ndarray] | None = None
+        self.centroid(self._snapshot)
 
     # -- state ----------------------------------------------------------------
 
@@ -379,6 +374,7 @@ class Searcher:
                     snapshot.manifest.check_model(self._requested_model)
                 embedder = load_embedder(snapshot.manifest.model, self.backend, cache_dir=str(self.index_dir))
             snapshot.manifest.check_model(embedder.name, embedder.dim)
+            self.centroid(snapshot)  # here, not in the first request after the swap
             # Reference assignment is atomic: a request sees one snapshot or the other.
             self._embedder, self._snapshot = embedder, snapshot
             return True
@@ -416,17 +412,10 @@ class Searcher:
         if allowed is not None and len(allowed) == 0:
             return []
         # Fetch more than k: duplicates are folded and fusion needs depth.
-        depth = max(k * 2, FUSION_DEPTH) if mode == "hybrid" else k * 2
-        if mode == "lexical":
-            ranked = self._lexical(query, depth, filters, snapshot)
-        else:
-            vector = self.encode_query(query)
-            ranked = self._dense_vector(vector, depth, allowed, snapshot)
-            if mode == "hybrid":
-                lexical = self._lexical(query, depth, filters, snapshot)
-                cosines = dict(ranked)
-                cosines.update(self._cosines(vector, [row_id for row_id, _ in lexical if row_id not in cosines], snapshot))
-                ranked = blend(cosines, lexical)
+        depth = max(k * 2, FUSION_DEPTH)
+        ranked = ranking.fuse(self.candidates(query, mode, depth, filters, snapshot, allowed), mode)
+        if self.reranker is not None:
+            ranked = self._rerank(query, ranked[: max(2 * k, RERANK_DEPTH)])
         if filters.min_score is not None:
             ranked = [(row_id, score) for row_id, score in ranked if score >= filters.min_score]
         takes = self.takes_by_row([row_id for row_id, _ in ranked])
@@ -444,6 +433,77 @@ class Searcher:
             if len(results) == k:
                 break
         return results
+
+    def _rerank(self, query: str, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """Re-score the fused top with the cross-encoder; its relevance (0 to 1) becomes the score."""
+        takes = self.takes_by_row([row_id for row_id, _ in ranked])
+        row_ids = [row_id for row_id, _ in ranked if row_id in takes]
+        relevance = np.asarray(self.reranker.score(query, [takes[row_id].text for row_id in row_ids]), dtype=np.float64)
+        if relevance.size and (relevance.min() < 0 or relevance.max() > 1):
+            relevance = 1 / (1 + np.exp(-relevance))  # logits: a model without a final sigmoid
+        return sorted(zip(row_ids, relevance.tolist()), key=lambda item: item[1], reverse=True)
+
+    def candidates(
+        self,
+        query: str,
+        mode: str,
+        depth: int,
+        filters: Filters,
+        snapshot: Snapshot,
+        allowed: np.ndarray | None = None,
+        *,
+        centring: float = ranking.CENTRING,
+    ) -> list[Candidate]:
+        """Each retriever's top ``depth`` for ``query``, with the evidence fusion scores them by.
+
+        Hybrid mode judges every candidate by both: a take found only by its
+        words gets its true cosine (read back from FAISS), one found only by
+        meaning a lexical evidence of 0 (it matched no query word well enough
+        to be in the lexical top ``depth``). The dense evidence is the cosine
+        less ``centring`` times the take's cosine with the corpus's mean
+        direction (indexer/ranking.py, "hubs"): one search with a shifted
+        query vector gives it for every take.
+        """
+        lexical: dict[int, float] = {}
+        if mode != "dense":
+            lexical = dict(self._lexical(query, depth, filters, snapshot))
+            if lexical:
+                mass = self._idf_mass(query, snapshot)
+                lexical = {row_id: score / mass for row_id, score in lexical.items()}
+        if mode == "lexical":
+            return [Candidate(row_id, 0.0, evidence) for row_id, evidence in lexical.items()]
+        vector = np.ravel(self.encode_query(query))
+        if centring:
+            vector = vector - centring * self.centroid(snapshot)
+        cosines = dict(self._dense_vector(vector, depth, allowed, snapshot))
+        if mode == "hybrid":
+            cosines.update(self._cosines(vector, [row_id for row_id in lexical if row_id not in cosines], snapshot))
+        return [Candidate(row_id, cosine, lexical.get(row_id, 0.0)) for row_id, cosine in cosines.items()]
+
+    def centroid(self, snapshot: Snapshot) -> np.ndarray:
+        """The unit mean direction of the generation's takes, computed once per generation."""
+        cached = self._centroid
+        if cached is not None and cached[0] == snapshot.generation:
+            return cached[1]
+        centroid = ann.mean_direction(snapshot.vectors, snapshot.manifest.dim)
+        self._centroid = (snapshot.generation, centroid)
+        return centroid
+
+    def _idf_mass(self, query: str, snapshot: Snapshot) -> float:
+        """BM25's scale for ``query``: the summed idf of its content words (indexer/ranking.py)."""
+        counts = []
+        for term in query_terms(query):
+            key = (snapshot.generation, term)
+            count = self._document_counts.get(key)
+            if count is None:
+                count = self._connection().execute(
+                    "SELECT count(*) FROM takes_fts WHERE takes_fts MATCH ?", (f'"{term}"',)
+                ).fetchone()[0]
+                if len(self._document_counts) > 10_000:
+                    self._document_counts.clear()
+                self._document_counts[key] = count
+            counts.append(count)
+        return ranking.idf_mass(max(snapshot.manifest.count, 1), counts)
 
     def search_vector(self, vector: np.ndarray, k: int, *, snapshot: Snapshot | None = None) -> list[SearchResult]:
         """Nearest takes to a ready-made query vector (no filters, no folding)."""

@@ -41,6 +41,25 @@ backend_option = click.option(
     "backend that built the index, or onnx for a new index.",
 )
 
+reranker_option = click.option(
+    "--reranker",
+    envvar="TAKES_RERANKER",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Re-score the top takes with this local cross-encoder folder (env TAKES_RERANKER); off by default. "
+    "Slower per query: docs/PERFORMANCE.md.",
+)
+
+
+def _reranker(path: Path | None):
+    """The cross-encoder second stage, or None when off."""
+    if path is None:
+        return None
+    from embeddings.reranker import CrossEncoderReranker
+
+    return CrossEncoderReranker(path)
+
+
 lock_timeout_option = click.option(
     "--lock-timeout",
     type=click.FloatRange(min=0),
@@ -230,22 +249,23 @@ def index(files, input_format, index_dir, model, backend, if_missing):
 @click.option("--thread", "thread_id", default=None, help="Only takes of this thread id.")
 @click.option("--since", default=None, help="Only takes on or after this ISO date (2023-01-31).")
 @click.option("--until", default=None, help="Only takes on or before this ISO date.")
-@click.option("--min-score", type=float, default=None, help="Drop results scoring below this.")
+@click.option("--min-score", type=click.FloatRange(0, 1), default=None, help="Drop results scoring below this (0 to 1; 0.5 keeps strong matches only).")
 @click.option("--context", type=click.IntRange(0, 10), default=0, help="Show up to N neighbouring takes around each result.")
 @click.option("--group-by-thread", is_flag=True, help="Group results by thread, takes in thread order.")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON objects.")
 @index_dir_option
 @model_option
 @backend_option
+@reranker_option
 @user_errors
-def search(query, k, mode, author, handle, thread_id, since, until, min_score, context, group_by_thread, as_json, index_dir, model, backend):
+def search(query, k, mode, author, handle, thread_id, since, until, min_score, context, group_by_thread, as_json, index_dir, model, backend, reranker):
     """Find the takes that answer QUERY."""
     from indexer.models import group_by_thread as group
     from indexer.search import Filters, Searcher, validate_query
 
     validate_query(query, k)
     filters = Filters(author=author, handle=handle, thread_id=thread_id, since=since, until=until, min_score=min_score)
-    searcher = Searcher(index_dir, model=model, backend=backend)
+    searcher = Searcher(index_dir, model=model, backend=backend, reranker=_reranker(reranker))
     results = searcher.search(query, k, mode=mode, filters=filters, context=context)
     if as_json:
         payload = [g.to_dict() for g in group(results)] if group_by_thread else [r.to_dict() for r in results]
@@ -254,6 +274,8 @@ def search(query, k, mode, author, handle, thread_id, since, until, min_score, c
     if not results:
         click.echo("no takes match")
         return
+    if not any(result.match == "strong" for result in results):
+        click.echo(click.style("No strong matches; the closest takes are:", bold=True) + "\n")
     if group_by_thread:
         for thread in group(results):
             click.echo(click.style(f"thread {thread.thread_id}  (best {thread.score:.3f})", bold=True))
@@ -269,7 +291,7 @@ def _print_result(result, rank: int | None = None, indent: str = "") -> None:
     size = f"/{take.thread_size}" if take.thread_size else ""
     who = " ".join(part for part in (take.author, f"({take.handle})" if take.handle else None) if part)
     label = f"{rank:>2}. " if rank is not None else ""
-    click.echo(indent + click.style(f"{label}{result.score:.3f}  ", bold=True)
+    click.echo(indent + click.style(f"{label}{result.score:.3f} {result.match:<6}  ", bold=True, dim=result.match == "weak")
                + f"{who}  {take.date or ''}  thread {take.thread_id} #{take.position}{size}")
     before, after = result.context or ((), ())
 
@@ -338,34 +360,97 @@ def serve(host, port, index_dir, model, backend):
     multiple=True,
     help="Modes to score (repeatable). Default: all three, side by side.",
 )
+@click.option(
+    "--compare",
+    nargs=2,
+    metavar="A B",
+    default=None,
+    help="Compare two configurations on the same queries: each is MODE or MODE@INDEX_DIR "
+    "(e.g. `hybrid dense`, or `hybrid hybrid@/tmp/other-model-index`); prints both per query and "
+    "the paired difference B - A with its 95% interval.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print scores as JSON.")
 @index_dir_option
 @model_option
 @backend_option
+@reranker_option
 @user_errors
-def evaluate(judgments, modes, as_json, index_dir, model, backend):
-    """Score ranking against graded JUDGMENTS: nDCG@10, recall@10, MRR per query and mean."""
+def evaluate(judgments, modes, compare, as_json, index_dir, model, backend, reranker):
+    """Score ranking against graded JUDGMENTS: nDCG@10, recall@10 and MRR per query, means with 95% intervals.
+
+    JUDGMENTS is a JSON file {"queries": [{"query": ..., "relevant": {"start of a take's text": grade}}]}
+    with grade 2 for a take that answers the query and 1 for a related one; the repo ships the dev set
+    as tests/data/dev_queries.json (its "about" field gives the matching and scoring rules).
+    """
     from indexer.evaluation import evaluate as run_evaluation
-    from indexer.evaluation import load_judgments, mean
+    from indexer.evaluation import load_judgments, paired_difference, summary
     from indexer.search import MODES, Searcher
 
     judged = load_judgments(judgments)
-    searcher = Searcher(index_dir, model=model, backend=backend)
-    modes = modes or MODES
+    searchers: dict[Path, Searcher] = {}
+
+    def searcher_for(directory: Path) -> Searcher:
+        if directory not in searchers:
+            searchers[directory] = Searcher(
+                directory, model=model if directory == index_dir else None, backend=backend, reranker=_reranker(reranker)
+            )
+        return searchers[directory]
+
+    def configuration(spec: str) -> tuple[str, Path]:
+        mode, _, directory = spec.partition("@")
+        if mode not in MODES:
+            raise click.BadParameter(f"{spec!r}: expected MODE or MODE@INDEX_DIR with MODE one of {', '.join(MODES)}", param_hint="--compare")
+        return mode, Path(directory) if directory else index_dir
+
+    labels = list(compare) if compare else list(modes or MODES)
+    configurations = [configuration(label) for label in labels]
     scores = {
-        mode: run_evaluation(judged, lambda query, k, mode=mode: [r.take.text for r in searcher.search(query, k, mode=mode)])
-        for mode in modes
+        label: run_evaluation(
+            judged, lambda query, k, mode=mode, directory=directory: [r.take.text for r in searcher_for(directory).search(query, k, mode=mode)]
+        )
+        for label, (mode, directory) in zip(labels, configurations)
     }
+    difference = paired_difference(scores[labels[0]], scores[labels[1]]) if compare else None
     if as_json:
-        click.echo(json.dumps({mode: {"mean": mean(s), "queries": [vars(q) for q in s]} for mode, s in scores.items()}, indent=2))
+        payload = {}
+        for label, query_scores in scores.items():
+            described = summary(query_scores)
+            payload[label] = {
+                "mean": {metric: values["mean"] for metric, values in described.items()},
+                "interval": {metric: [values["low"], values["high"]] for metric, values in described.items()},
+                "queries": [vars(q) for q in query_scores],
+            }
+        if difference:
+            payload["difference"] = {"ndcg@10 (B - A)": difference}
+        click.echo(json.dumps(payload, indent=2))
         return
-    width = max(len(judged_query.query) for judged_query in judged)
-    click.echo(f"nDCG@10 per query\n{'query':<{width}}" + "".join(f"  {mode:>8}" for mode in modes))
-    for row, judged_query in enumerate(judged):
-        click.echo(f"{judged_query.query:<{width}}" + "".join(f"  {scores[mode][row].ndcg:8.3f}" for mode in modes))
-    click.echo(f"\n{'mean':<{width}}" + "".join(f"  {mode:>8}" for mode in modes))
+    _print_evaluation(judged, labels, scores, difference)
+
+
+def _print_evaluation(judged, labels, scores, difference) -> None:
+    from indexer.evaluation import summary
+
+    width = min(max(len(j.query) for j in judged), 60)
+    column = max(8, *(len(label) for label in labels))
+    header = "".join(f"  {label:>{column}}" for label in labels)
+    for title, field in (("nDCG@10", "ndcg"), ("recall@10", "recall"), ("MRR", "reciprocal_rank")):
+        click.echo(f"{title} per query\n{'query':<{width}}{header}")
+        for row, judged_query in enumerate(judged):
+            click.echo(f"{judged_query.query[:width]:<{width}}" + "".join(f"  {getattr(scores[label][row], field):{column}.3f}" for label in labels))
+        click.echo()
+    click.echo(f"{'mean [95% interval]':<{width}}" + "".join(f"  {label:>{column + 16}}" for label in labels))
+    summaries = {label: summary(s) for label, s in scores.items()}
     for metric in ("ndcg@10", "recall@10", "mrr"):
-        click.echo(f"{metric:<{width}}" + "".join(f"  {mean(scores[mode])[metric]:8.3f}" for mode in modes))
+        cells = "".join(
+            f"  {summaries[label][metric]['mean']:{column}.3f} [{summaries[label][metric]['low']:.3f}, {summaries[label][metric]['high']:.3f}]"
+            for label in labels
+        )
+        click.echo(f"{metric:<{width}}{cells}")
+    if difference:
+        click.echo(
+            f"\nnDCG@10 {labels[1]} - {labels[0]}: {difference['mean']:+.3f} "
+            f"[95% interval {difference['low']:+.3f}, {difference['high']:+.3f}] over {len(judged)} queries"
+        )
 
 
 def _require_index(index_dir: Path) -> None:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from embeddings import EmbeddingError
 from indexer.client import cited, format_context
 from indexer.errors import TakesError
+from indexer.models import strong_matches
 from indexer.search import MAX_K, MAX_QUERY_CHARS, Filters, Searcher
 from search_api.schemas import ResultOut, TakeOut
 
@@ -51,7 +52,8 @@ evaluations, open models, regulation, AI labs and governments), extendable by it
 write `query` as a plain natural-language question or topic ("what about compute governance"), not
 keywords or boolean syntax. Results come best first. Each has the take's `text`, `author`, `handle`,
 `date` (ISO), `thread_id`, `position` (1-based place in its thread), `thread_size`, `url` (when known),
-`score` (relevance, higher is better, roughly 0-1) and `citation` (a ready-made reference: use it when
+`score` (relevance from 0 to 1, the same scale for every query), `match` ("strong" from 0.5 up:
+it very likely answers; "weak": only the closest there is, say so rather than rely on it) and `citation` (a ready-made reference: use it when
 you quote or rely on a take). Call get_thread with a result's `thread_id` to read the surrounding thread.
 `k` is 1 to {MAX_K}; `since`/`until` are inclusive ISO dates (YYYY-MM-DD); `author` matches a name or
 handle ("Jack Clark" or "@jackclarkSF")."""
@@ -73,6 +75,7 @@ class CitedResult(ResultOut):
 
 class SearchTakesOutput(BaseModel):
     results: list[CitedResult] = Field(description="Takes that answer the query, best first.")
+    strong_matches: int = Field(description="How many results are strong matches; 0 means nothing in the corpus answers the query well.")
 
 
 class ThreadOutput(BaseModel):
@@ -148,7 +151,7 @@ def build_server(get_searcher: Callable[[], Searcher]) -> MCPServer:
             raise _tool_error(error) from None
         return CallToolResult(
             content=[TextContent(type="text", text=format_context(results, query.strip()))],
-            structured_content={"results": [cited(result) for result in results]},
+            structured_content={"results": [cited(result) for result in results], "strong_matches": strong_matches(results)},
         )
 
     @server.tool(name="get_thread", title="Read a thread", description=THREAD_DESCRIPTION)

@@ -25,8 +25,14 @@ class TakeOut(BaseModel):
 
 class ResultOut(TakeOut):
     score: float = Field(
-        description="Relevance score, higher is better: cosine similarity (dense), negated BM25 (lexical), "
-        "or 0.9 x cosine + 0.1 x BM25 relative to the query's best (hybrid)."
+        ge=0,
+        le=1,
+        description="Relevance from 0 to 1 on one scale for every query, mode and filter, fitted on judged "
+        "queries (higher is better; 0.5 and up is a strong match).",
+    )
+    match: Literal["strong", "weak"] = Field(
+        description="strong: the take very likely answers the query (score >= 0.5); weak: the closest the "
+        "index has, which may not answer it."
     )
 
 
@@ -60,7 +66,7 @@ class SearchParams(BaseModel):
     thread_id: str | None = Field(None, description="Only takes of this thread.")
     since: date | None = Field(None, description="Only takes dated on or after this ISO date.")
     until: date | None = Field(None, description="Only takes dated on or before this ISO date.")
-    min_score: float | None = Field(None, description="Drop results scoring below this (in the mode's score scale).")
+    min_score: float | None = Field(None, ge=0, le=1, description="Drop results scoring below this (0 to 1; 0.5 keeps strong matches only).")
     context: int = Field(0, ge=0, le=MAX_CONTEXT, description=f"Return up to this many neighbouring takes before and after each result (0 to {MAX_CONTEXT}).")
     group_by_thread: bool = Field(False, description="Also return `threads`: one entry per thread with its matching takes in thread order.")
     format: Literal["json", "context"] = Field(
@@ -73,6 +79,7 @@ class SearchResponse(BaseModel):
     k: int = Field(description="The number of results asked for.")
     mode: str = Field(description="The ranking used.")
     results: list[ResultWithContextOut | ResultOut] = Field(description="Takes best first.")
+    strong_matches: int = Field(description="How many results are strong matches; 0 means nothing answers the query well.")
     threads: list[ThreadGroupOut] | None = Field(None, description="With group_by_thread: results grouped by thread, best thread first.")
     took_ms: float = Field(description="Server time for the search, in milliseconds.")
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from indexer.client import format_context
-from indexer.models import SearchResult, group_by_thread
+from indexer.models import SearchResult, group_by_thread, strong_matches
 from indexer.search import Filters, Searcher
 from search_api.dependencies import SearcherDep
 from search_api.schemas import SearchParams, SearchResponse
@@ -42,6 +42,7 @@ def respond(searcher: Searcher, params: SearchParams) -> dict | PlainTextRespons
         "k": params.k,
         "mode": params.mode,
         "results": [result.to_dict() for result in results],
+        "strong_matches": strong_matches(results),
         "threads": [group.to_dict() for group in group_by_thread(results)] if params.group_by_thread else None,
         "took_ms": took_ms,
     }

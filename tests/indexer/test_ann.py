@@ -172,3 +172,18 @@ def test_a_served_approximate_index_takes_a_removal_without_a_full_load(approxim
     assert searcher.refresh()
     assert gone not in [r.take.id for r in searcher.search("what about compute governance", 10, mode="hybrid")]
     searcher.close()
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw16", "ivf64"])
+def test_mean_direction_is_the_unit_mean_of_the_stored_vectors_after_removals(index_type):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(3000, dtype=np.int64) * 3
+    index = ann.build_index(index_type, 16, vectors, ids)
+    if index_type != "hnsw16":  # HNSW cannot remove
+        ann.remove_ids(index, ids[:1000])
+        vectors = vectors[1000:]
+    expected = vectors.mean(axis=0)
+    np.testing.assert_allclose(ann.mean_direction(index, 16), expected / np.linalg.norm(expected), atol=1e-5)
+    assert not ann.mean_direction(ann.build_index(index_type, 16, vectors[:0], ids[:0]), 16).any()

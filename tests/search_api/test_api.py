@@ -15,7 +15,8 @@ def test_search_returns_takes_with_exactly_the_take_fields_and_score(client):
     assert isinstance(body["took_ms"], float)
     assert len(body["results"]) == 10
     for result in body["results"]:
-        assert set(result) == {*TAKE_FIELDS, "score"}
+        assert set(result) == {*TAKE_FIELDS, "score", "match"}
+        assert 0 <= result["score"] <= 1
     assert any(
         r["date"] == "2023-06-25" and ("means of production" in r["text"] or "go after compute" in r["text"])
         for r in body["results"]

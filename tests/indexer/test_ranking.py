@@ -1,0 +1,101 @@
+"""The relevance scale: 0 to 1 in every mode, and a strong/weak signal that says when nothing matches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from indexer import ranking
+from indexer.evaluation import fold, load_judgments
+from indexer.ranking import Calibration, Candidate
+from indexer.search import MODES, Filters
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+OFFTOPIC = json.loads((DATA / "offtopic_queries.json").read_text(encoding="utf-8"))["queries"]
+
+
+@pytest.mark.parametrize("query", OFFTOPIC)
+def test_off_topic_queries_get_no_strong_match(searcher, query):
+    for mode in MODES:
+        results = searcher.search(query, 10, mode=mode)
+        assert all(result.match == "weak" for result in results), (mode, [(r.score, r.take.text[:60]) for r in results[:3]])
+
+
+def test_every_dev_answer_in_a_top_10_is_strong(searcher):
+    for judged in load_judgments(DATA / "dev_queries.json"):
+        answers = {key for key, grade in judged.relevant.items() if grade == 2}
+        for result in searcher.search(judged.query, 10):
+            if any(key in fold(result.take.text) for key in answers):
+                assert result.match == "strong", (judged.query, result.score, result.take.text[:60])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "filters",
+    [Filters(), Filters(since="2023-01-01"), Filters(author="Jack Clark"), Filters(thread_id="jackclarkSF-2022-07-17")],
+)
+def test_scores_lie_in_0_1_and_fall_with_rank_in_every_mode_and_filter(searcher, mode, filters):
+    for query in ("what about compute governance", "guillotines", "zzqqxx", "open models and regulation"):
+        scores = [result.score for result in searcher.search(query, 20, mode=mode, filters=filters)]
+        assert all(0.0 <= score <= 1.0 for score in scores), scores
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_a_filter_does_not_change_a_takes_score(searcher):
+    # One scale whatever the filter: the same take scores the same with or without one.
+    unfiltered = {r.take.id: r.score for r in searcher.search("back spasms", 20)}
+    for result in searcher.search("back spasms", 5, filters=Filters(since="2022-07-01", until="2022-07-31")):
+        assert result.score == pytest.approx(unfiltered[result.take.id])
+
+
+def test_min_score_uses_the_scale(searcher):
+    results = searcher.search("guillotines", 10, filters=Filters(min_score=ranking.STRONG))
+    assert results and all(result.match == "strong" for result in results)
+    assert len(results) < len(searcher.search("guillotines", 10))
+
+
+def test_lexical_evidence_is_relative_to_the_query_words_not_to_the_best_match(searcher):
+    # "change" is a common word here: the best lexical match of "how do I change a tire" must
+    # not look like an exact rare name, as BM25 divided by the query's best BM25 made it.
+    tire = searcher.candidates("how do I change a tire", "lexical", 50, Filters(), searcher.snapshot)
+    name = searcher.candidates("Toolformer", "lexical", 50, Filters(), searcher.snapshot)
+    assert max(c.lexical for c in tire) < 0.5 < max(c.lexical for c in name)
+
+
+def test_calibration_is_a_probability_and_stable_at_extremes():
+    calibration = Calibration(bias=-3.0, cosine_weight=10.0, lexical_weight=2.0)
+    assert calibration.score(Candidate(1, 0.3, 0.0)) == pytest.approx(0.5)
+    assert calibration.score(Candidate(1, 1e6, 0.0)) == 1.0
+    assert calibration.score(Candidate(1, -1e6, 0.0)) == 0.0
+    assert ranking.match_label(ranking.STRONG) == "strong" and ranking.match_label(ranking.STRONG - 1e-9) == "weak"
+
+
+class ReverseLengthReranker:
+    """A second stage with an order the first stage would never give: shorter takes first.
+
+    The project ships no cross-encoder (none is installable here); this checks
+    the plumbing any reranker goes through, tests/embeddings/test_reranker.py
+    checks a real cross-encoder when one is installed.
+    """
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, query, texts):
+        self.calls += 1
+        return [1.0 / (1 + len(text)) * 50 for text in texts]
+
+
+def test_a_reranker_reorders_the_fused_top_and_its_relevance_becomes_the_score(seed_index, embedder):
+    from indexer.search import Searcher
+
+    reranker = ReverseLengthReranker()
+    searcher = Searcher(seed_index, embedder=embedder, reranker=reranker)
+    results = searcher.search("what about compute governance", 10)
+    assert reranker.calls == 1
+    lengths = [len(result.take.text) for result in results]
+    assert lengths == sorted(lengths)
+    scores = [result.score for result in results]
+    assert scores == sorted(scores, reverse=True) and all(0 <= score <= 1 for score in scores)
