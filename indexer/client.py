@@ -60,13 +60,27 @@ class Takes:
         index_dir: the index directory (``takes index`` builds one).
         model: the model to search with; default: the one that built the index.
         backend: ``torch`` or ``onnx``.
+        reranker: a local cross-encoder folder that re-scores the top takes
+            (slower; off by default), or an object with ``score(query, texts)``.
     """
 
-    def __init__(self, index_dir: Path | str, *, model: str | None = None, backend: str | None = None, searcher: Searcher | None = None):
+    def __init__(
+        self,
+        index_dir: Path | str,
+        *,
+        model: str | None = None,
+        backend: str | None = None,
+        reranker=None,
+        searcher: Searcher | None = None,
+    ):
         from indexer.search import Searcher
 
+        if isinstance(reranker, (str, Path)):
+            from embeddings.reranker import CrossEncoderReranker
+
+            reranker = CrossEncoderReranker(reranker)
         self.index_dir = Path(index_dir)
-        self._searcher = searcher or Searcher(self.index_dir, model=model, backend=backend)
+        self._searcher = searcher or Searcher(self.index_dir, model=model, backend=backend, reranker=reranker)
         self.backend = self._searcher.backend
         self._write_lock = threading.Lock()
 
@@ -90,6 +104,9 @@ class Takes:
     ) -> list[SearchResult]:
         """The ``k`` takes that best answer ``query``, best first (filters apply before the cut).
 
+        Each result's ``score`` is 0 to 1 on one scale and its ``match`` is
+        ``strong`` or ``weak``; when no result is strong, nothing in the index
+        answers the query well (``indexer.models.strong_matches`` counts them).
         Raises InvalidQuery (an empty query, k outside 1..100, a bad date...).
         """
         from indexer.search import Filters

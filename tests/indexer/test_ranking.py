@@ -122,3 +122,17 @@ def test_compute_governance_puts_the_go_after_compute_take_in_the_top_3(request,
     top = searcher.search("what about compute governance", 3)
     assert any(r.take.date == "2023-06-25" and "go after compute in the wrong ways" in r.take.text for r in top)
     assert all(r.match == "strong" for r in top)
+
+
+def test_the_python_api_takes_a_reranker_and_reports_the_signal(seed_index):
+    from indexer.client import Takes
+    from indexer.models import strong_matches
+
+    reranker = ReverseLengthReranker()
+    with Takes(seed_index, reranker=reranker) as takes:
+        results = takes.search("guillotines", 5)
+        assert reranker.calls == 1
+        assert [len(r.take.text) for r in results] == sorted(len(r.take.text) for r in results)
+    with Takes(seed_index) as takes:
+        assert strong_matches(takes.search("banana bread recipe", 5)) == 0
+        assert strong_matches(takes.search("guillotines", 5)) >= 1
