@@ -49,9 +49,13 @@ def judged_queries() -> list[tuple[str, Judged]]:
     return queries + [("offtopic", Judged(query, {})) for query in offtopic]
 
 
-def collect(searcher: Searcher) -> list[Judgment]:
+def collect(searcher: Searcher, late: bool = False) -> list[Judgment]:
+    """Each judged query's candidates and evidence; with ``late``, a fourth column: MaxSim with the query."""
+    from indexer.ranking import maxsim
+
     snapshot = searcher.snapshot
     collected = []
+    token_cache: dict[str, np.ndarray] = {}
     for kind, judged in judged_queries():
         # Raw cosines (no centring): the fit chooses how much of the hub direction to take off.
         candidates: list[Candidate] = searcher.candidates(judged.query, "hybrid", 50, Filters(), snapshot, centring=0.0)
@@ -62,6 +66,13 @@ def collect(searcher: Searcher) -> list[Judgment]:
         )
         hub = searcher._cosines(searcher.centroid(snapshot), [c.row_id for c in candidates], snapshot)
         features = np.array([[c.cosine, c.lexical, hub[c.row_id]] for c in candidates], float)
+        if late:
+            query_tokens = searcher.embedder.token_vectors([judged.query])[0]
+            for text in texts:
+                if text not in token_cache:
+                    token_cache[text] = searcher.embedder.token_vectors([text])[0]
+            late_column = np.array([maxsim(query_tokens, token_cache[text]) for text in texts])
+            features = np.column_stack([features, late_column])
         collected.append(Judgment(judged, kind, features, grades, texts))
     return collected
 
@@ -108,6 +119,7 @@ def fit_calibration(train: list[Judgment], columns: list[int]) -> Calibration:
 
     direction = fit_direction(train, columns) if len(columns) > 1 else np.ones(1)
     scores = [j.features[:, columns] @ direction for j in train]
+    # (columns: 0 dense, 1 lexical, 2 late interaction, in the centred judgments)
     labels = np.concatenate([j.grades >= 1 for j in train]).astype(int)
     platt = LogisticRegression(C=100.0, max_iter=5000).fit(np.concatenate(scores)[:, None], labels)
     scale = float(platt.coef_[0][0])
@@ -119,7 +131,10 @@ def fit_calibration(train: list[Judgment], columns: list[int]) -> Calibration:
     centre = (offtopic + min((a for a in answers if a > offtopic), default=offtopic)) / 2
     weights = dict(zip(columns, direction * scale))
     return Calibration(
-        bias=-centre * scale, cosine_weight=float(weights.get(0, 0.0)), lexical_weight=float(weights.get(1, 0.0))
+        bias=-centre * scale,
+        cosine_weight=float(weights.get(0, 0.0)),
+        lexical_weight=float(weights.get(1, 0.0)),
+        late_weight=float(weights.get(2, 0.0)),
     )
 
 
@@ -130,9 +145,15 @@ def fit_centring(train: list[Judgment]) -> float:
 
 
 def centred(judgments: list[Judgment], centring: float) -> list[Judgment]:
-    """The judgments with the product's two features: centred cosine and lexical."""
+    """The judgments with the product's features: centred cosine, lexical (and MaxSim when collected)."""
     return [
-        Judgment(j.judged, j.kind, np.column_stack([j.features[:, 0] - centring * j.features[:, 2], j.features[:, 1]]), j.grades, j.texts)
+        Judgment(
+            j.judged,
+            j.kind,
+            np.column_stack([j.features[:, 0] - centring * j.features[:, 2], j.features[:, 1], *j.features[:, 3:].T]),
+            j.grades,
+            j.texts,
+        )
         for j in judgments
     ]
 
@@ -143,8 +164,31 @@ def fit_product(train: list[Judgment]) -> tuple[float, Calibration]:
 
 
 def calibrated(calibration: Calibration, judgment: Judgment) -> np.ndarray:
-    logits = calibration.bias + judgment.features[:, :2] @ np.array([calibration.cosine_weight, calibration.lexical_weight])
+    weights = [calibration.cosine_weight, calibration.lexical_weight, calibration.late_weight][: judgment.features.shape[1]]
+    logits = calibration.bias + judgment.features[:, : len(weights)] @ np.array(weights)
     return 1 / (1 + np.exp(-logits))
+
+
+def late_method(train: list[Judgment]):
+    """The opt-in second stage: the first stage's top RERANK_DEPTH re-scored with MaxSim as a third feature."""
+    from indexer.search import RERANK_DEPTH
+
+    centring, first = fit_product([_without_late(j) for j in train])
+    late = fit_calibration(centred(train, centring), [0, 1, 2])
+
+    def score(judgment: Judgment) -> np.ndarray:
+        product = centred([judgment], centring)[0]
+        first_scores = calibrated(first, Judgment(product.judged, product.kind, product.features[:, :2], product.grades, product.texts))
+        head = np.argsort(-first_scores, kind="stable")[:RERANK_DEPTH]
+        scores = first_scores - 2.0  # the rest stay below every re-scored take
+        scores[head] = calibrated(late, product)[head]
+        return scores
+
+    return score
+
+
+def _without_late(judgment: Judgment) -> Judgment:
+    return Judgment(judgment.judged, judgment.kind, judgment.features[:, :3], judgment.grades, judgment.texts)
 
 
 def product_method(train: list[Judgment]):
@@ -188,6 +232,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="onnx")
     parser.add_argument("--index-dir", type=Path, default=None, help="An index of the seed (default: build one)")
+    parser.add_argument("--late-interaction", action="store_true", help="also fit the opt-in MaxSim second stage")
     args = parser.parse_args()
     index_dir = args.index_dir
     if index_dir is None:
@@ -199,7 +244,7 @@ def main() -> None:
         index_dir = Path(tempfile.mkdtemp(prefix="takes-fit-"))
         with IndexWriter(index_dir) as writer:
             writer.replace_all(read_takes(SEED_CORPUS), load_embedder(DEFAULT_MODEL, args.backend), model=DEFAULT_MODEL)
-    judgments = collect(Searcher(index_dir))
+    judgments = collect(Searcher(index_dir), late=args.late_interaction)
     kinds = {j.judged.query: j.kind for j in judgments}
 
     methods = {
@@ -207,8 +252,10 @@ def main() -> None:
         "lexical (BM25)": lambda train: lambda j: j.features[:, 1] + 1e-6 * j.features[:, 0],
         "before: 0.9 cosine + 0.1 BM25/best": lambda train: before,
         "calibrated: cosine + BM25/idf mass": lambda train: (lambda c: lambda j: calibrated(c, j))(fit_calibration(train, [0, 1])),
-        "calibrated, hubs centred (kept)": product_method,
+        "calibrated, hubs centred (kept)": lambda train: product_method([_without_late(j) for j in train]),
     }
+    if args.late_interaction:
+        methods["+ late interaction over the top 30 (opt-in)"] = late_method
     results = {name: cross_validate(judgments, method) for name, method in methods.items()}
     baseline = results["before: 0.9 cosine + 0.1 BM25/best"]
     print(f"Cross-validated nDCG@10 ({FOLDS} folds x {REPEATS} repeats; backend {args.backend})\n")
@@ -232,6 +279,12 @@ def main() -> None:
           f"dev answers in a top 10: {totals[1]}, of them weak: {totals[2]}")
 
     print("\nFitted on every query (paste into indexer/ranking.py):")
+    if args.late_interaction:
+        centring = fit_centring([_without_late(j) for j in judgments])
+        late = fit_calibration(centred(judgments, centring), [0, 1, 2])
+        print(f'    late interaction: Calibration(bias={late.bias:.3f}, cosine_weight={late.cosine_weight:.3f}, '
+              f"lexical_weight={late.lexical_weight:.3f}, late_weight={late.late_weight:.3f})")
+        judgments = [_without_late(j) for j in judgments]
     centring = fit_centring(judgments)
     judgments = centred(judgments, centring)
     offtopic = [j for j in judgments if j.kind == "offtopic"]

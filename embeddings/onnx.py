@@ -176,18 +176,30 @@ class _LeanRuntime:
 
     def _encode_rows(self, texts: list[str], rows: range, vectors: np.ndarray, bar) -> None:
         for row in rows:
-            encoding = self._tokenizer.encode(texts[row])
-            feeds = {
-                "input_ids": np.asarray([encoding.ids], dtype=np.int64),
-                "attention_mask": np.asarray([encoding.attention_mask], dtype=np.int64),
-                "token_type_ids": np.asarray([encoding.type_ids], dtype=np.int64),
-            }
-            tokens = self._session.run(None, {name: value for name, value in feeds.items() if name in self._inputs})[0][0]
-            mask = feeds["attention_mask"][0][:, None].astype(np.float32)
-            pooled = (tokens * mask).sum(axis=0) / max(mask.sum(), 1e-9)
+            tokens = self._tokens(texts[row])
+            # Unpadded (one text per run), so every token counts in the mean.
+            pooled = tokens.mean(axis=0)
             vectors[row] = pooled / max(np.linalg.norm(pooled), 1e-12)
             if bar is not None:
                 bar.update(1)
+
+    def _tokens(self, text: str) -> np.ndarray:
+        """The model's output vector for each token of ``text``, (tokens, dim)."""
+        encoding = self._tokenizer.encode(text)
+        feeds = {
+            "input_ids": np.asarray([encoding.ids], dtype=np.int64),
+            "attention_mask": np.asarray([encoding.attention_mask], dtype=np.int64),
+            "token_type_ids": np.asarray([encoding.type_ids], dtype=np.int64),
+        }
+        return self._session.run(None, {name: value for name, value in feeds.items() if name in self._inputs})[0][0]
+
+    def token_vectors(self, texts: list[str]) -> list[np.ndarray]:
+        return [_unit_rows(self._tokens(text)) for text in texts]
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
 
 def _require_onnx_runtime(*, for_build: bool = True):
@@ -466,6 +478,14 @@ class OnnxEmbedder:
                 },
             )
         self.dim = int(self._model.get_embedding_dimension())
+
+    def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each text's unit-length token vectors, (tokens, dim): late interaction's input (indexer/ranking.py)."""
+        texts = list(texts)
+        if self._runtime is not None:
+            return self._runtime.token_vectors(texts)
+        tokens = self._model.encode(texts, batch_size=1, output_value="token_embeddings", convert_to_numpy=False)
+        return [_unit_rows(np.asarray(item, dtype=np.float32)) for item in tokens]
 
     def encode(self, texts: Sequence[str], *, progress: bool = False, batch_size: int = 64) -> np.ndarray:
         """Encode texts one per model run; ``batch_size`` is accepted for the protocol only.

@@ -36,6 +36,16 @@ class SentenceTransformerEmbedder:
         # prove that cached or duplicate takes were not embedded again.
         self.texts_encoded = 0
 
+    def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each text's unit-length token vectors, (tokens, dim): late interaction's input (indexer/ranking.py)."""
+        # One text per call: no padding rows among the tokens.
+        result = []
+        for text in texts:
+            tokens = self._model.encode([text], output_value="token_embeddings", convert_to_numpy=False)[0]
+            matrix = np.asarray(tokens.cpu().numpy() if hasattr(tokens, "cpu") else tokens, dtype=np.float32)
+            result.append(matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12))
+        return result
+
     def encode(self, texts: Sequence[str], *, progress: bool = False, batch_size: int = 64) -> np.ndarray:
         texts = list(texts)
         if not texts:

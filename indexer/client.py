@@ -62,6 +62,8 @@ class Takes:
         backend: ``torch`` or ``onnx``.
         reranker: a local cross-encoder folder that re-scores the top takes
             (slower; off by default), or an object with ``score(query, texts)``.
+        late_interaction: re-score the top takes by token-level similarity
+            with the same model (better on paraphrases; off by default).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class Takes:
         model: str | None = None,
         backend: str | None = None,
         reranker=None,
+        late_interaction: bool = False,
         searcher: Searcher | None = None,
     ):
         from indexer.search import Searcher
@@ -80,7 +83,9 @@ class Takes:
 
             reranker = CrossEncoderReranker(reranker)
         self.index_dir = Path(index_dir)
-        self._searcher = searcher or Searcher(self.index_dir, model=model, backend=backend, reranker=reranker)
+        self._searcher = searcher or Searcher(
+            self.index_dir, model=model, backend=backend, reranker=reranker, late_interaction=late_interaction
+        )
         self.backend = self._searcher.backend
         self._write_lock = threading.Lock()
 

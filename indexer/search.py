@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
@@ -299,6 +300,7 @@ class Searcher:
         query_encoder: Callable[[str], np.ndarray] | None = None,
         threads: int | None = None,
         reranker=None,
+        late_interaction: bool = False,
     ):
         self.index_dir = Path(index_dir)
         # FAISS and torch threads per searching thread, applied in each thread
@@ -311,6 +313,9 @@ class Searcher:
         # Optional second stage: an object with score(query, texts) -> relevance
         # per text (embeddings.reranker.CrossEncoderReranker); None: off.
         self.reranker = reranker
+        # Second stage with the same model: MaxSim over token vectors (indexer/ranking.py).
+        self.late_interaction = late_interaction
+        self._token_cache = _TokenCache()
         self._snapshot = load_snapshot(self.index_dir)
         manifest = self._snapshot.manifest
         # Fail on a mismatch before paying for a model load.
@@ -321,6 +326,10 @@ class Searcher:
         self.backend = getattr(embedder, "backend", None) or backend or manifest.backend
         self._embedder = embedder or load_embedder(model or manifest.model, self.backend, cache_dir=str(self.index_dir))
         manifest.check_model(self._embedder.name, self._embedder.dim)
+        if late_interaction and not hasattr(self._embedder, "token_vectors"):
+            from embeddings import EmbeddingError
+
+            raise EmbeddingError(f"late interaction needs token vectors, which the {self.backend} embedder does not give")
         self._local = threading.local()
         self._refresh_lock = threading.Lock()
         # Takes holding each query word, per generation: the idf of lexical evidence.
@@ -375,6 +384,8 @@ class Searcher:
                 embedder = load_embedder(snapshot.manifest.model, self.backend, cache_dir=str(self.index_dir))
             snapshot.manifest.check_model(embedder.name, embedder.dim)
             self.centroid(snapshot)  # here, not in the first request after the swap
+            if embedder is not self._embedder:
+                self._token_cache = _TokenCache()
             # Reference assignment is atomic: a request sees one snapshot or the other.
             self._embedder, self._snapshot = embedder, snapshot
             return True
@@ -413,7 +424,10 @@ class Searcher:
             return []
         # Fetch more than k: duplicates are folded and fusion needs depth.
         depth = max(k * 2, FUSION_DEPTH)
-        ranked = ranking.fuse(self.candidates(query, mode, depth, filters, snapshot, allowed), mode)
+        candidates = self.candidates(query, mode, depth, filters, snapshot, allowed)
+        ranked = ranking.fuse(candidates, mode)
+        if self.late_interaction and mode != "lexical" and ranked:
+            ranked = self._late_interaction(query, mode, ranked, max(2 * k, RERANK_DEPTH), candidates)
         if self.reranker is not None:
             ranked = self._rerank(query, ranked[: max(2 * k, RERANK_DEPTH)])
         if filters.min_score is not None:
@@ -433,6 +447,30 @@ class Searcher:
             if len(results) == k:
                 break
         return results
+
+    def _late_interaction(
+        self, query: str, mode: str, ranked: list[tuple[int, float]], depth: int, candidates: list[Candidate]
+    ) -> list[tuple[int, float]]:
+        """Re-score the fused top ``depth`` with MaxSim as third evidence; the rest follow, below them."""
+        head = ranked[:depth]
+        takes = self.takes_by_row([row_id for row_id, _ in head])
+        evidence = {candidate.row_id: candidate for candidate in candidates}
+        query_tokens = self._embedder.token_vectors([query])[0]
+        calibration = ranking.LATE_INTERACTION
+        if mode == "dense":
+            calibration = dataclasses.replace(calibration, lexical_weight=0.0)
+        rescored = []
+        for row_id, _ in head:
+            take = takes.get(row_id)
+            if take is None:
+                continue
+            late = ranking.maxsim(query_tokens, self._token_cache.get(take.text, self._embedder))
+            rescored.append((row_id, calibration.score(dataclasses.replace(evidence[row_id], late=late))))
+        rescored.sort(key=lambda item: item[1], reverse=True)
+        floor = rescored[-1][1] if rescored else 0.0
+        # Takes past the re-scored head keep their order, scaled under the head's lowest score.
+        tail = [(row_id, min(score, floor) * 0.999) for row_id, score in ranked[depth:]]
+        return rescored + tail
 
     def _rerank(self, query: str, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
         """Re-score the fused top with the cross-encoder; its relevance (0 to 1) becomes the score."""
@@ -613,6 +651,33 @@ class Searcher:
         if connection is not None:
             connection.close()
             self._local.connection = None
+
+
+class _TokenCache:
+    """Token vectors of recently re-scored takes, by text, within a memory budget (float16)."""
+
+    BUDGET_BYTES = 256 * 2**20
+
+    def __init__(self):
+        self._vectors: dict[str, np.ndarray] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, text: str, embedder) -> np.ndarray:
+        with self._lock:
+            cached = self._vectors.pop(text, None)
+            if cached is not None:
+                self._vectors[text] = cached  # most recently used last
+                return cached.astype(np.float32)
+        tokens = embedder.token_vectors([text])[0]
+        stored = tokens.astype(np.float16)
+        with self._lock:
+            self._vectors[text] = stored
+            self._bytes += stored.nbytes
+            while self._bytes > self.BUDGET_BYTES and self._vectors:
+                oldest = next(iter(self._vectors))
+                self._bytes -= self._vectors.pop(oldest).nbytes
+        return tokens
 
 
 def index_stats(index_dir: Path, connection, manifest: Manifest, *, backend: str | None = None) -> dict:

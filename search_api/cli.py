@@ -51,6 +51,16 @@ reranker_option = click.option(
 )
 
 
+late_interaction_option = click.option(
+    "--late-interaction/--no-late-interaction",
+    envvar="TAKES_LATE_INTERACTION",
+    default=False,
+    show_default=True,
+    help="Re-score the top takes by token-level similarity with the same model (env TAKES_LATE_INTERACTION): "
+    "better on paraphrased questions, a few ms more per query once warm (docs/QUALITY.md).",
+)
+
+
 def _reranker(path: Path | None):
     """The cross-encoder second stage, or None when off."""
     if path is None:
@@ -257,15 +267,16 @@ def index(files, input_format, index_dir, model, backend, if_missing):
 @model_option
 @backend_option
 @reranker_option
+@late_interaction_option
 @user_errors
-def search(query, k, mode, author, handle, thread_id, since, until, min_score, context, group_by_thread, as_json, index_dir, model, backend, reranker):
+def search(query, k, mode, author, handle, thread_id, since, until, min_score, context, group_by_thread, as_json, index_dir, model, backend, reranker, late_interaction):
     """Find the takes that answer QUERY."""
     from indexer.models import group_by_thread as group
     from indexer.search import Filters, Searcher, validate_query
 
     validate_query(query, k)
     filters = Filters(author=author, handle=handle, thread_id=thread_id, since=since, until=until, min_score=min_score)
-    searcher = Searcher(index_dir, model=model, backend=backend, reranker=_reranker(reranker))
+    searcher = Searcher(index_dir, model=model, backend=backend, reranker=_reranker(reranker), late_interaction=late_interaction)
     results = searcher.search(query, k, mode=mode, filters=filters, context=context)
     if as_json:
         payload = [g.to_dict() for g in group(results)] if group_by_thread else [r.to_dict() for r in results]
@@ -365,17 +376,18 @@ def serve(host, port, index_dir, model, backend):
     nargs=2,
     metavar="A B",
     default=None,
-    help="Compare two configurations on the same queries: each is MODE or MODE@INDEX_DIR "
-    "(e.g. `hybrid dense`, or `hybrid hybrid@/tmp/other-model-index`); prints both per query and "
-    "the paired difference B - A with its 95% interval.",
+    help="Compare two configurations on the same queries: each is MODE, MODE+late (late interaction on) "
+    "or either @INDEX_DIR (e.g. `hybrid dense`, `hybrid hybrid+late`, `hybrid hybrid@/tmp/other-model-index`); "
+    "prints both per query and the paired difference B - A with its 95% interval.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print scores as JSON.")
 @index_dir_option
 @model_option
 @backend_option
 @reranker_option
+@late_interaction_option
 @user_errors
-def evaluate(judgments, modes, compare, as_json, index_dir, model, backend, reranker):
+def evaluate(judgments, modes, compare, as_json, index_dir, model, backend, reranker, late_interaction):
     """Score ranking against graded JUDGMENTS: nDCG@10, recall@10 and MRR per query, means with 95% intervals.
 
     JUDGMENTS is a JSON file {"queries": [{"query": ..., "relevant": {"start of a take's text": grade}}]}
@@ -387,28 +399,39 @@ def evaluate(judgments, modes, compare, as_json, index_dir, model, backend, rera
     from indexer.search import MODES, Searcher
 
     judged = load_judgments(judgments)
-    searchers: dict[Path, Searcher] = {}
+    searchers: dict[tuple[Path, bool], Searcher] = {}
 
-    def searcher_for(directory: Path) -> Searcher:
-        if directory not in searchers:
-            searchers[directory] = Searcher(
-                directory, model=model if directory == index_dir else None, backend=backend, reranker=_reranker(reranker)
+    def searcher_for(directory: Path, late: bool) -> Searcher:
+        if (directory, late) not in searchers:
+            searchers[directory, late] = Searcher(
+                directory,
+                model=model if directory == index_dir else None,
+                backend=backend,
+                reranker=_reranker(reranker),
+                late_interaction=late,
             )
-        return searchers[directory]
+        return searchers[directory, late]
 
-    def configuration(spec: str) -> tuple[str, Path]:
+    def configuration(spec: str) -> tuple[str, bool, Path]:
         mode, _, directory = spec.partition("@")
-        if mode not in MODES:
-            raise click.BadParameter(f"{spec!r}: expected MODE or MODE@INDEX_DIR with MODE one of {', '.join(MODES)}", param_hint="--compare")
-        return mode, Path(directory) if directory else index_dir
+        mode, plus, option = mode.partition("+")
+        if mode not in MODES or (plus and option != "late"):
+            raise click.BadParameter(
+                f"{spec!r}: expected MODE, MODE+late, or either @INDEX_DIR, with MODE one of {', '.join(MODES)}",
+                param_hint="--compare",
+            )
+        return mode, late_interaction or bool(plus), Path(directory) if directory else index_dir
 
     labels = list(compare) if compare else list(modes or MODES)
     configurations = [configuration(label) for label in labels]
     scores = {
         label: run_evaluation(
-            judged, lambda query, k, mode=mode, directory=directory: [r.take.text for r in searcher_for(directory).search(query, k, mode=mode)]
+            judged,
+            lambda query, k, mode=mode, late=late, directory=directory: [
+                r.take.text for r in searcher_for(directory, late).search(query, k, mode=mode)
+            ],
         )
-        for label, (mode, directory) in zip(labels, configurations)
+        for label, (mode, late, directory) in zip(labels, configurations)
     }
     difference = paired_difference(scores[labels[0]], scores[labels[1]]) if compare else None
     if as_json:

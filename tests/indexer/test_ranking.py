@@ -136,3 +136,44 @@ def test_the_python_api_takes_a_reranker_and_reports_the_signal(seed_index):
     with Takes(seed_index) as takes:
         assert strong_matches(takes.search("banana bread recipe", 5)) == 0
         assert strong_matches(takes.search("guillotines", 5)) >= 1
+
+
+@pytest.fixture(scope="module")
+def late_searcher(seed_index, embedder):
+    from indexer.search import Searcher
+
+    return Searcher(seed_index, embedder=embedder, late_interaction=True)
+
+
+def test_late_interaction_keeps_the_scale_and_the_signal(late_searcher):
+    for query in OFFTOPIC:
+        assert all(result.match == "weak" for result in late_searcher.search(query, 10)), query
+    for judged in load_judgments(DATA / "dev_queries.json"):
+        answers = {key for key, grade in judged.relevant.items() if grade == 2}
+        results = late_searcher.search(judged.query, 10)
+        scores = [result.score for result in results]
+        assert scores == sorted(scores, reverse=True) and all(0 <= score <= 1 for score in scores)
+        for result in results:
+            if any(key in fold(result.take.text) for key in answers):
+                assert result.match == "strong", (judged.query, result.score)
+
+
+def test_late_interaction_puts_the_go_after_compute_take_first(late_searcher):
+    top = late_searcher.search("what about compute governance", 1)[0]
+    assert top.take.date == "2023-06-25" and "go after compute in the wrong ways" in top.take.text
+
+
+@pytest.mark.parametrize("fixture", ["embedder", "torch_embedder"])
+def test_token_vectors_are_unit_rows_whose_mean_is_the_take_vector(request, fixture):
+    import numpy as np
+
+    model = request.getfixturevalue(fixture)
+    text = "Export controls on chips are a blunt tool."
+    tokens = model.token_vectors([text])[0]
+    assert tokens.ndim == 2 and tokens.shape[1] == model.dim and len(tokens) > 5
+    np.testing.assert_allclose(np.linalg.norm(tokens, axis=1), 1.0, atol=1e-5)
+    assert ranking.maxsim(tokens, tokens) == pytest.approx(1.0, abs=1e-5)
+    # Token vectors come from the same pass as the pooled vector: same direction, roughly.
+    pooled = model.encode([text])[0]
+    mean = tokens.mean(axis=0)
+    assert float(mean @ pooled / np.linalg.norm(mean)) > 0.9
