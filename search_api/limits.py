@@ -52,7 +52,8 @@ def load_json(body: bytes | str):
             raise RejectedJson(f"JSON nests deeper than {MAX_JSON_DEPTH} levels ({where})") from None
         if "number out of range" in message:
             raise RejectedJson(f"a number is too large ({where}); the limit is {MAX_INTEGER}") from None
-        if "surrogate" in message:
+        # pydantic_core says "end of hex escape" when a high surrogate has no low one after it.
+        if "surrogate" in message or "end of hex escape" in message:
             raise RejectedJson(f"a string holds a lone UTF-16 surrogate, which is not text ({where})") from None
         raise RejectedJson(f"malformed JSON: {message}") from None
     check_json_value(value)

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     header_timeout: float = Field(10.0, gt=0, allow_inf_nan=False)
     # Seconds an idle kept-alive connection stays open between requests.
     keep_alive_timeout: float = Field(5.0, gt=0, allow_inf_nan=False)
+    # Seconds a write over HTTP waits for another writer (`takes add`) before answering 409.
+    lock_timeout: float = Field(30.0, ge=0, allow_inf_nan=False)
     # Writes waiting for the single writer thread; past it POST/DELETE /takes answer 429.
     max_queued_writes: int = Field(16, ge=1)
 

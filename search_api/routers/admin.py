@@ -180,6 +180,7 @@ _AUTH_RESPONSES = {
 async def add_takes(
     request: Request,
     searcher: SearcherDep,
+    settings: SettingsDep,
     writes: Annotated[WriteQueue, Depends(get_write_queue)],
     body: Annotated[bytes, Depends(read_body)],
     input_format: Annotated[
@@ -196,7 +197,7 @@ async def add_takes(
     def write() -> AddedOut:
         takes = parse_body(body, content_type, input_format, source)
         embedder = searcher.embedder
-        with IndexWriter(searcher.index_dir) as writer:
+        with IndexWriter(searcher.index_dir, lock_timeout=settings.lock_timeout) as writer:
             try:
                 report = writer.add(takes, embedder, model=embedder.name, backend=searcher.backend)
             except OverflowError:
@@ -223,9 +224,11 @@ async def add_takes(
     ),
     responses={**_AUTH_RESPONSES, 404: {"description": "No take with this id."}},
 )
-async def remove_take(take_id: str, searcher: SearcherDep, writes: Annotated[WriteQueue, Depends(get_write_queue)]) -> RemovedOut:
+async def remove_take(
+    take_id: str, searcher: SearcherDep, settings: SettingsDep, writes: Annotated[WriteQueue, Depends(get_write_queue)]
+) -> RemovedOut:
     def write() -> RemovedOut:
-        with IndexWriter(searcher.index_dir) as writer:
+        with IndexWriter(searcher.index_dir, lock_timeout=settings.lock_timeout) as writer:
             report = writer.remove([take_id])
         note = _refresh_after_commit(searcher, report.generation)
         return RemovedOut(removed=report.removed, generation=report.generation, note=note)
