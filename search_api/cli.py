@@ -539,8 +539,15 @@ def _require_index(index_dir: Path) -> None:
     "no model load in this process (env TAKES_SERVER).",
 )
 @click.option("--token", envvar="TAKES_ADMIN_TOKEN", default=None, help="The server's admin token (env TAKES_ADMIN_TOKEN).")
+@click.option(
+    "--token-file",
+    envvar="TAKES_ADMIN_TOKEN_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the server's admin token (env TAKES_ADMIN_TOKEN_FILE): keeps it off the command line.",
+)
 @user_errors
-def add(files, input_format, include_private, bluesky_author, since, bluesky_api, index_dir, model, backend, lock_timeout, server, token):
+def add(files, input_format, include_private, bluesky_author, since, bluesky_api, index_dir, model, backend, lock_timeout, server, token, token_file):
     """Add the takes in FILES to the index, without a rebuild.
 
     FILES may also be Bluesky post links (https://bsky.app/profile/NAME/post/ID):
@@ -566,6 +573,10 @@ def add(files, input_format, include_private, bluesky_author, since, bluesky_api
         raise click.UsageError("Bluesky links and --author are fetched here: add them without --server")
     # Every file parses (and every link is fetched) before anything is written: one bad input adds nothing.
     if server:
+        if token is None and token_file is not None:
+            from search_api.settings import read_token_file
+
+            token = read_token_file(token_file)
         added, skipped = _add_through_server(server, token, files, input_format, include_private)
         click.echo(f"added {added}, skipped {skipped} duplicates (through {server})")
         return

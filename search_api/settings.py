@@ -94,13 +94,9 @@ class Settings(BaseSettings):
     def _read_token_file(self):
         if self.admin_token is None and self.admin_token_file is not None:
             try:
-                token = self.admin_token_file.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as error:
-                reason = getattr(error, "strerror", None) or str(error)
-                raise ValueError(f"TAKES_ADMIN_TOKEN_FILE: cannot read {self.admin_token_file}: {reason}") from None
-            if not token:
-                raise ValueError(f"TAKES_ADMIN_TOKEN_FILE: {self.admin_token_file} is empty: write the admin token in it")
-            self.admin_token = token
+                self.admin_token = read_token_file(self.admin_token_file)
+            except SettingsError as error:
+                raise ValueError(str(error)) from None
         return self
 
     def hosts(self) -> list[str]:
@@ -109,6 +105,18 @@ class Settings(BaseSettings):
         if self.host not in ("0.0.0.0", "::", "", *names):
             names.append(self.host)
         return names + [host for host in self.allowed_hosts if host not in names]
+
+
+def read_token_file(path: Path) -> str:
+    """The admin token kept in ``path`` (surrounding whitespace dropped)."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise SettingsError(f"TAKES_ADMIN_TOKEN_FILE: cannot read {path}: {reason}") from None
+    if not token:
+        raise SettingsError(f"TAKES_ADMIN_TOKEN_FILE: {path} is empty: write the admin token in it")
+    return token
 
 
 def describe_settings_error(error: ValidationError) -> str:
