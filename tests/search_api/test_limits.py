@@ -292,3 +292,31 @@ def test_mcp_initialize_keeps_no_session_so_many_calls_lock_nobody_out(index_cop
         call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "search_takes", "arguments": {"query": "compute", "k": 1}}}
         answer = client.post("/mcp", json=call, headers={**MCP_HEADERS, "Mcp-Protocol-Version": "2025-06-18"})
         assert answer.status_code == 200 and "structuredContent" in answer.text
+
+
+@pytest.mark.parametrize(
+    ("arguments", "params"),
+    [
+        ({"query": "compute", "k": 0}, {"q": "compute", "k": 0}),
+        ({"query": "compute", "k": 101}, {"q": "compute", "k": 101}),
+        ({"query": "compute", "since": "2024-13-01"}, {"q": "compute", "since": "2024-13-01"}),
+        ({"query": "compute", "until": "last year"}, {"q": "compute", "until": "last year"}),
+        ({"query": ""}, {"q": ""}),
+    ],
+)
+def test_mcp_argument_errors_are_the_http_apis_422_sentence(client, arguments, params):
+    pytest.importorskip("mcp")
+    call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "search_takes", "arguments": arguments}}
+    answer = client.post("/mcp", json=call, headers={**MCP_HEADERS, "Host": "127.0.0.1:8000", "Mcp-Protocol-Version": "2025-06-18"})
+    assert answer.status_code == 200, answer.text
+    message = json.loads(answer.text.split("data: ", 1)[1].splitlines()[0])["result"]
+    assert message["isError"]
+    text = message["content"][0]["text"]
+    http = client.get("/search", params=params)
+    assert http.status_code == 422
+    # The same sentence; only the parameter's name differs (`query` is `q` over HTTP).
+    expected = http.json()["detail"]
+    if arguments["query"] == "":
+        expected = expected.replace("q:", "query:", 1)
+    assert text == expected
+    assert "\n" not in text and "pydantic" not in text
