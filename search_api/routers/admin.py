@@ -24,7 +24,6 @@ from indexer.sources import FORMATS, parse_text
 from indexer.sources.jsonl import loads, parse_records
 from indexer.store import IndexWriter
 from search_api.dependencies import SearcherDep, SettingsDep
-from search_api.limits import RejectedJson, check_json_value
 from search_api.writes import RETRY_AFTER_SECONDS, WriteQueue
 
 log = logging.getLogger("takes")
@@ -123,14 +122,8 @@ def parse_body(body: bytes, content_type: str, input_format: str | None, source:
         raise ParseError(source, None, f"body is not UTF-8 text (byte 0x{body[error.start]:02x} at offset {error.start})") from None
     media_type = content_type.split(";")[0].strip().lower()
     if input_format is None and (media_type == "application/json" or media_type.endswith("+json")):
-        # loads turns every failure (deep nesting, 4,301-digit numbers too) into a ParseError;
-        # check_json_value refuses what decodes but cannot be stored (lone surrogates, past 64 bits).
-        records = loads(text, source)
-        try:
-            check_json_value(records)
-        except RejectedJson as error:
-            raise ParseError(source, None, str(error)) from None
-        return parse_records(records, source)
+        # loads turns every failure (deep nesting, 4,301-digit numbers too) into a ParseError.
+        return parse_records(loads(text, source), source)
     return parse_text(text, source, input_format)
 
 
