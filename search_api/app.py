@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
 from contextlib import asynccontextmanager
-
-import sqlite3
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -135,11 +134,8 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     @app.exception_handler(OSError)
     @app.exception_handler(sqlite3.Error)
     async def storage_error(request: Request, error: Exception) -> JSONResponse:
-        failure = storage_failure(error)
-        if failure is None:
-            raise error
         log.warning("%s %s failed: %s", request.method, request.url.path, error)
-        return reply(*failure)
+        return reply(*storage_failure(error))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -82,8 +82,8 @@ def without_paths(message: str, index_dir: Path) -> str:
     return message
 
 
-def storage_failure(error: Exception) -> tuple[int, str] | None:
-    """(status, message) for a failure of the server's disk, or None when ``error`` is something else."""
+def storage_failure(error: OSError | sqlite3.Error) -> tuple[int, str]:
+    """(status, message) for a failure of the server's disk or database: 507 when it is full, else 503."""
     if isinstance(error, OSError):
         if error.errno in _DISK_FULL:
             return 507, "the server's disk is full: nothing was written and the index is unchanged; free space and retry"
@@ -91,6 +91,4 @@ def storage_failure(error: Exception) -> tuple[int, str] | None:
         return 503, f"the server could not read or write its index ({reason}); the index is unchanged"
     if isinstance(error, sqlite3.OperationalError) and "full" in str(error):
         return 507, "the server's disk is full: nothing was written and the index is unchanged; free space and retry"
-    if isinstance(error, sqlite3.Error):
-        return 503, f"the server's database failed ({error}); the index is unchanged"
-    return None
+    return 503, f"the server's database failed ({error}); the index is unchanged"

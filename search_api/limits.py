@@ -24,6 +24,8 @@ from search_api.settings import Settings
 
 # Integers a take can hold (SQLite's INTEGER is 64-bit signed).
 MAX_INTEGER = 2**63 - 1
+# A request line and headers past this are not a client we want (browsers send a few kB).
+MAX_HEAD_BYTES = 64 * 1024
 # pydantic_core's parser stops at this depth (its own limit); said in the message.
 MAX_JSON_DEPTH = 200
 # Paths whose own protocol answers malformed JSON (JSON-RPC errors).
@@ -157,6 +159,7 @@ def guarded_protocol(settings: Settings, base: type | None = None) -> type:
     class GuardedProtocol(base):  # type: ignore[misc, valid-type]
         _head_deadline: asyncio.TimerHandle | None = None
         _idle_since = 0.0
+        _head_bytes = 0
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
@@ -168,10 +171,15 @@ def guarded_protocol(settings: Settings, base: type | None = None) -> type:
             super().data_received(data)
             if self._serving():
                 self._disarm_head_deadline()
-            else:
-                # A partial head: the deadline counts from its first byte, not
-                # the last, so a byte every few seconds does not keep it open.
-                self._arm_head_deadline()
+                self._head_bytes = 0
+                return
+            # A partial head: the deadline counts from its first byte, not
+            # the last, so a byte every few seconds does not keep it open.
+            self._arm_head_deadline()
+            # httptools sets no size limit on a head (h11 stops at 16 kB).
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self.transport.close()
 
         def on_response_complete(self) -> None:
             self._idle_since = self.loop.time()

@@ -163,11 +163,12 @@ def test_a_write_that_committed_is_reported_as_done_when_serving_it_fails(index_
 
 
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(seed_index, tmp_path):
     """A tmpfs a few MB larger than the seed index (mounting needs root, as on CI)."""
     mount_point = tmp_path / "small-disk"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], capture_output=True)
+    size = sum(path.stat().st_size for path in seed_index.rglob("*") if path.is_file()) + 8_000_000
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:

@@ -60,7 +60,7 @@ def served(index_dir: Path, log: Path, *, open_files: int | None = None, **env: 
         stop(process)
 
 
-def test_idle_sockets_beyond_the_connection_limit_do_not_lock_out_a_new_client(index_copy, tmp_path):
+def test_idle_sockets_and_endless_heads_do_not_lock_out_a_new_client(index_copy, tmp_path):
     # 300 idle sockets against a server allowed 256 open files: without the cap
     # it runs out of descriptors and /health is never accepted.
     with served(index_copy, tmp_path / "serve.log", open_files=256, TAKES_MAX_CONNECTIONS="50", TAKES_HEADER_TIMEOUT="120") as (url, port):
@@ -74,6 +74,15 @@ def test_idle_sockets_beyond_the_connection_limit_do_not_lock_out_a_new_client(i
         finally:
             for connection in idle:
                 connection.close()
+        # With the header deadline far off, a head that never ends is cut off by its size.
+        with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as connection:
+            connection.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                for _ in range(200):
+                    connection.sendall(b"X-Padding: " + b"a" * 1000 + b"\r\n")
+            connection.settimeout(GUARD)
+            with contextlib.suppress(ConnectionResetError):
+                assert connection.recv(1) == b""
 
 
 def closed_by_server(connection: socket.socket, trickle: bytes) -> bool:
