@@ -360,8 +360,8 @@ def serve(host, port, index_dir, model, backend, token_file):
 
     Limits and timeouts come from the environment: TAKES_MAX_CONNECTIONS,
     TAKES_HEADER_TIMEOUT, TAKES_KEEP_ALIVE_TIMEOUT, TAKES_MAX_BODY_BYTES,
-    TAKES_MAX_QUERY_BYTES, TAKES_MAX_QUEUED_WRITES, TAKES_ALLOWED_HOSTS
-    (README, "Serving").
+    TAKES_MAX_QUERY_BYTES, TAKES_MAX_QUEUED_WRITES, TAKES_LOCK_TIMEOUT and
+    TAKES_ALLOWED_HOSTS (search_api/settings.py says what each does).
     """
     import socket
 
