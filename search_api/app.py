@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from embeddings import EmbeddingError
 from indexer.errors import (
@@ -27,7 +29,10 @@ from indexer.search import Searcher
 from indexer.threads import limit_threads
 from search_api.routers import admin, health, page, search, takes, tools
 from search_api.batching import QueryBatcher
-from search_api.settings import Settings
+from search_api.errors import bounded_errors, describe_validation_errors, storage_failure, without_paths
+from search_api.limits import RequestGuard
+from search_api.settings import Settings, is_loopback
+from search_api.writes import RETRY_AFTER_SECONDS, WriteQueue, WriterBusy
 
 log = logging.getLogger("takes")
 
@@ -39,6 +44,7 @@ _STATUS = {
     IndexCorrupt: 503,
     ModelMismatch: 409,
     IndexLocked: 409,
+    WriterBusy: 429,
 }
 
 
@@ -81,6 +87,7 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
             batcher = QueryBatcher(lambda texts: served.embedder.encode(texts), on_start=lambda: limit_threads(served.threads))
             served.query_encoder = batcher
         app.state.query_batcher = batcher
+        app.state.write_queue = WriteQueue(settings.max_queued_writes)
         stop = threading.Event()
         watcher = threading.Thread(target=_watch_generations, args=(app, stop), name="takes-reload", daemon=True)
         if settings.reload_interval > 0:
@@ -91,11 +98,14 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
                 yield
         finally:
             stop.set()
+            app.state.write_queue.close()
             if batcher is not None:
                 served.query_encoder = previous_encoder
                 batcher.close()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from this
+    # server (the assets ship in the fastapi-offline package), not from a CDN.
+    app = FastAPIOffline(
         title="takes",
         summary="Semantic search over AI-policy takes.",
         description=(
@@ -107,26 +117,44 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     )
     app.state.settings = settings
 
+    def reply(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        # Clients never learn where the server keeps its index.
+        return JSONResponse(status_code=status, content={"detail": without_paths(message, settings.index_dir)}, headers=headers)
+
     @app.exception_handler(TakesError)
     async def takes_error(request: Request, error: TakesError) -> JSONResponse:
-        return JSONResponse(status_code=_status_for(error), content={"detail": str(error)})
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if isinstance(error, WriterBusy) else None
+        return reply(_status_for(error), str(error), headers)
+
+    @app.exception_handler(EmbeddingError)
+    async def embedding_error(request: Request, error: EmbeddingError) -> JSONResponse:
+        # The model failed, not the request: try again once the server is repaired.
+        return reply(503, str(error))
+
+    @app.exception_handler(OSError)
+    @app.exception_handler(sqlite3.Error)
+    async def storage_error(request: Request, error: Exception) -> JSONResponse:
+        log.warning("%s %s failed: %s", request.method, request.url.path, error)
+        return reply(*storage_failure(error))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         # One readable sentence first (it names the parameter and the limit),
-        # then FastAPI's structured list for programs.
-        problems = []
-        for item in error.errors():
-            where = ".".join(str(part) for part in item["loc"] if part not in ("query", "body"))
-            problems.append(f"{where}: {item['msg']}" if where else item["msg"])
-        # jsonable_encoder: an error's context may hold exception objects.
-        return JSONResponse(status_code=422, content={"detail": "; ".join(problems), "errors": jsonable_encoder(error.errors())})
+        # then FastAPI's structured list for programs, each rejected input cut short.
+        errors = error.errors()
+        return JSONResponse(status_code=422, content={"detail": describe_validation_errors(errors), "errors": bounded_errors(errors)})
 
     for router in (search.router, takes.router, health.router, admin.router, tools.router, page.router):
         app.include_router(router)
     mcp_endpoint = _mcp_endpoint(app, settings)
     if mcp_endpoint is not None:
         app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    # Outermost last: an unknown Host is refused before its body is read.
+    app.add_middleware(RequestGuard, settings=settings)
+    if not is_loopback(settings.host):
+        # Beyond loopback a browser page on any site could reach the server
+        # through DNS rebinding; only the names it is meant to be reached by pass.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.hosts())
     return app
 
 
@@ -137,4 +165,4 @@ def _mcp_endpoint(app: FastAPI, settings: Settings):
     except ImportError as error:
         log.info("MCP over HTTP is off (%s): pip install 'takes[mcp]'", error)
         return None
-    return HttpEndpoint(build_server(lambda: app.state.searcher), host=settings.host)
+    return HttpEndpoint(build_server(lambda: app.state.searcher), hosts=settings.hosts())

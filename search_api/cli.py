@@ -338,28 +338,80 @@ def stats(as_json, index_dir):
 
 
 @cli.command()
-@click.option("--host", envvar="TAKES_HOST", default="127.0.0.1", show_default=True)
-@click.option("--port", envvar="TAKES_PORT", type=int, default=8000, show_default=True)
+@click.option(
+    "--host",
+    envvar="TAKES_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (env TAKES_HOST). Beyond loopback (0.0.0.0), only the Host names in "
+    "TAKES_ALLOWED_HOSTS are answered; put a reverse proxy in front for anything public.",
+)
+@click.option(
+    "--port",
+    envvar="TAKES_PORT",
+    type=click.IntRange(1, 65535),
+    default=8000,
+    show_default=True,
+    help="TCP port to listen on, 1-65535 (env TAKES_PORT).",
+)
 @index_dir_option
 @model_option
 @backend_option
+@click.option(
+    "--token-file",
+    envvar="TAKES_ADMIN_TOKEN_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the admin token that enables POST/DELETE /takes (env TAKES_ADMIN_TOKEN_FILE; "
+    "or set TAKES_ADMIN_TOKEN). Never put the token itself on a command line.",
+)
 @user_errors
-def serve(host, port, index_dir, model, backend):
-    """Serve the HTTP API (docs at /docs)."""
+def serve(host, port, index_dir, model, backend, token_file):
+    """Serve the HTTP API, the search page and MCP (docs at /docs).
+
+    Limits and timeouts come from the environment: TAKES_MAX_CONNECTIONS,
+    TAKES_HEADER_TIMEOUT, TAKES_KEEP_ALIVE_TIMEOUT, TAKES_MAX_BODY_BYTES,
+    TAKES_MAX_QUERY_BYTES, TAKES_MAX_QUEUED_WRITES, TAKES_LOCK_TIMEOUT and
+    TAKES_ALLOWED_HOSTS (search_api/settings.py says what each does).
+    """
+    import socket
+
     import uvicorn
 
+    from indexer.errors import TakesError
     from indexer.search import Searcher
-    from search_api.app import create_app
-    from search_api.settings import Settings
     from indexer.threads import limit_threads
+    from search_api.app import create_app
+    from search_api.limits import guarded_protocol
+    from search_api.settings import Settings, is_loopback
 
-    settings = Settings(index_dir=index_dir, model=model, backend=backend, host=host, port=port)
+    overrides = {"admin_token_file": token_file} if token_file is not None else {}
+    settings = Settings(index_dir=index_dir, model=model, backend=backend, host=host, port=port, **overrides)
+    # Bind before anything claims to be serving: a busy port is one clear line.
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        reason = error.strerror or str(error)
+        raise TakesError(
+            f"cannot listen on {host}:{port}: {reason} (another server on that port? choose another with --port or TAKES_PORT)"
+        ) from None
     # Before FAISS and torch load: OMP_NUM_THREADS then holds in every thread.
     limit_threads(settings.threads)
-    # Load before binding the port, so a missing index is one clear line.
+    # Load before serving, so a missing index is one clear line.
     searcher = Searcher(index_dir, model=model, backend=backend, threads=settings.threads)
+    config = uvicorn.Config(
+        create_app(settings, searcher),
+        log_level="warning",
+        http=guarded_protocol(settings),
+        timeout_keep_alive=settings.keep_alive_timeout,
+    )
     click.echo(f"serving {searcher.manifest.count} takes from {index_dir} on http://{host}:{port}", err=True)
-    uvicorn.run(create_app(settings, searcher), host=host, port=port, log_level="warning")
+    if not is_loopback(host):
+        click.echo(f"answering only Host {', '.join(settings.hosts())} (add names with TAKES_ALLOWED_HOSTS)", err=True)
+    uvicorn.Server(config).run(sockets=[listener])
 
 
 @cli.command(name="eval")
@@ -510,8 +562,15 @@ def _require_index(index_dir: Path) -> None:
     "no model load in this process (env TAKES_SERVER).",
 )
 @click.option("--token", envvar="TAKES_ADMIN_TOKEN", default=None, help="The server's admin token (env TAKES_ADMIN_TOKEN).")
+@click.option(
+    "--token-file",
+    envvar="TAKES_ADMIN_TOKEN_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the server's admin token (env TAKES_ADMIN_TOKEN_FILE): keeps it off the command line.",
+)
 @user_errors
-def add(files, input_format, include_private, bluesky_author, since, bluesky_api, index_dir, model, backend, lock_timeout, server, token):
+def add(files, input_format, include_private, bluesky_author, since, bluesky_api, index_dir, model, backend, lock_timeout, server, token, token_file):
     """Add the takes in FILES to the index, without a rebuild.
 
     FILES may also be Bluesky post links (https://bsky.app/profile/NAME/post/ID):
@@ -537,6 +596,10 @@ def add(files, input_format, include_private, bluesky_author, since, bluesky_api
         raise click.UsageError("Bluesky links and --author are fetched here: add them without --server")
     # Every file parses (and every link is fetched) before anything is written: one bad input adds nothing.
     if server:
+        if token is None and token_file is not None:
+            from search_api.settings import read_token_file
+
+            token = read_token_file(token_file)
         added, skipped = _add_through_server(server, token, files, input_format, include_private)
         click.echo(f"added {added}, skipped {skipped} duplicates (through {server})")
         return

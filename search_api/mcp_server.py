@@ -19,19 +19,22 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from embeddings import EmbeddingError
 from indexer.client import cited, format_context
 from indexer.errors import TakesError
 from indexer.models import strong_matches
 from indexer.search import MAX_K, MAX_QUERY_CHARS, Filters, Searcher
+from search_api.errors import describe_validation_errors
 from search_api.schemas import ResultOut, TakeOut
 
 log = logging.getLogger("takes.mcp")
@@ -119,9 +122,21 @@ def _tool_error(error: Exception) -> ToolError:
     return ToolError(str(error))
 
 
+class TakesMCPServer(MCPServer):
+    """Argument errors as the HTTP API's 422 sentence, not pydantic's multi-line dump with a link."""
+
+    async def call_tool(self, name, arguments, context=None):
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as error:
+            if isinstance(error.__cause__, ValidationError):
+                raise ToolError(describe_validation_errors(error.__cause__.errors(), http=False)) from error.__cause__
+            raise
+
+
 def build_server(get_searcher: Callable[[], Searcher]) -> MCPServer:
     """The MCP server with its two tools; ``get_searcher`` returns the Searcher to use (or raises TakesError)."""
-    server = MCPServer(
+    server = TakesMCPServer(
         "takes",
         title="takes: AI-policy takes search",
         instructions=INSTRUCTIONS,
@@ -137,12 +152,9 @@ def build_server(get_searcher: Callable[[], Searcher]) -> MCPServer:
         ],
         k: Annotated[int, Field(ge=1, le=MAX_K, description=f"How many takes to return (1 to {MAX_K}).")] = DEFAULT_K,
         author: Annotated[str | None, Field(description="Only takes by this author name or handle.")] = None,
-        since: Annotated[
-            str | None, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="Only takes dated on or after this ISO date (YYYY-MM-DD).")
-        ] = None,
-        until: Annotated[
-            str | None, Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="Only takes dated on or before this ISO date (YYYY-MM-DD).")
-        ] = None,
+        # date, as in the HTTP API: "2024-13-01" is refused, not searched.
+        since: Annotated[date | None, Field(description="Only takes dated on or after this ISO date (YYYY-MM-DD).")] = None,
+        until: Annotated[date | None, Field(description="Only takes dated on or before this ISO date (YYYY-MM-DD).")] = None,
     ) -> Annotated[CallToolResult, SearchTakesOutput]:
         try:
             filters = Filters(author=author, since=since, until=until)
@@ -192,16 +204,31 @@ class HttpEndpoint:
     """ASGI endpoint for ``/mcp`` whose session manager lives in the app's lifespan.
 
     A fresh session manager per lifespan (the SDK allows each to run once), so
-    the same app can start, stop and start again (tests do).
+    the same app can start, stop and start again (tests do). Stateless, with
+    the Host/Origin checks of ``hosts`` (Settings.hosts()) whatever the bind.
     """
 
-    def __init__(self, server: MCPServer, host: str):
-        self.server, self.host = server, host
+    def __init__(self, server: MCPServer, hosts: list[str]):
+        self.server, self.hosts = server, hosts
         self._manager = None
+
+    def security(self) -> TransportSecuritySettings:
+        """Host and Origin checks on for every bind (the SDK turns them off beyond loopback)."""
+        allowed_hosts, allowed_origins = [], []
+        for host in self.hosts:
+            name = f"[{host}]" if ":" in host else host
+            allowed_hosts += [name, f"{name}:*"]
+            allowed_origins += [f"{scheme}://{name}{port}" for scheme in ("http", "https") for port in ("", ":*")]
+        return TransportSecuritySettings(
+            enable_dns_rebinding_protection=True, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins
+        )
 
     @contextlib.asynccontextmanager
     async def running(self):
-        self.server.streamable_http_app(host=self.host)
+        # Stateless: the tools keep nothing between calls, so no session is
+        # kept either. A client that sends 10,000 `initialize` calls leaves
+        # nothing behind to lock others out or to hold memory.
+        self.server.streamable_http_app(stateless_http=True, transport_security=self.security())
         manager = self.server.session_manager
         async with manager.run():
             self._manager = manager

@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Annotated
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from indexer.errors import TakesError
 
 DEFAULT_INDEX_DIR = Path("data/index")
+ENV_PREFIX = "TAKES_"
+# Host names that always reach a loopback-bound server from the same machine.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class SettingsError(TakesError):
+    """A ``TAKES_*`` variable (or a setting passed in code) holds a value the server cannot use."""
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def is_loopback(host: str) -> bool:
+    """True when binding ``host`` accepts connections from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
     """Every setting has a ``TAKES_`` environment variable: ``index_dir`` is ``TAKES_INDEX_DIR``."""
 
-    model_config = SettingsConfigDict(env_prefix="TAKES_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     index_dir: Path = DEFAULT_INDEX_DIR
     # None: use whichever model built the index.
@@ -20,15 +46,88 @@ class Settings(BaseSettings):
     # None: the backend that embedded the index.
     backend: str | None = None
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(8000, ge=1, le=65535)
     # Threads for torch and FAISS each; one measured best on two cores
     # (docs/PERFORMANCE.md, "Thread settings"). 0 leaves the libraries' defaults.
-    threads: int = 1
+    threads: int = Field(1, ge=0)
     # Encode queries that arrive together in one model call (search_api/batching.py).
     query_batching: bool = True
     # How often the server looks for a new generation written by `takes add`.
-    reload_interval: float = 1.0
+    reload_interval: float = Field(1.0, ge=0, allow_inf_nan=False)
     # POST/DELETE /takes are refused unless this is set; clients send it as a bearer token.
     admin_token: str | None = None
+    # A file holding the admin token, so it need not sit in the environment or on a command line.
+    admin_token_file: Path | None = None
     # Largest request body the write routes read.
-    max_body_bytes: int = 5_000_000
+    max_body_bytes: int = Field(5_000_000, gt=0)
+    # Largest body of every other request (POST /search, /mcp): a query is at most a few kB.
+    max_query_bytes: int = Field(65_536, gt=0)
+    # Host headers accepted besides the loopback names, comma-separated ("search.example.org,10.0.0.5").
+    # Binding beyond loopback refuses every other Host on every route (DNS rebinding).
+    allowed_hosts: Annotated[list[str], NoDecode] = []
+    # Open connections the server keeps; past it the longest-idle ones are closed first.
+    max_connections: int = Field(500, ge=1)
+    # Seconds a client has to send a request's headers (a new or a kept-alive connection).
+    header_timeout: float = Field(10.0, gt=0, allow_inf_nan=False)
+    # Seconds an idle kept-alive connection stays open between requests.
+    keep_alive_timeout: float = Field(5.0, gt=0, allow_inf_nan=False)
+    # Seconds a write over HTTP waits for another writer (`takes add`) before answering 409.
+    lock_timeout: float = Field(30.0, ge=0, allow_inf_nan=False)
+    # Writes waiting for the single writer thread; past it POST/DELETE /takes answer 429.
+    max_queued_writes: int = Field(16, ge=1)
+
+    def __init__(self, **values):
+        # One line naming the variable instead of pydantic's multi-line report.
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            raise SettingsError(describe_settings_error(error)) from None
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value):
+        if isinstance(value, str):
+            return [host.strip() for host in value.split(",") if host.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _read_token_file(self):
+        if self.admin_token is None and self.admin_token_file is not None:
+            try:
+                self.admin_token = read_token_file(self.admin_token_file)
+            except SettingsError as error:
+                raise ValueError(str(error)) from None
+        return self
+
+    def hosts(self) -> list[str]:
+        """Host names the server answers to: loopback, the bound address (unless a wildcard) and ``allowed_hosts``."""
+        names = list(LOOPBACK_HOSTS)
+        if self.host not in ("0.0.0.0", "::", "", *names):
+            names.append(self.host)
+        return names + [host for host in self.allowed_hosts if host not in names]
+
+
+def read_token_file(path: Path) -> str:
+    """The admin token kept in ``path`` (surrounding whitespace dropped)."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise SettingsError(f"TAKES_ADMIN_TOKEN_FILE: cannot read {path}: {reason}") from None
+    if not token:
+        raise SettingsError(f"TAKES_ADMIN_TOKEN_FILE: {path} is empty: write the admin token in it")
+    return token
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        message = item["msg"].removeprefix("Value error, ")
+        if field:
+            shown = repr(item["input"]) if isinstance(item["input"], (str, int, float)) else ""
+            value = f"={shown[:60]}" if shown else ""
+            problems.append(f"{env_name(field)}{value}: {message}")
+        else:
+            problems.append(message)
+    return "; ".join(problems)

@@ -2,14 +2,16 @@
 
 Writes go through the same IndexWriter as `takes add`, with the model the
 server has already loaded, then refresh the searcher so the change is visible
-to the next request. Handlers are plain ``def``: embedding and the writer lock
-block, so FastAPI runs them in its thread pool.
+to the next request. Parsing, embedding and the writer lock block, so each
+write runs on the server's single writer thread (search_api/writes.py), never
+in the thread pool that serves searches.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -22,6 +24,9 @@ from indexer.sources import FORMATS, parse_text
 from indexer.sources.jsonl import loads, parse_records
 from indexer.store import IndexWriter
 from search_api.dependencies import SearcherDep, SettingsDep
+from search_api.writes import RETRY_AFTER_SECONDS, WriteQueue
+
+log = logging.getLogger("takes")
 
 router = APIRouter(tags=["admin"])
 
@@ -50,16 +55,25 @@ class TakeIn(BaseModel):
     url: str | None = Field(None, description="Link to the original post.")
 
 
+_NOTE = Field(
+    None,
+    description="Set only when the write committed but the server could not switch to the new generation "
+    "yet: the change is saved and served from the server's next reload.",
+)
+
+
 class AddedOut(BaseModel):
     added: int = Field(description="Takes added to the index.")
     skipped: int = Field(description="Takes already indexed (same id, or the same text from the same author).")
-    generation: int = Field(description="Index generation now being served.")
+    generation: int = Field(description="Index generation the write committed (served from the next request on).")
     ids: list[str] = Field(description="Ids of the takes added.")
+    note: str | None = _NOTE
 
 
 class RemovedOut(BaseModel):
     removed: int = Field(description="Takes removed.")
-    generation: int = Field(description="Index generation now being served.")
+    generation: int = Field(description="Index generation the write committed (served from the next request on).")
+    note: str | None = _NOTE
 
 
 def require_admin(
@@ -78,20 +92,23 @@ def require_admin(
         raise HTTPException(403, "wrong bearer token")
 
 
-async def read_body(request: Request, settings: SettingsDep) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed the limit."""
-    limit = settings.max_body_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"request body is {int(declared)} bytes; the limit is {limit} bytes (TAKES_MAX_BODY_BYTES)")
-    # Content-Length can be absent (chunked) or wrong: count what actually arrives.
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"request body is over the limit of {limit} bytes (TAKES_MAX_BODY_BYTES)")
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def read_body(request: Request) -> bytes:
+    """The request body; RequestGuard (search_api/limits.py) has already refused one over TAKES_MAX_BODY_BYTES."""
+    return await request.body()
+
+
+def get_write_queue(request: Request) -> WriteQueue:
+    return request.app.state.write_queue
+
+
+def _refresh_after_commit(searcher, generation: int) -> str | None:
+    """Serve the committed generation now; if that fails, say so instead of failing a write that succeeded."""
+    try:
+        searcher.refresh()
+    except Exception as error:  # noqa: BLE001 - the write is committed whatever went wrong here
+        log.warning("committed generation %d but could not serve it yet: %s", generation, error)
+        return f"committed as generation {generation}; the server will serve it at its next reload (reloading failed: {type(error).__name__})"
+    return None
 
 
 def parse_body(body: bytes, content_type: str, input_format: str | None, source: str | None) -> list[Take]:
@@ -131,12 +148,15 @@ _AUTH_RESPONSES = {
     401: {"description": "No bearer token sent."},
     403: {"description": "Wrong token, or writing is disabled (TAKES_ADMIN_TOKEN not set)."},
     409: {"description": "Another writer held the index past the lock timeout, or the model does not match."},
+    429: {"description": f"Too many writes already waiting (TAKES_MAX_QUEUED_WRITES); retry after the Retry-After seconds ({RETRY_AFTER_SECONDS})."},
+    507: {"description": "The server's disk is full; nothing was written."},
 }
 
 
 @router.post(
     "/takes",
     response_model=AddedOut,
+    response_model_exclude_none=True,
     dependencies=[Depends(require_admin)],
     summary="Add takes to the live index",
     description=(
@@ -150,9 +170,11 @@ _AUTH_RESPONSES = {
     responses={**_AUTH_RESPONSES, 413: {"description": "Body larger than TAKES_MAX_BODY_BYTES."}, 422: {"description": "The body does not parse; the message names the item or line."}},
     openapi_extra=_BODY_DOC,
 )
-def add_takes(
+async def add_takes(
     request: Request,
     searcher: SearcherDep,
+    settings: SettingsDep,
+    writes: Annotated[WriteQueue, Depends(get_write_queue)],
     body: Annotated[bytes, Depends(read_body)],
     input_format: Annotated[
         Format | None,
@@ -163,17 +185,30 @@ def add_takes(
         Query(min_length=1, max_length=200, description="Name recorded as the takes' source (and the base of derived ids). Default: a hash of the body."),
     ] = None,
 ) -> AddedOut:
-    takes = parse_body(body, request.headers.get("content-type", ""), input_format, source)
-    embedder = searcher.embedder
-    with IndexWriter(searcher.index_dir) as writer:
-        report = writer.add(takes, embedder, model=embedder.name, backend=searcher.backend)
-    searcher.refresh()
-    return AddedOut(added=report.added, skipped=report.skipped, generation=report.generation, ids=report.added_ids)
+    content_type = request.headers.get("content-type", "")
+
+    def write() -> AddedOut:
+        takes = parse_body(body, content_type, input_format, source)
+        embedder = searcher.embedder
+        with IndexWriter(searcher.index_dir, lock_timeout=settings.lock_timeout) as writer:
+            try:
+                report = writer.add(takes, embedder, model=embedder.name, backend=searcher.backend)
+            except OverflowError:
+                # A value the database cannot hold. The parsers bound the known
+                # fields; this is the backstop, so the answer is a 422, not a 500.
+                raise ParseError(source or "body", None, "a number is out of range for the index (at most 2^63-1)") from None
+            except UnicodeEncodeError:
+                raise ParseError(source or "body", None, "a string holds a lone UTF-16 surrogate, which is not text") from None
+        note = _refresh_after_commit(searcher, report.generation)
+        return AddedOut(added=report.added, skipped=report.skipped, generation=report.generation, ids=report.added_ids, note=note)
+
+    return await writes.run(write)
 
 
 @router.delete(
     "/takes/{take_id}",
     response_model=RemovedOut,
+    response_model_exclude_none=True,
     dependencies=[Depends(require_admin)],
     summary="Remove one take from the live index",
     description=(
@@ -182,8 +217,13 @@ def add_takes(
     ),
     responses={**_AUTH_RESPONSES, 404: {"description": "No take with this id."}},
 )
-def remove_take(take_id: str, searcher: SearcherDep) -> RemovedOut:
-    with IndexWriter(searcher.index_dir) as writer:
-        report = writer.remove([take_id])
-    searcher.refresh()
-    return RemovedOut(removed=report.removed, generation=report.generation)
+async def remove_take(
+    take_id: str, searcher: SearcherDep, settings: SettingsDep, writes: Annotated[WriteQueue, Depends(get_write_queue)]
+) -> RemovedOut:
+    def write() -> RemovedOut:
+        with IndexWriter(searcher.index_dir, lock_timeout=settings.lock_timeout) as writer:
+            report = writer.remove([take_id])
+        note = _refresh_after_commit(searcher, report.generation)
+        return RemovedOut(removed=report.removed, generation=report.generation, note=note)
+
+    return await writes.run(write)

@@ -1,0 +1,97 @@
+"""/docs and /redoc render in a real browser with every request staying on this host (no CDN)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.cli_process import serving
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # skipped below (a failure in CI)
+    expect = sync_playwright = None
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The same quiet headless Chromium as the page's tests: no background fetches of its own.
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 30_000
+
+
+def missing(what: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{what}; `make test` installs it")
+    pytest.skip(f"{what}; install it to run the browser tests")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        missing(f"no Chromium at {CHROMIUM}")
+    if sync_playwright is None:
+        missing("the playwright package is not installed")
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(seed_index, tmp_path_factory):
+    with serving(seed_index, log=tmp_path_factory.mktemp("docs") / "serve.log") as (url, _process):
+        yield url
+
+
+def visit(browser, url: str):
+    """A fresh page that records every request it makes; requests off this host are refused, as offline."""
+    context = browser.new_context()
+    page = context.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    origin = urlsplit(url)
+    # Offline: anything not to this server fails, so a CDN asset cannot hide behind a cache.
+    context.route(
+        lambda address: urlsplit(address).hostname != origin.hostname,
+        lambda route: route.abort("internetdisconnected"),
+    )
+    return context, page, requested
+
+
+def assert_stayed_local(requested: list[str]) -> None:
+    assert requested
+    foreign = [address for address in requested if urlsplit(address).hostname != "127.0.0.1"]
+    assert not foreign, foreign
+
+
+def test_swagger_ui_renders_the_search_operation_offline(browser, server):
+    context, page, requested = visit(browser, server)
+    try:
+        page.goto(f"{server}/docs")
+        expect(page.locator(".opblock-summary-path", has_text="/search").first).to_be_visible()
+        expect(page.locator(".opblock-get .opblock-summary-path[data-path='/search']")).to_be_visible()
+        assert_stayed_local(requested)
+        assert any(address.endswith("/openapi.json") for address in requested)
+    finally:
+        context.close()
+
+
+def test_redoc_renders_the_search_operation_offline(browser, server):
+    context, page, requested = visit(browser, server)
+    try:
+        page.goto(f"{server}/redoc")
+        expect(page.locator("h2", has_text="Takes that answer a question").first).to_be_visible()
+        assert_stayed_local(requested)
+    finally:
+        context.close()
