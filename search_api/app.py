@@ -67,6 +67,15 @@ def _watch_generations(app: FastAPI, stop: threading.Event) -> None:
             log.warning("not switching to the new index generation: %s", error)
 
 
+def second_stage_reranker(path):
+    """The cross-encoder a Searcher re-scores with, or None when none is configured."""
+    if path is None:
+        return None
+    from embeddings.reranker import CrossEncoderReranker
+
+    return CrossEncoderReranker(path)
+
+
 def create_app(settings: Settings | None = None, searcher: Searcher | None = None) -> FastAPI:
     """Build the app; pass ``searcher`` to reuse a loaded model (tests, embedding)."""
     settings = settings or Settings()
@@ -77,7 +86,12 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
         # Before the model loads: OMP_NUM_THREADS reaches libraries not loaded yet.
         limit_threads(settings.threads)
         app.state.searcher = searcher or Searcher(
-            settings.index_dir, model=settings.model, backend=settings.backend, threads=settings.threads
+            settings.index_dir,
+            model=settings.model,
+            backend=settings.backend,
+            threads=settings.threads,
+            reranker=second_stage_reranker(settings.reranker),
+            late_interaction=settings.late_interaction,
         )
         served = app.state.searcher
         previous_encoder = served.query_encoder

@@ -57,17 +57,15 @@ late_interaction_option = click.option(
     default=False,
     show_default=True,
     help="Re-score the top takes by token-level similarity with the same model (env TAKES_LATE_INTERACTION): "
-    "better on paraphrased questions, a few ms more per query once warm (docs/QUALITY.md).",
+    "better on paraphrased questions, about twice the time per query once warm (docs/QUALITY.md).",
 )
 
 
 def _reranker(path: Path | None):
     """The cross-encoder second stage, or None when off."""
-    if path is None:
-        return None
-    from embeddings.reranker import CrossEncoderReranker
+    from search_api.app import second_stage_reranker
 
-    return CrossEncoderReranker(path)
+    return second_stage_reranker(path)
 
 
 lock_timeout_option = click.option(
@@ -365,8 +363,10 @@ def stats(as_json, index_dir):
     help="File holding the admin token that enables POST/DELETE /takes (env TAKES_ADMIN_TOKEN_FILE; "
     "or set TAKES_ADMIN_TOKEN). Never put the token itself on a command line.",
 )
+@reranker_option
+@late_interaction_option
 @user_errors
-def serve(host, port, index_dir, model, backend, token_file):
+def serve(host, port, index_dir, model, backend, token_file, reranker, late_interaction):
     """Serve the HTTP API, the search page and MCP (docs at /docs).
 
     Limits and timeouts come from the environment: TAKES_MAX_CONNECTIONS,
@@ -386,7 +386,16 @@ def serve(host, port, index_dir, model, backend, token_file):
     from search_api.settings import Settings, is_loopback
 
     overrides = {"admin_token_file": token_file} if token_file is not None else {}
-    settings = Settings(index_dir=index_dir, model=model, backend=backend, host=host, port=port, **overrides)
+    settings = Settings(
+        index_dir=index_dir,
+        model=model,
+        backend=backend,
+        host=host,
+        port=port,
+        reranker=reranker,
+        late_interaction=late_interaction,
+        **overrides,
+    )
     # Bind before anything claims to be serving: a busy port is one clear line.
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -401,7 +410,14 @@ def serve(host, port, index_dir, model, backend, token_file):
     # Before FAISS and torch load: OMP_NUM_THREADS then holds in every thread.
     limit_threads(settings.threads)
     # Load before serving, so a missing index is one clear line.
-    searcher = Searcher(index_dir, model=model, backend=backend, threads=settings.threads)
+    searcher = Searcher(
+        index_dir,
+        model=model,
+        backend=backend,
+        threads=settings.threads,
+        reranker=_reranker(reranker),
+        late_interaction=late_interaction,
+    )
     config = uvicorn.Config(
         create_app(settings, searcher),
         log_level="warning",
