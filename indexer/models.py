@@ -46,9 +46,10 @@ class Take:
 def citation(take: Take) -> str:
     """How to cite a take in a prompt or an answer.
 
-    ``Jack Clark (@jackclarkSF), 2022-08-06, thread 2022-08-06 take 46/81``,
-    with the post's URL appended when known. Threads are named by their date
-    (the take's date) because thread ids are internal.
+    ``Jack Clark (@jackclarkSF), 2022-08-06, thread jackclarkSF-2022-08-06 take 46/81``,
+    with the post's URL appended when known. The thread is named by its id:
+    a date names no thread when one author posts two threads on one day, and
+    the id is what ``get_thread`` and ``GET /threads/{thread_id}`` take.
     """
     who = " ".join(part for part in (take.author, f"({take.handle})" if take.handle and take.author else take.handle) if part)
     day = (take.date or "")[:10] or None
@@ -56,7 +57,7 @@ def citation(take: Take) -> str:
     parts = [who or "unknown author"]
     if day:
         parts.append(day)
-    parts.append(f"thread {day or take.thread_id} take {take.position}{size}")
+    parts.append(f"thread {take.thread_id} take {take.position}{size}")
     if take.url:
         parts.append(take.url)
     return ", ".join(parts)
