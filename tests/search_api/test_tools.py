@@ -19,7 +19,7 @@ def test_context_format_is_a_numbered_cited_text_block(client):
     headers = re.findall(r"^\[(\d+)\] (.+)$", text, flags=re.MULTILINE)
     assert [int(number) for number, _ in headers] == list(range(1, 11))
     for (_, cite), result in zip(headers, json_body["results"]):
-        assert cite.startswith(f"{result['author']} ({result['handle']}), {result['date']}, thread {result['date']} take {result['position']}")
+        assert cite.startswith(f"{result['author']} ({result['handle']}), {result['date']}, thread {result['thread_id']} take {result['position']}")
         assert result["text"].splitlines()[0] in text
     assert "2023-06-25" in text
     post = client.post("/search", json={"q": QUESTION, "k": 10, "format": "context"})
