@@ -38,6 +38,12 @@ RECIPE = 2
 # or a handful of takes stays on one thread.
 BULK_WORKERS = max(1, min(4, os.cpu_count() or 1))
 BULK_MIN_TEXTS_PER_WORKER = 16
+# The default model's int8 export, derived once from the shipped weights
+# (`python -m embeddings.ship`) and committed: a new machine copies it instead
+# of building, so running takes needs neither torch nor optimum. Built with the
+# avx2 preset, which runs on every x86-64 CPU (and arm64) without saturating.
+SHIPPED_MODELS = Path(__file__).resolve().parent / "shipped"
+SHIPPED_QUANTIZATION = "avx2"
 
 
 def _cpu_flags() -> set[str]:
@@ -355,6 +361,8 @@ def ensure_quantized_model(name: str, cache_dir: str | os.PathLike | None = None
         except _CacheUnwritable as error:
             logger.info("building in the index folder instead of the user cache: %s", error)
     if source is None:
+        source = shipped_model_dir(name)
+    if source is None:
         _require_onnx_runtime()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -376,10 +384,20 @@ def ensure_quantized_model(name: str, cache_dir: str | os.PathLike | None = None
 
 
 def needs_build(name: str, cache_dir: str | os.PathLike | None = None) -> bool:
-    """True when loading ``name`` will build the quantized model (neither the index nor the user cache has it)."""
+    """True when loading ``name`` will build the quantized model (neither the index, the user cache nor takes has it)."""
     if _usable(model_cache_dir(name, cache_dir), cache_dir is not None):
         return False
-    return not _usable(model_cache_dir(name), False)
+    return not _usable(model_cache_dir(name), False) and shipped_model_dir(name) is None
+
+
+def shipped_model_dir(name: str) -> Path | None:
+    """The int8 model that comes with takes for ``name`` (the default model only), or None."""
+    from embeddings import DEFAULT_MODEL
+
+    if name not in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        return None
+    folder = SHIPPED_MODELS / _slug(DEFAULT_MODEL)
+    return folder if _usable(folder, False) else None
 
 
 def _usable(model_dir: Path, pinned: bool) -> bool:
@@ -393,10 +411,10 @@ def _copy_model(source: Path, staging: Path) -> None:
         raise EmbeddingError(f"the cached ONNX model in {source} changed while it was copied; run the command again")
 
 
-def _build(name: str, staging: Path) -> None:
+def _build(name: str, staging: Path, config: str | None = None, *, shipped: bool = False) -> None:
     import sentence_transformers
 
-    config = pick_quantization_config()
+    config = config or pick_quantization_config()
     logger.info("building the int8 ONNX model for %s in %s (%s); this happens once", name, staging.parent, config)
     file_name = _export_quantized(name, staging, config)
     manifest = {
@@ -408,6 +426,8 @@ def _build(name: str, staging: Path) -> None:
         "sentence_transformers": sentence_transformers.__version__,
         "onnxruntime": _require_onnx_runtime().__version__,
     }
+    if shipped:
+        manifest["shipped"] = True
     (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
@@ -447,7 +467,8 @@ class OnnxEmbedder:
         manifest = _read_manifest(self.model_dir) or {}
         self.quantization = manifest.get("quantization", "")
         suited = pick_quantization_config()
-        if self.quantization != suited:
+        # The shipped model is built for every CPU on purpose: nothing to warn about.
+        if self.quantization != suited and not manifest.get("shipped"):
             logger.warning(
                 "the cached ONNX model in %s was quantized for %s, not this CPU (%s); it is reused so that "
                 "queries match the index, but may be slower or less accurate here",

@@ -12,7 +12,14 @@ from embeddings.base import EmbeddingError
 
 
 def _load_sentence_transformer(name: str, **kwargs):
-    from sentence_transformers import SentenceTransformer
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as error:
+        # Running the default model needs none of this; the torch extra brings it.
+        raise EmbeddingError(
+            f"{name!r} needs torch and sentence-transformers (the backend torch, another model, or deriving "
+            f"an int8 model): pip install 'takes[torch]' ({error})"
+        ) from None
 
     try:
         return SentenceTransformer(resolve_model_path(name), device="cpu", **kwargs)

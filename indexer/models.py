@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 # The public fields of a take, in the order they are shown and serialized.
 TAKE_FIELDS = (
@@ -46,9 +46,10 @@ class Take:
 def citation(take: Take) -> str:
     """How to cite a take in a prompt or an answer.
 
-    ``Jack Clark (@jackclarkSF), 2022-08-06, thread 2022-08-06 take 46/81``,
-    with the post's URL appended when known. Threads are named by their date
-    (the take's date) because thread ids are internal.
+    ``Jack Clark (@jackclarkSF), 2022-08-06, thread jackclarkSF-2022-08-06 take 46/81``,
+    with the post's URL appended when known. The thread is named by its id:
+    a date names no thread when one author posts two threads on one day, and
+    the id is what ``get_thread`` and ``GET /threads/{thread_id}`` take.
     """
     who = " ".join(part for part in (take.author, f"({take.handle})" if take.handle and take.author else take.handle) if part)
     day = (take.date or "")[:10] or None
@@ -56,7 +57,7 @@ def citation(take: Take) -> str:
     parts = [who or "unknown author"]
     if day:
         parts.append(day)
-    parts.append(f"thread {day or take.thread_id} take {take.position}{size}")
+    parts.append(f"thread {take.thread_id} take {take.position}{size}")
     if take.url:
         parts.append(take.url)
     return ", ".join(parts)
@@ -108,11 +109,77 @@ def strong_matches(results) -> int:
 
 
 def group_by_thread(results: list[SearchResult]) -> list[ThreadGroup]:
-    """One group per thread, ordered by each thread's best result."""
+    """One group per thread, ordered by each thread's best result.
+
+    Context windows that overlap are merged: read in order, a group shows
+    each take of its thread once (a neighbour shared by two results, or a
+    neighbour that is itself a result, is not repeated).
+    """
     groups: dict[str, list[SearchResult]] = {}
     for result in results:
         groups.setdefault(result.take.thread_id, []).append(result)
     return [
-        ThreadGroup(thread_id, max(r.score for r in members), tuple(sorted(members, key=lambda r: r.take.position)))
+        ThreadGroup(thread_id, max(r.score for r in members), _merge_context(sorted(members, key=lambda r: r.take.position)))
         for thread_id, members in groups.items()
     ]
+
+
+def _merge_context(ordered: list[SearchResult]) -> tuple[SearchResult, ...]:
+    """``ordered`` (one thread, by position) with each neighbour kept in the first window that shows it."""
+    matched = {result.take.id for result in ordered}
+    shown: set[str] = set()
+    merged = []
+    for result in ordered:
+        if result.context is None:
+            merged.append(result)
+            continue
+
+        def fresh(takes: tuple[Take, ...]) -> tuple[Take, ...]:
+            kept = tuple(take for take in takes if take.id not in shown and take.id not in matched)
+            shown.update(take.id for take in kept)
+            return kept
+
+        before = fresh(result.context[0])
+        after = fresh(result.context[1])
+        # replace(): whatever else a result carries is kept.
+        merged.append(replace(result, context=(before, after)))
+    return tuple(merged)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorSummary:
+    """One author of the index: ``takes`` and ``threads`` count what is indexed."""
+
+    author: str | None
+    handle: str | None
+    takes: int
+    threads: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSummary:
+    """One thread of the index: who, when, how many takes, and how it starts.
+
+    ``takes`` counts the takes indexed; ``thread_size`` is the count the
+    source declares (None when it declares none).
+    """
+
+    thread_id: str
+    author: str | None
+    handle: str | None
+    date: str | None
+    takes: int
+    thread_size: int | None
+    first_words: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def first_words(text: str, count: int = 12) -> str:
+    """The first ``count`` words of ``text``, with an ellipsis when there are more."""
+    words = text.split()
+    return " ".join(words[:count]) + (" ..." if len(words) > count else "")

@@ -19,7 +19,7 @@ from embeddings.base import threads_from_environment
 from indexer import ann, ranking
 from indexer.errors import IndexCorrupt, InvalidQuery, TakeNotFound
 from indexer.threads import limit_threads
-from indexer.models import TAKE_FIELDS, SearchResult, Take
+from indexer.models import TAKE_FIELDS, AuthorSummary, SearchResult, Take, ThreadSummary, first_words
 from indexer.ranking import Candidate
 from indexer.store import (
     DATABASE_NAME,
@@ -103,6 +103,29 @@ def fts_query(query: str) -> str | None:
     return " OR ".join(f'"{term}"' for term in terms) if terms else None
 
 
+# Characters that separate the words of a name ("Clark, Jack", "Jack Clark (Anthropic)").
+_NAME_SEPARATORS = ",.;:()[]/|"
+
+
+def author_clause(author: str) -> tuple[str, list[str]]:
+    """SQL matching ``author`` against the name (all of it, or any of its words) or the handle.
+
+    Case-insensitive (SQLite's lower(): ASCII letters); the handle matches
+    with or without its '@'. ``Clark``, ``jack clark``, ``@jackclarkSF`` and
+    ``jackclarksf`` all find Jack Clark (@jackclarkSF).
+    """
+    wanted = " ".join(author.split()).lower()
+    name = "lower(takes.author)"
+    for separator in _NAME_SEPARATORS:
+        name = f"replace({name}, '{separator}', ' ')"
+    # LIKE treats % and _ as wildcards: escape them so a name is matched literally.
+    words = wanted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return (
+        f"((' ' || {name} || ' ') LIKE ? ESCAPE '\\' OR lower(takes.handle) = ?)",
+        [f"% {words} %", "@" + wanted.lstrip("@")],
+    )
+
+
 @dataclass(frozen=True)
 class Filters:
     """Restrictions applied before the top k is cut.
@@ -137,8 +160,9 @@ class Filters:
     def sql(self) -> tuple[str, tuple]:
         clauses, params = ["1"], []
         if self.author:
-            clauses.append("(lower(takes.author) = lower(?) OR lower(takes.handle) = lower(?) OR lower(takes.handle) = lower(?))")
-            params += [self.author.strip(), self.author.strip(), "@" + self.author.strip().lstrip("@")]
+            clause, author_params = author_clause(self.author)
+            clauses.append(clause)
+            params += author_params
         if self.handle:
             clauses.append("lower(takes.handle) = lower(?)")
             params.append("@" + self.handle.strip().lstrip("@"))
@@ -642,6 +666,17 @@ class Searcher:
             raise TakeNotFound(f"no thread with id {thread_id!r}")
         return [take_from_row(row) for row in rows]
 
+    def authors(self) -> list[AuthorSummary]:
+        """Every author in the served generation with their counts, most takes first."""
+        return list_authors(self._connection(), self._snapshot.generation)
+
+    def list_threads(self, filters: Filters | None = None) -> list[ThreadSummary]:
+        """Every thread in the served generation (``filters``: author, dates...), newest first.
+
+        Not ``threads``: that attribute is the thread count each search may use.
+        """
+        return list_threads(self._connection(), self._snapshot.generation, filters)
+
     def stats(self) -> dict:
         """The object of GET /stats and `takes stats --json`, for the generation served."""
         return index_stats(self.index_dir, self._connection(), self._snapshot.manifest, backend=self.backend)
@@ -678,6 +713,35 @@ class _TokenCache:
                 oldest = next(iter(self._vectors))
                 self._bytes -= self._vectors.pop(oldest).nbytes
         return tokens
+
+
+def list_authors(connection, generation: int) -> list[AuthorSummary]:
+    """Every author of ``generation`` with their counts, most takes first (no model needed)."""
+    clause, params = visible_clause(generation)
+    rows = connection.execute(
+        f"""SELECT author, handle, count(*), count(DISTINCT thread_id) FROM takes WHERE {clause}
+            GROUP BY lower(coalesce(author, '')), lower(coalesce(handle, ''))
+            ORDER BY count(*) DESC, lower(coalesce(author, handle, ''))""",
+        params,
+    ).fetchall()
+    return [AuthorSummary(author, handle, takes, threads) for author, handle, takes, threads in rows]
+
+
+def list_threads(connection, generation: int, filters: Filters | None = None) -> list[ThreadSummary]:
+    """Every thread of ``generation`` passing ``filters``, newest first (no model needed)."""
+    clause, params = visible_clause(generation)
+    filter_clause, filter_params = (filters or Filters()).sql()
+    # SQLite fills the bare columns of a min() aggregate from the row holding the minimum: the first take.
+    rows = connection.execute(
+        f"""SELECT thread_id, author, handle, date, count(*), max(thread_size), min(position), text
+            FROM takes WHERE {clause} AND {filter_clause}
+            GROUP BY thread_id ORDER BY date DESC, thread_id""",
+        (*params, *filter_params),
+    ).fetchall()
+    return [
+        ThreadSummary(thread_id, author, handle, day, takes, size, first_words(text))
+        for thread_id, author, handle, day, takes, size, _, text in rows
+    ]
 
 
 def index_stats(index_dir: Path, connection, manifest: Manifest, *, backend: str | None = None) -> dict:

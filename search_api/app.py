@@ -27,7 +27,7 @@ from indexer.errors import (
 )
 from indexer.search import Searcher
 from indexer.threads import limit_threads
-from search_api.routers import admin, health, page, search, takes, tools
+from search_api.routers import admin, health, listing, page, search, takes, tools
 from search_api.batching import QueryBatcher
 from search_api.errors import bounded_errors, describe_validation_errors, storage_failure, without_paths
 from search_api.limits import RequestGuard
@@ -158,7 +158,7 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
         errors = error.errors()
         return JSONResponse(status_code=422, content={"detail": describe_validation_errors(errors), "errors": bounded_errors(errors)})
 
-    for router in (search.router, takes.router, health.router, admin.router, tools.router, page.router):
+    for router in (search.router, takes.router, listing.router, health.router, admin.router, tools.router, page.router):
         app.include_router(router)
     mcp_endpoint = _mcp_endpoint(app, settings)
     if mcp_endpoint is not None:

@@ -23,13 +23,13 @@ index_dir_option = click.option(
     envvar="TAKES_INDEX_DIR",
     default=DEFAULT_INDEX_DIR,
     show_default=True,
-    help="Index directory (env TAKES_INDEX_DIR).",
+    help="Index directory.",
 )
 model_option = click.option(
     "--model",
     envvar="TAKES_MODEL",
     default=None,
-    help="sentence-transformers model name or path (env TAKES_MODEL). Default: the index's model, "
+    help="sentence-transformers model name or path. Default: the index's model, "
     "or all-MiniLM-L6-v2 for a new index.",
 )
 backend_option = click.option(
@@ -37,7 +37,7 @@ backend_option = click.option(
     type=click.Choice(["torch", "onnx"]),
     envvar="TAKES_BACKEND",
     default=None,
-    help="Embedding backend (env TAKES_BACKEND): onnx (int8, faster) or torch (fp32). Default: the "
+    help="Embedding backend: onnx (int8, faster) or torch (fp32). Default: the "
     "backend that built the index, or onnx for a new index.",
 )
 
@@ -46,7 +46,7 @@ reranker_option = click.option(
     envvar="TAKES_RERANKER",
     default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Re-score the top takes with this local cross-encoder folder (env TAKES_RERANKER); off by default. "
+    help="Re-score the top takes with this local cross-encoder folder; off by default. "
     "Slower per query: docs/PERFORMANCE.md.",
 )
 
@@ -56,7 +56,7 @@ late_interaction_option = click.option(
     envvar="TAKES_LATE_INTERACTION",
     default=False,
     show_default=True,
-    help="Re-score the top takes by token-level similarity with the same model (env TAKES_LATE_INTERACTION): "
+    help="Re-score the top takes by token-level similarity with the same model: "
     "better on paraphrased questions, about twice the time per query once warm (docs/QUALITY.md).",
 )
 
@@ -74,7 +74,7 @@ lock_timeout_option = click.option(
     envvar="TAKES_LOCK_TIMEOUT",
     default=30.0,
     show_default=True,
-    help="Seconds to wait for another writer to finish before giving up (env TAKES_LOCK_TIMEOUT).",
+    help="Seconds to wait for another writer to finish before giving up.",
 )
 
 
@@ -193,6 +193,50 @@ def _add_through_server(server: str, token: str | None, files, input_format: str
     return added, skipped
 
 
+def _server_call(server: str, method: str, path: str, token: str | None = None) -> dict:
+    """One JSON request to a running `takes serve`; its refusals and absence become TakesError lines."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from indexer.errors import TakesError
+
+    headers = {"Accept": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(f"{server.rstrip('/')}{path}", headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as error:
+        try:
+            detail = json.load(error).get("detail", error.reason)
+        except ValueError:
+            detail = error.reason
+        raise TakesError(f"{server} refused {method} {urllib.parse.unquote(path)} ({error.code}): {detail}") from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TakesError(f"cannot reach the takes server at {server}: {reason}") from None
+
+
+def _remove_through_server(server: str, token: str | None, ids, thread_id: str | None) -> int:
+    """Remove takes with DELETE /takes/{id}, once every one of them is known to exist (GET)."""
+    from urllib.parse import quote
+
+    from indexer.errors import TakesError
+
+    if not token:
+        raise TakesError("--server needs the server's admin token: pass --token or set TAKES_ADMIN_TOKEN")
+    targets = list(dict.fromkeys(ids))
+    for take_id in targets:
+        _server_call(server, "GET", f"/takes/{quote(take_id, safe='')}")
+    if thread_id is not None:
+        thread = _server_call(server, "GET", f"/threads/{quote(thread_id, safe='')}")
+        targets += [take["id"] for take in thread["takes"] if take["id"] not in targets]
+    removed = 0
+    for take_id in targets:
+        removed += _server_call(server, "DELETE", f"/takes/{quote(take_id, safe='')}", token)["removed"]
+    return removed
+
+
 def _read_inputs(files: tuple[Path, ...], input_format: str | None, include_private: bool = False):
     from indexer.sources import read_takes
 
@@ -254,34 +298,61 @@ def index(files, input_format, index_dir, model, backend, if_missing):
               help="Ranking: meaning and words, meaning only, or words only.")
 @click.option("--author", default=None, help="Only takes by this author name or handle.")
 @click.option("--handle", default=None, help="Only takes by this handle (with or without '@').")
-@click.option("--thread", "thread_id", default=None, help="Only takes of this thread id.")
+@click.option("--thread-id", "--thread", "thread_id", default=None, help="Only takes of this thread id (the API's thread_id).")
 @click.option("--since", default=None, help="Only takes on or after this ISO date (2023-01-31).")
 @click.option("--until", default=None, help="Only takes on or before this ISO date.")
 @click.option("--min-score", type=click.FloatRange(0, 1), default=None, help="Drop results scoring below this (0 to 1; 0.5 keeps strong matches only).")
 @click.option("--context", type=click.IntRange(0, 10), default=0, help="Show up to N neighbouring takes around each result.")
 @click.option("--group-by-thread", is_flag=True, help="Group results by thread, takes in thread order.")
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON objects.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "context"]),
+    default="text",
+    show_default=True,
+    help="text for people; json: the API's response object (GET /search); context: the numbered, cited "
+    "block of GET /search?format=context, for a prompt.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @index_dir_option
 @model_option
 @backend_option
 @reranker_option
 @late_interaction_option
 @user_errors
-def search(query, k, mode, author, handle, thread_id, since, until, min_score, context, group_by_thread, as_json, index_dir, model, backend, reranker, late_interaction):
+def search(query, k, mode, author, handle, thread_id, since, until, min_score, context, group_by_thread, output_format, as_json, index_dir, model, backend, reranker, late_interaction):
     """Find the takes that answer QUERY."""
+    import time
+
+    from indexer.client import format_context
     from indexer.models import group_by_thread as group
+    from indexer.models import strong_matches
     from indexer.search import Filters, Searcher, validate_query
 
     validate_query(query, k)
     filters = Filters(author=author, handle=handle, thread_id=thread_id, since=since, until=until, min_score=min_score)
     searcher = Searcher(index_dir, model=model, backend=backend, reranker=_reranker(reranker), late_interaction=late_interaction)
+    # Timed as the API times it: the search alone, not the model load.
+    started = time.perf_counter()
     results = searcher.search(query, k, mode=mode, filters=filters, context=context)
-    if as_json:
-        payload = [g.to_dict() for g in group(results)] if group_by_thread else [r.to_dict() for r in results]
+    took_ms = round((time.perf_counter() - started) * 1000, 2)
+    if as_json or output_format == "json":
+        payload = {
+            "query": query,
+            "k": k,
+            "mode": mode,
+            "results": [r.to_dict() for r in results],
+            "strong_matches": strong_matches(results),
+            "threads": [g.to_dict() for g in group(results)] if group_by_thread else None,
+            "took_ms": took_ms,
+        }
         click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
         return
+    if output_format == "context":
+        click.echo(format_context(results, query.strip()), nl=False)
+        return
     if not results:
-        click.echo("no takes match")
+        click.echo(f"no takes match ({took_ms} ms)")
         return
     if not any(result.match == "strong" for result in results):
         click.echo(click.style("No strong matches; the closest takes are:", bold=True) + "\n")
@@ -290,9 +361,10 @@ def search(query, k, mode, author, handle, thread_id, since, until, min_score, c
             click.echo(click.style(f"thread {thread.thread_id}  (best {thread.score:.3f})", bold=True))
             for result in thread.results:
                 _print_result(result, indent="  ")
-        return
-    for rank, result in enumerate(results, start=1):
-        _print_result(result, rank=rank)
+    else:
+        for rank, result in enumerate(results, start=1):
+            _print_result(result, rank=rank)
+    click.echo(f"{len(results)} takes in {took_ms} ms")
 
 
 def _print_result(result, rank: int | None = None, indent: str = "") -> None:
@@ -341,7 +413,7 @@ def stats(as_json, index_dir):
     envvar="TAKES_HOST",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on (env TAKES_HOST). Beyond loopback (0.0.0.0), only the Host names in "
+    help="Address to listen on. Beyond loopback (0.0.0.0), only the Host names in "
     "TAKES_ALLOWED_HOSTS are answered; put a reverse proxy in front for anything public.",
 )
 @click.option(
@@ -350,7 +422,7 @@ def stats(as_json, index_dir):
     type=click.IntRange(1, 65535),
     default=8000,
     show_default=True,
-    help="TCP port to listen on, 1-65535 (env TAKES_PORT).",
+    help="TCP port to listen on, 1-65535.",
 )
 @index_dir_option
 @model_option
@@ -360,8 +432,8 @@ def stats(as_json, index_dir):
     envvar="TAKES_ADMIN_TOKEN_FILE",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="File holding the admin token that enables POST/DELETE /takes (env TAKES_ADMIN_TOKEN_FILE; "
-    "or set TAKES_ADMIN_TOKEN). Never put the token itself on a command line.",
+    help="File holding the admin token that enables POST/DELETE /takes (or set "
+    "TAKES_ADMIN_TOKEN). Never put the token itself on a command line.",
 )
 @reranker_option
 @late_interaction_option
@@ -564,7 +636,7 @@ def _require_index(index_dir: Path) -> None:
     envvar="TAKES_BLUESKY_API",
     default="https://public.api.bsky.app",
     show_default=True,
-    help="The Bluesky API that links and --author are fetched from (env TAKES_BLUESKY_API).",
+    help="The Bluesky API that links and --author are fetched from.",
 )
 @index_dir_option
 @model_option
@@ -575,15 +647,15 @@ def _require_index(index_dir: Path) -> None:
     envvar="TAKES_SERVER",
     default=None,
     help="Add through a running `takes serve` at this URL (POST /takes) instead of writing the index here: "
-    "no model load in this process (env TAKES_SERVER).",
+    "no model load in this process.",
 )
-@click.option("--token", envvar="TAKES_ADMIN_TOKEN", default=None, help="The server's admin token (env TAKES_ADMIN_TOKEN).")
+@click.option("--token", envvar="TAKES_ADMIN_TOKEN", default=None, help="The server's admin token.")
 @click.option(
     "--token-file",
     envvar="TAKES_ADMIN_TOKEN_FILE",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="File holding the server's admin token (env TAKES_ADMIN_TOKEN_FILE): keeps it off the command line.",
+    help="File holding the server's admin token: keeps it off the command line.",
 )
 @user_errors
 def add(files, input_format, include_private, bluesky_author, since, bluesky_api, index_dir, model, backend, lock_timeout, server, token, token_file):
@@ -635,19 +707,32 @@ def add(files, input_format, include_private, bluesky_author, since, bluesky_api
 
 @cli.command()
 @click.argument("ids", nargs=-1)
-@click.option("--thread", "thread_id", default=None, help="Remove every take of this thread.")
+@click.option("--thread-id", "--thread", "thread_id", default=None, help="Remove every take of this thread.")
 @index_dir_option
 @lock_timeout_option
+@click.option(
+    "--server",
+    envvar="TAKES_SERVER",
+    default=None,
+    help="Remove through a running `takes serve` at this URL (DELETE /takes/{id}) instead of writing the "
+    "index here.",
+)
+@click.option("--token", envvar="TAKES_ADMIN_TOKEN", default=None, help="The server's admin token.")
 @user_errors
-def remove(ids, thread_id, index_dir, lock_timeout):
-    """Remove takes by ID, or a whole thread with --thread.
+def remove(ids, thread_id, index_dir, lock_timeout, server, token):
+    """Remove takes by ID, or a whole thread with --thread-id.
 
-    An unknown id removes nothing and is an error.
+    An unknown id removes nothing and is an error. Through --server each
+    take is removed in its own generation, after every id was found.
     """
     from indexer.store import IndexWriter
 
     if not ids and thread_id is None:
-        raise click.UsageError("give the ids of the takes to remove, or --thread THREAD_ID")
+        raise click.UsageError("give the ids of the takes to remove, or --thread-id THREAD_ID")
+    if server:
+        removed = _remove_through_server(server, token, ids, thread_id)
+        click.echo(f"removed {removed} takes (through {server})")
+        return
     _require_index(index_dir)
     with IndexWriter(index_dir, lock_timeout=lock_timeout) as writer:
         report = writer.remove(ids, thread_id=thread_id)
@@ -681,6 +766,56 @@ def rebuild(index_dir, model, backend, lock_timeout):
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the same object as GET /authors).")
+@index_dir_option
+@user_errors
+def authors(as_json, index_dir):
+    """Every author in the index, with how many takes and threads (most takes first)."""
+    from indexer.search import list_authors
+
+    listing = _read_index(index_dir, list_authors)
+    if as_json:
+        click.echo(json.dumps({"authors": [author.to_dict() for author in listing]}, indent=2, ensure_ascii=False))
+        return
+    for author in listing:
+        who = " ".join(part for part in (author.author, f"({author.handle})" if author.handle and author.author else author.handle) if part)
+        click.echo(f"{author.takes:>6} takes  {author.threads:>4} threads  {who or 'unknown author'}")
+
+
+@cli.command(name="list")
+@click.option("--author", default=None, help="Only threads by this author: a word of the name, or the handle.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the same object as GET /threads).")
+@index_dir_option
+@user_errors
+def list_threads(author, as_json, index_dir):
+    """Every thread in the index: id, author, date, size and first words (newest first)."""
+    from indexer.search import Filters, list_threads
+
+    filters = Filters(author=author)
+    listing = _read_index(index_dir, lambda connection, generation: list_threads(connection, generation, filters))
+    if as_json:
+        click.echo(json.dumps({"threads": [thread.to_dict() for thread in listing]}, indent=2, ensure_ascii=False))
+        return
+    if not listing:
+        click.echo("no threads match")
+    for thread in listing:
+        size = f"{thread.takes}/{thread.thread_size}" if thread.thread_size else str(thread.takes)
+        who = thread.handle or thread.author or "unknown author"
+        click.echo(f"{thread.thread_id}  {who}  {thread.date or '-'}  {size} takes  {thread.first_words}")
+
+
+def _read_index(index_dir: Path, read):
+    """``read(connection, generation)`` over the committed generation, without loading the model."""
+    from indexer.store import open_index_database
+
+    connection, manifest = open_index_database(index_dir)
+    try:
+        return read(connection, manifest.generation)
+    finally:
+        connection.close()
+
+
+@cli.command()
 @index_dir_option
 @model_option
 @backend_option
@@ -696,6 +831,18 @@ def mcp(index_dir, model, backend):
         raise click.ClickException(f"the MCP server needs the `mcp` package ({error}): pip install 'takes[mcp]'") from None
     # A client may start us in any folder: resolve the index before anything else.
     run_stdio(index_dir.resolve(), model=model, backend=backend)
+
+
+def _show_environment_variables(group: click.Group) -> None:
+    # Every option that falls back to a variable says which in --help,
+    # including options added later: no command can forget it.
+    for command in group.commands.values():
+        for param in command.params:
+            if isinstance(param, click.Option) and param.envvar:
+                param.show_envvar = True
+
+
+_show_environment_variables(cli)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ def run_example(index_dir, *args, cwd) -> str:
 
 
 def cited_lines(prompt: str) -> list[str]:
-    return re.findall(r"^\[\d+\] Jack Clark \(@jackclarkSF\), \d{4}-\d{2}-\d{2}, thread \d{4}-\d{2}-\d{2} take \d+/\d+$", prompt, re.MULTILINE)
+    return re.findall(r"^\[\d+\] Jack Clark \(@jackclarkSF\), \d{4}-\d{2}-\d{2}, thread jackclarkSF-\d{4}-\d{2}-\d{2} take \d+/\d+$", prompt, re.MULTILINE)
 
 
 def test_retrieval_loop_assembles_a_cited_prompt_in_process(seed_index, tmp_path):

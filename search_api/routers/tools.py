@@ -4,27 +4,60 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from indexer.search import MAX_K, MAX_QUERY_CHARS
+from indexer.search import MAX_K, MAX_QUERY_CHARS, Searcher
+from search_api.dependencies import SearcherDep
 
 router = APIRouter(tags=["tools"])
 
-DESCRIPTION = (
-    "Search AI-policy takes (short posts in threads, mostly Jack Clark's @jackclarkSF threads from "
-    "2022-2023 on compute, evaluations, open models, regulation) by meaning. Write `q` as a plain "
-    "natural-language question. Returns the best takes first, each with its text, author, handle, "
-    "date, thread_id, position in the thread and a relevance score; call GET /search with these "
-    "parameters (add format=context for a numbered, cited text block to paste into a prompt)."
+USAGE = (
+    "Write `q` as a plain natural-language question. Returns the best takes first, each with its text, "
+    "author, handle, date, thread_id, position in the thread and a relevance score; call GET /search with "
+    "these parameters (add format=context for a numbered, cited text block to paste into a prompt)."
 )
+# Authors named in the description; the rest are counted.
+AUTHORS_NAMED = 3
 
 
-def search_tool() -> dict:
-    """A JSON Schema function definition in the shape OpenAI-style tool calling accepts."""
+def describe_corpus(searcher: Searcher) -> str:
+    """One sentence on what this index holds: counts, the main authors, the date range."""
+    authors = searcher.authors()
+    threads = searcher.list_threads()
+    takes = sum(author.takes for author in authors)
+    if not takes:
+        return "The index is empty: it holds no takes yet."
+    names = [
+        f"{author.author} ({author.handle})" if author.author and author.handle else author.author or author.handle
+        for author in authors[:AUTHORS_NAMED]
+        if author.author or author.handle
+    ]
+    if len(authors) > AUTHORS_NAMED:
+        names.append(f"{len(authors) - AUTHORS_NAMED} more")
+    by = ""
+    if names:
+        by = " by " + (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1])
+    dates = sorted(thread.date[:10] for thread in threads if thread.date)
+    when = ""
+    if dates:
+        when = f", dated {dates[0]}" if dates[0] == dates[-1] else f", dated {dates[0]} to {dates[-1]}"
+    return (
+        f"{takes} take{'s' if takes != 1 else ''} in {len(threads)} thread{'s' if len(threads) != 1 else ''}{by}{when}"
+    )
+
+
+def search_tool(corpus: str | None = None) -> dict:
+    """A JSON Schema function definition in the shape OpenAI-style tool calling accepts.
+
+    ``corpus`` (from ``describe_corpus``) says what the index holds, so a
+    model knows when the tool can help.
+    """
+    held = f" The index holds {corpus}." if corpus else ""
+    description = f"Search AI-policy takes (short posts in threads) by meaning.{held} {USAGE}"
     date = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
     return {
         "type": "function",
         "function": {
             "name": "search_takes",
-            "description": DESCRIPTION,
+            "description": description,
             "parameters": {
                 "type": "object",
                 "properties": {
@@ -48,5 +81,13 @@ def search_tool() -> dict:
 
 
 @router.get("/tool.json", summary="The search as a function-calling tool definition")
-def tool_definition() -> dict:
-    return search_tool()
+def tool_definition(searcher: SearcherDep) -> dict:
+    # Counting scans every take: once per generation, not per request.
+    key = (str(searcher.index_dir), searcher.snapshot.generation)
+    if key not in _described:
+        _described.clear()
+        _described[key] = describe_corpus(searcher)
+    return search_tool(_described[key])
+
+
+_described: dict[tuple[str, int], str] = {}

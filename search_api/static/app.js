@@ -7,12 +7,9 @@
   const DEBOUNCE_MS = 300;
   const CONTEXT = 2; // neighbours shown before and after an opened take
   const K = 10;
-  // Words too common to be worth highlighting.
-  const STOPWORDS = new Set(
-    ("a an and are as at be but by can do does for from has have how i if in into is it its of on or our " +
-      "should so than that the their them then there these they this to was we what when where which who " +
-      "why will with would about you your not no any all more most just").split(" ")
-  );
+  // Words not worth highlighting, from the server: the search's function-word list
+  // (indexer/search.py STOPWORDS) and the words common to most takes of this index.
+  const STOPWORDS = new Set((document.body.dataset.stopwords || "").split(" ").filter(Boolean));
   const dateFormat = new Intl.DateTimeFormat("en-US", { timeZone: "UTC", year: "numeric", month: "short", day: "numeric" });
 
   const $ = (id) => document.getElementById(id);
@@ -25,6 +22,15 @@
   const resultList = $("results");
   const threadView = $("thread-view");
   const clearFilters = $("clear-filters");
+  const clearQuery = $("clear-query");
+  const weakNote = $("weak-note");
+  // The first results of a shared /?q= link, rendered by the server: shown without searching again.
+  let initial = null;
+  try {
+    initial = JSON.parse($("initial-results").textContent || "null");
+  } catch (error) {
+    initial = null;
+  }
 
   const threads = new Map(); // thread_id -> Promise of its takes, fetched once
   let pending = null; // AbortController of the search in flight
@@ -187,6 +193,7 @@
 
   function updateFilterButton() {
     clearFilters.hidden = !Object.values(filters).some((input) => input.value);
+    clearQuery.hidden = !box.value;
   }
 
   function schedule() {
@@ -205,6 +212,7 @@
     if (!query) {
       lastSearched = null;
       resultList.replaceChildren();
+      weakNote.hidden = true;
       statusLine.textContent = "";
       clearError();
       intro.hidden = false;
@@ -229,6 +237,7 @@
       if (error.name === "AbortError") return;
       lastSearched = null;
       resultList.replaceChildren();
+      weakNote.hidden = true;
       statusLine.textContent = "";
       showError(error.message);
     } finally {
@@ -246,8 +255,11 @@
       ? plural(results.length, "take") + " in " + formatMs(body.took_ms)
       : "No takes match \u201c" + query + "\u201d" + (Object.values(filters).some((i) => i.value) ? " with these filters." : ".");
     statusLine.classList.toggle("empty", !results.length);
+    // The ranking marks each result strong or weak; a result without `match` counts as strong.
+    const anyStrong = results.some((result) => (result.match || "strong") === "strong");
+    weakNote.hidden = anyStrong || !results.length;
     const best = Math.max(...results.map((result) => result.score), 0);
-    resultList.replaceChildren(...results.map((result, index) => renderResult(result, index, terms, best)));
+    resultList.replaceChildren(...results.map((result, index) => renderResult(result, index, terms, best, !anyStrong)));
   }
 
   function meta(take) {
@@ -273,7 +285,7 @@
     return "/?" + params.toString() + "#take-" + encodeURIComponent(take.id);
   }
 
-  function renderResult(result, index, terms, best) {
+  function renderResult(result, index, terms, best, noneStrong) {
     const contextId = "context-" + index;
     const open = el(
       "button",
@@ -291,13 +303,14 @@
       el("span", { className: "relevance-score", "aria-label": "relevance " + result.score.toFixed(2) }, result.score.toFixed(2))
     );
     const links = el("span", { className: "links" });
+    if (result.source) links.append(el("span", { className: "source", title: "Where the take was read from", text: result.source }));
     const original = result.url ? safeUrl(result.url) : null;
     if (original) links.append(el("a", { href: original, target: "_blank", rel: "noopener noreferrer", text: "Original post \u2197" }));
     links.append(el("a", { href: threadHref(result), className: "thread-link", text: "Whole thread" }));
     const context = el("div", { id: contextId, className: "context", hidden: true });
     const item = el(
       "li",
-      { className: "result", "data-id": result.id, "data-thread": result.thread_id, "data-date": result.date || "" },
+      { className: "result" + (noneStrong && result.match !== "strong" ? " weak" : ""), "data-id": result.id, "data-thread": result.thread_id, "data-date": result.date || "" },
       meta(result),
       open,
       el("div", { className: "result-foot" }, relevance, links),
@@ -407,6 +420,16 @@
     resultList.hidden = false;
     threadView.hidden = true;
     lastSearched = null;
+    const shown = initial;
+    initial = null; // only the page's first view comes from the server
+    if (shown && shown.body && new URLSearchParams(shown.params).toString() === currentParams().toString()) {
+      updateFilterButton();
+      intro.hidden = true;
+      lastSearched = currentParams().toString();
+      renderResults(shown.body, shown.params.q);
+      document.title = shown.params.q + " - takes";
+      return;
+    }
     search(false);
   }
 
@@ -415,7 +438,15 @@
     lastSearched = null; // Enter always searches again, even for the same words
     search(true);
   });
-  box.addEventListener("input", schedule);
+  box.addEventListener("input", () => {
+    clearQuery.hidden = !box.value;
+    schedule();
+  });
+  clearQuery.addEventListener("click", () => {
+    box.value = "";
+    search(false);
+    box.focus();
+  });
   for (const input of Object.values(filters)) input.addEventListener("change", () => search(false));
   filters.author.addEventListener("input", schedule);
   clearFilters.addEventListener("click", () => {

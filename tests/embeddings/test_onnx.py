@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -243,6 +245,7 @@ def test_an_index_keeps_its_model_but_a_stale_user_cache_is_not_reused(tmp_path)
 
 
 def test_an_unwritable_user_cache_builds_in_the_index_folder(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("embeddings.onnx.SHIPPED_MODELS", tmp_path / "nothing-shipped")
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the user cache should be")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
@@ -275,5 +278,44 @@ def test_needs_build_is_false_once_the_user_cache_or_the_index_has_the_model(onn
     ensure_quantized_model(DEFAULT_MODEL)
     assert not needs_build(DEFAULT_MODEL, tmp_path / "fresh-index")  # a copy will do
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    assert not needs_build(DEFAULT_MODEL, tmp_path / "fresh-index")  # takes ships the default model
+    monkeypatch.setattr("embeddings.onnx.SHIPPED_MODELS", tmp_path / "nothing-shipped")
     assert needs_build(DEFAULT_MODEL, tmp_path / "fresh-index")
     assert not needs_build(DEFAULT_MODEL, onnx_embedder.model_dir.parent.parent)  # the index's own copy
+
+
+def test_a_new_machine_copies_the_shipped_model_without_torch(tmp_path):
+    """An empty user cache and a new index: the default model is copied from takes itself, not built."""
+    code = (
+        "import sys, logging; logging.basicConfig(level=logging.INFO)\n"
+        "from embeddings.onnx import OnnxEmbedder\n"
+        f"e = OnnxEmbedder({DEFAULT_MODEL!r}, cache_dir={str(tmp_path / 'index')!r}); e.encode(['compute'])\n"
+        "print('torch' in sys.modules, 'sentence_transformers' in sys.modules, 'optimum' in sys.modules)"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "empty-cache")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert done.stdout.split() == ["False", "False", "False"]
+    assert "copying the int8 ONNX model" in done.stderr and "building" not in done.stderr
+    assert "not this CPU" not in done.stderr
+
+
+def test_the_shipped_model_is_what_the_recipe_derives_from_the_shipped_weights(tmp_path, seed_texts):
+    """The committed file is no opaque blob: rebuilt here (torch extra), it encodes the same vectors."""
+    import json
+
+    from embeddings.onnx import RECIPE, SHIPPED_QUANTIZATION, _build, shipped_model_dir
+
+    shipped = shipped_model_dir(DEFAULT_MODEL)
+    assert shipped is not None, "embeddings/shipped/ lacks the default model: run python -m embeddings.ship"
+    manifest = json.loads((shipped / MANIFEST_NAME).read_text())
+    assert manifest["recipe"] == RECIPE and manifest["quantization"] == SHIPPED_QUANTIZATION and manifest["shipped"]
+    rebuilt = tmp_path / "rebuilt"
+    rebuilt.mkdir()
+    _build(DEFAULT_MODEL, rebuilt, SHIPPED_QUANTIZATION, shipped=True)
+    (tmp_path / "a" / "onnx-models").mkdir(parents=True)
+    (tmp_path / "b" / "onnx-models").mkdir(parents=True)
+    shutil.copytree(shipped, tmp_path / "a" / "onnx-models" / DEFAULT_MODEL)
+    shutil.copytree(rebuilt, tmp_path / "b" / "onnx-models" / DEFAULT_MODEL)
+    ours = OnnxEmbedder(DEFAULT_MODEL, cache_dir=tmp_path / "a").encode(seed_texts[:20])
+    fresh = OnnxEmbedder(DEFAULT_MODEL, cache_dir=tmp_path / "b").encode(seed_texts[:20])
+    assert float((ours * fresh).sum(axis=1).min()) > 0.9999

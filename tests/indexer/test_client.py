@@ -35,9 +35,9 @@ def takes(seed_index, embedder):
 
 def test_citation_names_author_date_thread_and_position():
     take = Take("t-46", "text", "Jack Clark", "@jackclarkSF", "2022-08-06", "jackclarkSF-2022-08-06", 46, 81, None, "seed.txt")
-    assert citation(take) == "Jack Clark (@jackclarkSF), 2022-08-06, thread 2022-08-06 take 46/81"
+    assert citation(take) == "Jack Clark (@jackclarkSF), 2022-08-06, thread jackclarkSF-2022-08-06 take 46/81"
     unsized = Take("x", "text", None, "@someone", "2023-01-02T10:00:00", "thread-x", 3, None, "https://x.com/someone/status/1", "a.jsonl")
-    assert citation(unsized) == "@someone, 2023-01-02, thread 2023-01-02 take 3, https://x.com/someone/status/1"
+    assert citation(unsized) == "@someone, 2023-01-02, thread thread-x take 3, https://x.com/someone/status/1"
 
 
 def test_search_with_filters(takes):

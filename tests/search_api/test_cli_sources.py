@@ -57,7 +57,7 @@ def test_mixed_sources_add_into_one_index_and_dedupe(run, tmp_path, inputs):
     assert f"added 0, skipped {total} duplicates" in again.output
 
     result = run("search", "compute thresholds blunt tool", "-k", "20", "--json", "--index-dir", index_dir)
-    found = json.loads(result.output)
+    found = json.loads(result.output)["results"]
     sources = {take["source"] for take in found}
     assert {"repo.car", "mastodon-archive.zip"} <= sources
     by_source = {take["source"]: take for take in found}
@@ -84,7 +84,7 @@ def test_a_bluesky_link_adds_its_thread_and_dedupes_with_the_export(run, tmp_pat
         # The API shows a thread by its reply links, so the answer to a deleted
         # post is not under it (the export has it in the thread: four posts).
         assert "added 3, skipped 0" in result.output
-        found = json.loads(run("search", "training cost capability", "-k", "1", "--json", "--index-dir", index_dir).output)
+        found = json.loads(run("search", "training cost capability", "-k", "1", "--json", "--index-dir", index_dir).output)["results"]
         assert found[0]["handle"] == f"@{HANDLE}" and found[0]["url"] == f"https://bsky.app/profile/{HANDLE}/post/3kthread0002a"
         # The export holds the same posts: only the others are new.
         result = run("add", inputs[1], "--index-dir", index_dir)

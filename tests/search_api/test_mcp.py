@@ -61,7 +61,7 @@ async def exercise(session: ClientSession) -> None:
     ]
     assert compute, [r["id"] for r in results]
     take = compute[0]
-    assert take["citation"].startswith(f"Jack Clark (@jackclarkSF), 2023-06-25, thread 2023-06-25 take {take['position']}/22")
+    assert take["citation"].startswith(f"Jack Clark (@jackclarkSF), 2023-06-25, thread jackclarkSF-2023-06-25 take {take['position']}/22")
     assert {"id", "text", "author", "handle", "thread_id", "position", "thread_size", "url", "source", "score"} <= set(take)
     # The text rendering carries the same takes, numbered and cited.
     text = result.content[0].text

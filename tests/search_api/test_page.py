@@ -76,6 +76,58 @@ def test_the_page_and_its_files_are_served_with_a_same_origin_policy(client):
     assert "/" not in client.get("/openapi.json").json()["paths"]
 
 
+def test_a_shared_link_is_rendered_on_the_server_with_its_first_results(client):
+    page = client.get("/", params={"q": QUERY})
+    assert page.status_code == 200 and "default-src 'none'" in page.headers["content-security-policy"]
+    api = client.get("/search", params={"q": QUERY, "k": 10}).json()["results"]
+    rendered = re.findall(r'<li class="result[^"]*" data-id="([^"]+)"', page.text)
+    assert rendered == [result["id"] for result in api]
+    assert f"<title>{QUERY} - takes</title>" in page.text
+    # Link previews read these.
+    preview = re.search(r'<meta property="og:description" content="([^"]*)">', page.text).group(1)
+    assert preview.startswith("Jack Clark: ") and len(preview) > 40
+    assert f'value="{QUERY}"' in page.text and "<mark>compute</mark>" in page.text
+    # The script starts from the same response instead of searching again.
+    assert '<script type="application/json" id="initial-results">{"params": {"q": "' in page.text
+    # Without a query: the intro, no results, no embedded response.
+    empty = client.get("/").text
+    assert '<section id="intro" class="intro">' in empty and '<li class="result' not in empty
+    assert '<script type="application/json" id="initial-results"></script>' in empty
+
+
+def test_a_bad_shared_link_still_renders_the_page(client):
+    for params in ({"q": "compute " * 126}, {"q": QUERY, "since": "yesterday"}):
+        page = client.get("/", params=params)
+        assert page.status_code == 200 and '<li class="result' not in page.text and "<form" in page.text
+
+
+def test_the_page_suggests_the_indexed_authors_and_skips_function_and_common_words(client):
+    page = client.get("/").text
+    options = re.findall(r'<option value="([^"]+)">', page)
+    assert options == ["Jack Clark", "@jackclarkSF"]
+    skipped = set(re.search(r'data-stopwords="([^"]*)"', page).group(1).split())
+    # The search's own function-word list, plus words in most takes of this corpus.
+    from indexer.search import STOPWORDS
+
+    assert STOPWORDS <= skipped and {"ai", "policy"} <= skipped
+    assert not {"compute", "governance", "regulation", "think"} & skipped
+
+
+def test_hostile_text_is_escaped_in_the_server_rendered_page(embedder, tmp_path):
+    from embeddings import DEFAULT_MODEL
+    from indexer.store import IndexWriter
+
+    with IndexWriter(tmp_path / "index") as writer:
+        writer.replace_all(HOSTILE, embedder, model=DEFAULT_MODEL)
+    with TestClient(create_app(Settings(index_dir=tmp_path / "index", reload_interval=0))) as hostile:
+        injected = hostile.get("/", params={"q": "compute", "author": '"><script>x</script>'}).text
+        page = hostile.get("/", params={"q": "compute"}).text
+    assert "<script>x" not in injected and "&quot;&gt;&lt;script&gt;x" in injected
+    assert "<img" not in page and "<script>window" not in page and "<b>" not in page
+    assert "&lt;img src=x" in page and 'href="https://example.org/mallory/1"' in page
+    assert "javascript:" not in page.split('id="initial-results"')[0]
+
+
 def test_the_page_files_load_nothing_from_elsewhere_and_never_parse_text_as_html():
     for name in ("index.html", "app.js", "style.css"):
         text = (STATIC / name).read_text()
@@ -256,6 +308,70 @@ def test_typing_a_question_shows_the_compute_take_with_count_time_and_highlights
     assert "compute" in marked and "what" not in marked and "about" not in marked
     expect(page.locator("#status")).to_have_text(re.compile(rf"^{len(shown)} takes in (\d+(\.\d)? ms|under 1 ms)$"))
     assert parse_qs(urlsplit(page.url).query)["q"] == [QUERY]
+    expect(item.locator(".source")).to_have_text("jackclark_ai_policy.txt")
+    # Results without a `match` field count as strong: no note, nothing greyed.
+    expect(page.locator("#weak-note")).to_be_hidden()
+    expect(page.locator("#results > li.weak")).to_have_count(0)
+
+
+def test_filler_words_are_not_highlighted(visit):
+    visit.search_by_typing("what do you think about AI regulation")
+    marked = {text.lower() for text in visit.page.locator("#results mark").all_text_contents()}
+    assert marked and not marked & {"ai", "what", "do", "you", "about"}, marked
+    assert any(word.startswith("regulat") for word in marked), marked
+
+
+def test_a_shared_link_shows_its_results_without_javascript(browser, server):
+    context = browser.new_context(viewport=DESKTOP, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(f"{server}/?" + str(httpx.QueryParams({"q": QUERY})))
+        items = page.locator("#results > li.result")
+        expect(items).to_have_count(10)
+        expect(items.first.locator(".take-text")).to_be_visible()
+        expect(page.locator("#q")).to_have_value(QUERY)
+        assert page.title() == f"{QUERY} - takes"
+    finally:
+        context.close()
+
+
+def test_a_shared_link_opens_with_the_servers_results_without_searching_again(visit):
+    page = visit.open("/?" + str(httpx.QueryParams({"q": QUERY})))
+    shown = visit.results_for(QUERY)
+    assert len(shown) == 10
+    # The results work as if searched here: a click opens the take in its thread.
+    page.locator("#results .take-text").first.click()
+    expect(page.locator("#results .context-take.current")).to_have_count(1)
+    assert not [url for url in visit.requests if "/search?" in url], visit.requests
+
+
+def test_when_no_match_is_strong_the_page_says_so_and_greys_the_results(visit):
+    def all_weak(route):
+        response = route.fetch()
+        body = response.json()
+        for result in body["results"]:
+            result["match"] = "weak"
+        route.fulfill(response=response, json=body)
+
+    visit.page.route(re.compile(r"/search\?"), all_weak)
+    shown = visit.search_by_typing("zebra migration patterns")
+    page = visit.page
+    expect(page.locator("#weak-note")).to_have_text("No strong matches; the closest takes are:")
+    expect(page.locator("#results > li.weak")).to_have_count(len(shown))
+    # A strong result anywhere: no note.
+    page.unroute(re.compile(r"/search\?"))
+    visit.page.locator("#q").fill(QUERY)
+    visit.results_for(QUERY)
+    expect(page.locator("#weak-note")).to_be_hidden()
+
+
+def test_the_authors_are_offered_as_suggestions(visit):
+    page = visit.open("/")
+    assert page.locator("#author").get_attribute("list") == "authors"
+    assert page.locator("#authors option").evaluate_all("options => options.map(o => o.value)") == ["Jack Clark", "@jackclarkSF"]
+    page.fill("#author", "Clark")
+    page.locator("#q").fill(QUERY)
+    assert visit.results_for(QUERY)
 
 
 def test_a_shared_url_reproduces_the_same_results(browser, server, visit):
@@ -369,6 +485,9 @@ def test_screenshots_of_a_real_search_at_desktop_and_phone_widths(browser, serve
             page = visit.page
             # Phone width: nothing sticks out sideways.
             assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+            # The clear button has its own place beside the query, never on top of it.
+            box, clear = page.locator("#q").bounding_box(), page.locator("#clear-query").bounding_box()
+            assert clear and clear["x"] >= box["x"] + box["width"], (box, clear)
             page.locator("#q").blur()
             page.screenshot(path=str(ARTIFACTS / f"page-{name}.png"))
             page.locator("#results .take-text").first.click()
