@@ -163,6 +163,14 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
     mcp_endpoint = _mcp_endpoint(app, settings)
     if mcp_endpoint is not None:
         app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    @app.middleware("http")
+    async def documentation_stays_local(request: Request, call_next):
+        response = await call_next(request)
+        if request.url.path in DOCUMENTATION_PAGES:
+            # The ReDoc bundle links its own logo from a CDN; the browser must not even ask.
+            response.headers["Content-Security-Policy"] = DOCUMENTATION_POLICY
+        return response
+
     # Outermost last: an unknown Host is refused before its body is read.
     app.add_middleware(RequestGuard, settings=settings)
     if not is_loopback(settings.host):
@@ -170,6 +178,15 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
         # through DNS rebinding; only the names it is meant to be reached by pass.
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.hosts())
     return app
+
+
+DOCUMENTATION_PAGES = ("/docs", "/redoc", "/docs/oauth2-redirect")
+# Swagger UI and ReDoc start from an inline script; ReDoc searches in a blob: worker.
+DOCUMENTATION_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 def _mcp_endpoint(app: FastAPI, settings: Settings):

@@ -198,7 +198,7 @@ def test_every_serve_option_has_help_and_its_environment_variable(tmp_path):
         ("--backend", "TAKES_BACKEND"),
         ("--token-file", "TAKES_ADMIN_TOKEN_FILE"),
     ]:
-        assert option in text and f"env {variable}" in text, option
+        assert option in text and f"env var: {variable}" in text, option
     assert "TAKES_ALLOWED_HOSTS" in text and "TAKES_MAX_CONNECTIONS" in text
 
 
