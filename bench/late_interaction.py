@@ -9,7 +9,9 @@ candidate is then re-scored by MaxSim with the same model's token vectors
 (sentence-transformers, torch, ``output_value="token_embeddings"``): for
 every query token, its best cosine with any token of the take, averaged
 over the query's tokens (so the score lies in [-1, 1] like a cosine). The
-blend is ``weight * cosine + (1 - weight) * maxsim``.
+blend is ``weight * first-stage score + (1 - weight) * maxsim`` (the first
+stage's score is the product's: a cosine, or the calibrated relevance once
+the fusion gives one).
 
 The blend weight (and whether the [CLS]/[SEP] tokens take part) is chosen by
 5-fold cross-validation over the queries: fitted on four folds, scored on the
@@ -65,7 +67,7 @@ def maxsim(query_tokens: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray
 
 
 def ranked_texts(candidates: list[tuple[str, float, float]], weight: float) -> list[str]:
-    """Candidates (text, cosine, maxsim) ordered by the blend, best first."""
+    """Candidates (text, first-stage score, maxsim) ordered by the blend, best first."""
     return [text for text, cosine, late in sorted(candidates, key=lambda c: -(weight * c[1] + (1 - weight) * c[2]))]
 
 
