@@ -70,8 +70,13 @@ class CrossEncoderReranker:
         # The machine has no route to the model hub: never let a load try it.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import CrossEncoder
-
+        try:
+            from sentence_transformers import CrossEncoder
+        except ImportError as error:
+            # The default install runs without torch; a cross-encoder needs it.
+            raise EmbeddingError(
+                f"reranker {str(self.path)!r} needs torch and sentence-transformers: pip install 'takes[torch]' ({error})"
+            ) from None
         try:
             self._model = CrossEncoder(str(self.path), device="cpu", local_files_only=True)
         except (OSError, ValueError) as error:
