@@ -35,7 +35,7 @@ def search(*args):
 def test_a_cross_encoder_re_scores_the_results_on_the_0_to_1_scale(seed_index, seeded_cross_encoder):
     result = search("what about compute governance", "-k", "5", "--json", "--index-dir", seed_index, "--reranker", seeded_cross_encoder)
     assert result.exit_code == 0, result.output
-    scores = [item["score"] for item in json.loads(result.output)]  # --json prints the list of results
+    scores = [item["score"] for item in json.loads(result.output)["results"]]
     assert len(scores) == 5
     assert all(0 <= score <= 1 for score in scores)
     assert scores == sorted(scores, reverse=True)
