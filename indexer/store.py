@@ -103,7 +103,7 @@ TRAINED_INDEX_NAME = "ann-cache.faiss"
 MODEL_COPIES_DIR = "onnx-models"
 
 # Where a crash test may stop a writer (see _pause_point), in the order reached.
-PAUSE_POINTS = ("before-segment", "after-segment", "after-commit", "after-mirror")
+PAUSE_POINTS = ("before-transaction", "before-segment", "after-segment", "after-commit", "after-mirror")
 
 # Names the index creates. Cleanup deletes only unnamed files matching these.
 _SEGMENT_FILE = re.compile(r"^seg-\d{6,}\.faiss$")
@@ -809,6 +809,8 @@ class IndexWriter:
             raise _not_an_index(self.index_dir, foreign)
         if not os.access(self.index_dir, os.W_OK):
             raise IndexReadOnly(f"{self.index_dir} is read-only: searching works, changes need write access")
+        # A bad setting fails here, before any text is embedded.
+        ann.threshold()
         with _translated(self.index_dir, 0):
             self._lock_handle = _acquire_lock(self.index_dir / LOCK_NAME, lock_timeout)
         try:
@@ -819,6 +821,8 @@ class IndexWriter:
                     if not recover:
                         raise
                     logger.info("recovering %s: %s", database, error)
+                    with contextlib.suppress(Exception):
+                        self._connection.close()
                     self.recovery = recover_database(self.index_dir)
                     self._open_database()
                 if recover and self.recovery is None and not _database_is_sound(self._connection):
@@ -1198,6 +1202,7 @@ class IndexWriter:
                 with contextlib.suppress(OSError):
                     path.unlink()
 
+        _pause_point("before-transaction")
         try:
             with self._transaction(on_failure=delete_written):
                 committed = read_manifest(self._connection)
@@ -1373,8 +1378,12 @@ def _pause_point(name: str) -> None:
         return
     if marker := os.environ.get("TAKES_TEST_PAUSE_FILE"):
         Path(marker).write_text(str(os.getpid()))
-    # Long enough for the test to kill us; if it does not, the write carries on.
-    time.sleep(float(os.environ.get("TAKES_TEST_PAUSE_SECONDS", "60")))
+    # Long enough for the test to kill us; if it does not, the write carries
+    # on, sooner if the test creates TAKES_TEST_RESUME_FILE.
+    deadline = time.monotonic() + float(os.environ.get("TAKES_TEST_PAUSE_SECONDS", "60"))
+    resume = os.environ.get("TAKES_TEST_RESUME_FILE")
+    while time.monotonic() < deadline and not (resume and Path(resume).exists()):
+        time.sleep(0.05)
 
 
 def _instance(embedder: EmbedderFactory | Embedder) -> Embedder:
@@ -1464,14 +1473,16 @@ def _salvage_rows(database: Path, scratch: Path) -> tuple[list[tuple], str | Non
         scratch.unlink(missing_ok=True)
         try:
             dump = subprocess.run([shell, str(database), ".recover"], capture_output=True, timeout=600, check=False)
-            if dump.stdout:
+            # A shell built without the sqlite_dbpage table cannot recover: it says so and exits 1.
+            if dump.returncode == 0 and dump.stdout:
                 subprocess.run([shell, str(scratch)], input=dump.stdout, capture_output=True, timeout=600, check=False)
                 source = sqlite3.connect(scratch)
                 try:
                     rows, manifest_text, highest = _readable_rows(source)
                 finally:
                     source.close()
-                return rows, manifest_text, highest, "sqlite3 .recover"
+                if rows:
+                    return rows, manifest_text, highest, "sqlite3 .recover"
         except (OSError, subprocess.SubprocessError, sqlite3.Error) as error:
             logger.info("sqlite3 .recover failed on %s (%s): reading rows one by one", database, error)
         finally:
@@ -1603,12 +1614,8 @@ class Problem:
         return f"{self.path}: {self.message}"
 
 
-def check_index(index_dir: Path, *, model_check: Callable[[Manifest], list[tuple[str, str]]] | None = None) -> tuple[list[Problem], list[str]]:
-    """Verify every file of an index; (problems, notes). Reads every byte, so it is not cheap.
-
-    ``model_check`` verifies the index's model copy (the embeddings package
-    knows its files); it returns (path, problem) pairs.
-    """
+def check_index(index_dir: Path) -> tuple[list[Problem], list[str]]:
+    """Verify every file of an index; (problems, notes). Reads every byte, so it is not cheap."""
     from indexer.fsutil import forget_digests
 
     index_dir = Path(index_dir)
@@ -1683,7 +1690,7 @@ def check_index(index_dir: Path, *, model_check: Callable[[Manifest], list[tuple
     cache_path = index_dir / CACHE_NAME
     if cache_path.exists():
         try:
-            cache = sqlite3.connect(f"file:{urllib.parse.quote(str(cache_path.resolve()))}?mode=ro", uri=True)
+            cache = connect(cache_path, readonly=True)
             try:
                 findings = [row[0] for row in cache.execute("PRAGMA integrity_check(5)")]
                 if findings != ["ok"]:
@@ -1701,21 +1708,87 @@ def check_index(index_dir: Path, *, model_check: Callable[[Manifest], list[tuple
         except sqlite3.DatabaseError as error:
             problem(cache_path, f"SQLite cannot read it ({error}): it is ignored; `takes repair` rebuilds it", "cache")
 
-    if model_check is not None:
-        for path, issue in model_check(manifest):
-            problem(path, f"{issue}: `takes repair` restores the model copy", "model")
+    for path, issue in model_copy_problems(index_dir, manifest):
+        problem(path, f"{issue}: `takes repair` restores the model copy", "model")
     orphans = [path for path in (index_dir / SEGMENTS_DIR).glob("*") if _SEGMENT_FILE.match(path.name) and f"{SEGMENTS_DIR}/{path.name}" not in {s.file for s in manifest.segments}]
     if orphans:
         notes.append(f"{len(orphans)} segment files no generation names: the next write (or `takes compact`) deletes them")
     return problems, notes
 
 
+def model_copy_problems(index_dir: Path, manifest: Manifest) -> list[tuple[str, str]]:
+    """(path, problem) for the files of the index's own ONNX model copy that fail their checksums."""
+    if manifest.backend != "onnx":
+        return []
+    from embeddings.onnx import model_cache_dir, verify_model_files
+
+    model_dir = model_cache_dir(manifest.model, index_dir)
+    # No copy yet is no problem: the first load makes one.
+    return verify_model_files(model_dir) if model_dir.exists() else []
+
+
+def repair_index(
+    index_dir: Path, embedder_for: Callable[[str, str], "EmbedderFactory"], *, lock_timeout: float = 30.0
+) -> tuple[list[str], list[Problem]]:
+    """Rebuild what is damaged from what is intact; (what was done, problems left).
+
+    Order matters: the database first (everything else is derived from its
+    rows), then the model copy and the cache (the vectors come from them),
+    then the text index and the vectors.
+    """
+    index_dir = Path(index_dir)
+    problems, _ = check_index(index_dir)
+    if not problems:
+        return [], []
+    kinds = {problem.kind for problem in problems}
+    actions: list[str] = []
+    reembed = "segments" in kinds
+    with IndexWriter(index_dir, lock_timeout=lock_timeout, recover="database" in kinds) as writer:
+        if writer.recovery is not None:
+            actions.append(str(writer.recovery))
+            reembed = True
+        manifest = writer.manifest
+        if manifest is None:
+            raise IndexNotFound(index_dir)
+        if "mirror" in kinds:
+            actions.append(f"rewrote {MANIFEST_NAME} from {DATABASE_NAME} (generation {manifest.generation})")
+        if "trained" in kinds:
+            (index_dir / TRAINED_INDEX_NAME).unlink(missing_ok=True)
+            actions.append(f"deleted the damaged {TRAINED_INDEX_NAME} (the next load trains a new one)")
+        if "cache" in kinds:
+            dropped = writer.drop_damaged_cache_entries()
+            actions.append(
+                f"rebuilt {CACHE_NAME} (SQLite could not read it)" if dropped < 0 else f"deleted {dropped} damaged entries of {CACHE_NAME}"
+            )
+        if "model" in kinds:
+            from embeddings.onnx import restore_model_copy
+
+            if restore_model_copy(manifest.model, index_dir):
+                actions.append(f"restored the ONNX model copy of {manifest.model} (identical to the one that embedded the takes)")
+            else:
+                writer.forget_cached_vectors(cache_model_name(manifest.model, manifest.backend))
+                reembed = True
+                actions.append(f"replaced the ONNX model copy of {manifest.model}; it differs from the old one, so every take is embedded again")
+        if "fts" in kinds and writer.recovery is None:
+            writer.rebuild_text_index()
+            actions.append("rebuilt the FTS5 text index from the live takes")
+        if reembed:
+            report = writer.rebuild(embedder_for(manifest.model, manifest.backend), model=manifest.model, backend=manifest.backend)
+            actions.append(
+                f"re-embedded {report.added} takes into generation {report.generation} "
+                f"({report.embedded} embedded, the rest from verified cache entries)"
+            )
+    remaining, _ = check_index(index_dir)
+    return actions, remaining
+
+
 def disk_bytes(index_dir: Path) -> int:
-    """Every byte the index's own files take (database, segments, caches, model copy)."""
+    """Bytes of the index's files but its model copy: database, segments, caches, orphans."""
     total = 0
+    model_copies = Path(index_dir) / MODEL_COPIES_DIR
     for path in Path(index_dir).rglob("*"):
         with contextlib.suppress(OSError):
-            if path.is_file():
+            if path.is_file() and model_copies not in path.parents:
                 total += path.stat().st_size
     return total
 
@@ -1764,6 +1837,7 @@ __all__ = [
     "Segment",
     "TakesError",
     "check_index",
+    "repair_index",
     "check_mirror",
     "connect",
     "open_index_database",
