@@ -430,7 +430,7 @@ def ensure_quantized_model(name: str, cache_dir: str | os.PathLike | None = None
         source = shipped_model_dir(name)
     if source is None:
         _require_onnx_runtime()
-    elif not os.access(Path(cache_dir), os.W_OK):
+    elif Path(cache_dir).is_dir() and not os.access(Path(cache_dir), os.W_OK):
         # A read-only index without its own copy (copied without it, or made
         # by an older takes): the user cache's model is the same recipe.
         logger.info("%s is read-only: using the ONNX model in %s", cache_dir, source)
@@ -450,8 +450,16 @@ def ensure_quantized_model(name: str, cache_dir: str | os.PathLike | None = None
             else:
                 _assemble(target, lambda staging: _build(name, staging))
     except OSError as error:
-        raise _CacheUnwritable(f"cannot write the ONNX model cache in {target.parent}: {error}") from error
+        raise _CacheUnwritable(f"cannot write the ONNX model cache in {target.parent}: {_os_reason(error)}") from error
     return target
+
+
+def _os_reason(error: OSError) -> str:
+    """One short reason for an OS error; shutil.copytree packs one error per file into a list."""
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list) and error.args[0]:
+        first = error.args[0][0]
+        return f"{first[-1]}" if isinstance(first, tuple) else str(first)
+    return error.strerror or str(error)
 
 
 def needs_build(name: str, cache_dir: str | os.PathLike | None = None) -> bool:
@@ -530,7 +538,7 @@ def restore_model_copy(name: str, cache_dir: str | os.PathLike) -> bool:
         with _exclusive(target.parent / f".{target.name}.lock"):
             _assemble(target, lambda staging: _copy_model(source, staging))
     except OSError as error:
-        raise _CacheUnwritable(f"cannot write the ONNX model copy in {target.parent}: {error}") from error
+        raise _CacheUnwritable(f"cannot write the ONNX model copy in {target.parent}: {_os_reason(error)}") from error
     return recorded is not None and recorded == _file_checksums(target)
 
 

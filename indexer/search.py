@@ -294,8 +294,8 @@ def _extend(previous: Snapshot, manifest: Manifest, live: np.ndarray, index_dir:
         return None
     # A segment file is rewritten only by a compact or repair (a new name then):
     # the same name with another checksum means the saved state is not this one.
-    now = {segment.file: segment.sha256 for segment in manifest.segments}
-    if any(segment.sha256 != now[segment.file] for segment in before.segments):
+    now = {segment.file: segment.checksum for segment in manifest.segments}
+    if any(segment.checksum != now[segment.file] for segment in before.segments):
         return None
     served_ids = ann.stored_ids(previous.vectors)
     removed = served_ids[~np.isin(served_ids, live)]

@@ -34,10 +34,10 @@ refuses a non-empty folder that is not an index (NotAnIndex), and cleanup
 removes only files named like ours (``seg-NNNNNN.faiss`` that no generation
 names, our temporaries).
 
-Every file the index relies on carries a checksum: segments in the manifest,
+Every file the index relies on carries a checksum (CRC-32: damage, not tampering): segments in the manifest,
 the saved trained index in its own trailer, the ONNX model copy in its
 ``takes-onnx.json``, each embedding-cache entry in its row. Loading verifies
-them once per file per process (fsutil.cached_sha256); a segment that fails is
+them once per file per process (fsutil.cached_checksum); a segment that fails is
 IndexCorrupt naming `takes repair`, a cache entry or trained index that fails
 is discarded and rebuilt. Format 1 indexes (no checksums) still load; their
 next generation, `takes compact` or `takes repair` writes checksummed files.
@@ -88,7 +88,7 @@ from indexer.errors import (
     NotAnIndex,
     TakesError,
 )
-from indexer.fsutil import cached_sha256, fsync_dir, sha256_bytes, sha256_file, temporary_name, write_atomic
+from indexer.fsutil import CHECKSUM_PREFIX, cached_checksum, checksum_bytes, checksum_file, fsync_dir, temporary_name, write_atomic
 from indexer.models import TAKE_FIELDS, Take
 
 # 2: segments and the saved trained index carry checksums, cache entries too.
@@ -211,8 +211,8 @@ class Segment:
     generation: int
     file: str
     count: int
-    # SHA-256 of the file as committed; None in format 1 indexes.
-    sha256: str | None = None
+    # Checksum of the file as committed ("crc32:..."); None in format 1 indexes.
+    checksum: str | None = None
 
 
 @dataclass(frozen=True)
@@ -310,14 +310,14 @@ def _segment(item) -> Segment:
     file = _field(item, "file", str)
     if not file.startswith(f"{SEGMENTS_DIR}/") or not _SEGMENT_FILE.match(file.removeprefix(f"{SEGMENTS_DIR}/")):
         raise ValueError(f"segment file {file!r} is not a segments/seg-NNNNNN.faiss name")
-    digest = item.get("sha256")
-    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
-        raise ValueError(f"segment {file} has checksum {digest!r}, not a SHA-256")
+    digest = item.get("checksum")
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(rf"{CHECKSUM_PREFIX}[0-9a-f]{{8}}", digest)):
+        raise ValueError(f"segment {file} has checksum {digest!r}, not a {CHECKSUM_PREFIX} checksum")
     return Segment(
         generation=_field(item, "generation", int, minimum=0),
         file=file,
         count=_field(item, "count", int, minimum=0),
-        sha256=digest,
+        checksum=digest,
     )
 
 
@@ -329,7 +329,7 @@ def read_manifest(connection: sqlite3.Connection) -> Manifest | None:
         return Manifest.from_json(row[0])
     except UnsupportedFormat as error:
         raise IndexCorrupt(str(error)) from None
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, RecursionError) as error:
         raise IndexCorrupt(f"the manifest stored in {DATABASE_NAME} is not readable ({error}): {REPAIR_HINT}") from None
 
 
@@ -479,7 +479,7 @@ def read_segment(index_dir: Path, segment: Segment, dim: int | None = None) -> t
 
     path = Path(index_dir) / segment.file
     try:
-        if segment.sha256 is not None and cached_sha256(path) != segment.sha256:
+        if segment.checksum is not None and cached_checksum(path) != segment.checksum:
             raise _segment_damaged(path, f"does not match the checksum recorded by generation {segment.generation} (damaged on disk)")
         index = faiss.read_index(str(path))
     except OSError as error:
@@ -511,7 +511,7 @@ def _unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 # The trained-index file is FAISS's own format followed by a JSON header (the
-# manifest of the generation it holds plus the SHA-256 of the FAISS part) and
+# manifest of the generation it holds plus the checksum of the FAISS part) and
 # that header's length (8 bytes): FAISS reads the file directly, ignoring what
 # trails it, and the header is checked without reading the index.
 _LENGTH_BYTES = 8
@@ -541,11 +541,11 @@ def verify_trained_index(path: Path) -> str | None:
         Manifest.from_json(json.dumps(header))
     except (OSError, ValueError, TypeError, RecursionError) as error:
         return f"unreadable header ({error})"
-    expected = header.get("faiss_sha256")
+    expected = header.get("faiss_checksum")
     if not isinstance(expected, str):
         return "no checksum (saved by an older takes)"
     try:
-        if cached_sha256(path, limit=faiss_bytes) != expected:
+        if cached_checksum(path, limit=faiss_bytes) != expected:
             return "does not match its checksum (damaged on disk)"
     except OSError as error:
         return f"unreadable ({error.strerror})"
@@ -602,7 +602,7 @@ def save_trained_index(index_dir: Path, manifest: Manifest, index) -> None:
     try:
         # Streamed to disk by FAISS: no in-memory copy of a 1.5 GB index.
         faiss.write_index(index, str(temporary))
-        header = json.dumps({**manifest.to_dict(), "faiss_sha256": sha256_file(temporary)}).encode("utf-8")
+        header = json.dumps({**manifest.to_dict(), "faiss_checksum": checksum_file(temporary)}).encode("utf-8")
         with open(temporary, "ab") as handle:
             handle.write(header)
             handle.write(len(header).to_bytes(_LENGTH_BYTES, "little"))
@@ -631,7 +631,7 @@ class ChangeReport:
 
 def _cache_checksum(model: str, digest: str, blob: bytes) -> str:
     # Bound to its key too: a vector moved to another text's row fails.
-    return hashlib.sha256(b"\0".join((model.encode(), digest.encode(), blob))).hexdigest()[:32]
+    return checksum_bytes(b"\0".join((model.encode(), digest.encode(), blob)))
 
 
 class EmbeddingCache:
@@ -739,12 +739,21 @@ class EmbeddingCache:
 EmbedderFactory = Callable[[], Embedder]
 
 
-def _write_error(index_dir: Path, error: BaseException, generation: int) -> TakesError | None:
+def _nearly_full(index_dir: Path) -> bool:
+    """Whether the index's file system has (almost) no space left: SQLite reports that as an I/O error at times."""
+    try:
+        status = os.statvfs(index_dir)
+    except OSError:
+        return False
+    return status.f_bavail * status.f_frsize < (1 << 20)
+
+
+def _write_error(index_dir: Path, error: BaseException, generation: int | None) -> TakesError | None:
     """The one-line error for an OS or SQLite failure met while writing, or None to let it through."""
-    kept = f"nothing was changed (the index still holds generation {generation})"
+    kept = "nothing was changed" + (f" (the index still holds generation {generation})" if generation else "")
     if isinstance(error, sqlite3.Error):
         message = str(error)
-        if "full" in message:
+        if "full" in message or ("I/O" in message and _nearly_full(index_dir)):
             return IndexWriteFailed(f"{index_dir}: no space left on the device; {kept}: free some space and run the command again")
         if "readonly" in message or "read-only" in message:
             return IndexReadOnly(f"{index_dir} is read-only ({message}); {kept}: searching works, changes need write access")
@@ -767,7 +776,7 @@ def _write_error(index_dir: Path, error: BaseException, generation: int) -> Take
 
 
 @contextlib.contextmanager
-def _translated(index_dir: Path, generation: int):
+def _translated(index_dir: Path, generation: int | None):
     """Turn OS and SQLite write failures into one-line TakesErrors (see _write_error)."""
     try:
         yield
@@ -788,6 +797,8 @@ class CompactReport:
     segments_before: int
     segments_after: int
     generation: int
+    # Why the database could not be vacuumed (VACUUM needs room for a copy), if it could not.
+    not_vacuumed: str | None = None
 
 
 class IndexWriter:
@@ -803,7 +814,7 @@ class IndexWriter:
         self._written: list[Path] = []
         self.recovery: RecoveryReport | None = None
         database = database_path(self.index_dir)
-        with _translated(self.index_dir, 0):
+        with _translated(self.index_dir, None):
             self.index_dir.mkdir(parents=True, exist_ok=True)
         if not database.exists() and (foreign := foreign_entries(self.index_dir)):
             raise _not_an_index(self.index_dir, foreign)
@@ -811,10 +822,10 @@ class IndexWriter:
             raise IndexReadOnly(f"{self.index_dir} is read-only: searching works, changes need write access")
         # A bad setting fails here, before any text is embedded.
         ann.threshold()
-        with _translated(self.index_dir, 0):
+        with _translated(self.index_dir, None):
             self._lock_handle = _acquire_lock(self.index_dir / LOCK_NAME, lock_timeout)
         try:
-            with _translated(self.index_dir, 0):
+            with _translated(self.index_dir, None):
                 try:
                     self._open_database()
                 except (sqlite3.DatabaseError, IndexCorrupt) as error:
@@ -990,7 +1001,7 @@ class IndexWriter:
             removed_rows
             or len(before.segments) > 1
             or stored != before.count
-            or any(segment.sha256 is None for segment in before.segments)
+            or any(segment.checksum is None for segment in before.segments)
             or before.format_version != FORMAT_VERSION
         )
         generation = before.generation
@@ -1021,15 +1032,20 @@ class IndexWriter:
                 manifest = self._next_manifest(generation, segments, before.model, before.dim, before.backend)
                 self._record(manifest)
             self._published(manifest)
-        with _translated(self.index_dir, generation):
-            with contextlib.suppress(sqlite3.OperationalError):
-                self._connection.execute("INSERT INTO takes_fts(takes_fts) VALUES ('optimize')")
-            # VACUUM rewrites the file through the WAL: a crash leaves the old
-            # pages or the new ones. It also turns on incremental vacuum for
-            # databases made before it was the default.
-            self._connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            self._connection.execute("VACUUM")
-            self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        not_vacuumed = None
+        try:
+            with _translated(self.index_dir, generation):
+                with contextlib.suppress(sqlite3.OperationalError):
+                    self._connection.execute("INSERT INTO takes_fts(takes_fts) VALUES ('optimize')")
+                # VACUUM rewrites the file through the WAL: a crash leaves the old
+                # pages or the new ones. It also turns on incremental vacuum for
+                # databases made before it was the default.
+                self._connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                self._connection.execute("VACUUM")
+                self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except TakesError as error:
+            # The new generation stands; only the space VACUUM would free is not back yet.
+            not_vacuumed = str(error).split("; nothing was changed")[0]
         self._cache.vacuum()
         self._drop_stale_trained_index()
         return CompactReport(
@@ -1039,6 +1055,7 @@ class IndexWriter:
             segments_before=len(before.segments),
             segments_after=len(self.manifest.segments),
             generation=generation,
+            not_vacuumed=not_vacuumed,
         )
 
     def live_takes(self) -> list[Take]:
@@ -1162,7 +1179,7 @@ class IndexWriter:
         self._written.append(path)
         write_atomic(path, memoryview(data))
         _pause_point("after-segment")
-        return Segment(generation, file, count, sha256_bytes(memoryview(data)))
+        return Segment(generation, file, count, checksum_bytes(memoryview(data)))
 
     @contextlib.contextmanager
     def _transaction(self, on_failure: Callable[[], None] | None = None):
@@ -1675,7 +1692,7 @@ def check_index(index_dir: Path) -> tuple[list[Problem], list[str]]:
                 problem(index_dir / segment.file, str(error).split(f"{segment.file} ", 1)[-1], "segments")
                 continue
             covered = np.concatenate([covered, ids])
-            if segment.sha256 is None:
+            if segment.checksum is None:
                 notes.append(f"{index_dir / segment.file}: no checksum (format 1): `takes compact` writes a checksummed segment")
         missing = np.setdiff1d(live, covered)
         if len(missing) and not any(p.kind == "segments" for p in problems):

@@ -919,6 +919,8 @@ def compact(index_dir, lock_timeout):
         f"({report.purged} removed takes purged, {report.segments_before} segments -> {report.segments_after}, "
         f"generation {report.generation})"
     )
+    if report.not_vacuumed:
+        click.echo(f"the database was not vacuumed ({report.not_vacuumed}): run `takes compact` again with more free space", err=True)
 
 
 def _show_environment_variables(group: click.Group) -> None:

@@ -233,7 +233,7 @@ def test_a_flipped_segment_is_detected_checked_and_repaired(index_copy, embedder
 def test_a_format_1_index_without_checksums_loads_and_still_rejects_damaged_vectors(index_copy, embedder, seed_takes):
     connection = sqlite3.connect(index_copy / "takes.sqlite")
     manifest = json.loads(connection.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()[0])
-    old = {**manifest, "format_version": 1, "segments": [{k: v for k, v in s.items() if k != "sha256"} for s in manifest["segments"]]}
+    old = {**manifest, "format_version": 1, "segments": [{k: v for k, v in s.items() if k != "checksum"} for s in manifest["segments"]]}
     connection.execute("UPDATE meta SET value = ? WHERE key = 'manifest'", (json.dumps(old, indent=2),))
     connection.commit()
     connection.close()
@@ -249,7 +249,7 @@ def test_a_format_1_index_without_checksums_loads_and_still_rejects_damaged_vect
     code, output = takes("repair", "--index-dir", index_copy)
     assert code == 0, output
     upgraded = committed(index_copy)
-    assert upgraded.format_version == 2 and all(segment.sha256 for segment in upgraded.segments)
+    assert upgraded.format_version == 2 and all(segment.checksum for segment in upgraded.segments)
 
 
 def test_a_damaged_model_copy_is_refused_and_repair_restores_it(index_copy):
@@ -514,15 +514,15 @@ def test_disk_full_at_every_write_point_of_sqlite_and_the_segments(small_disk, s
                 assert now.generation == old.generation + 1
             else:
                 line = one_line_error(result)
-                assert "no space left on the device" in line, line
-                outcomes.add(line.split(":")[2].strip() if line.startswith("takes: error: cannot write") else "sqlite")
+                assert "no space left on" in line.lower(), line
+                outcomes.add("file" if "cannot write" in line else "sqlite")
                 assert now == old, (free, command)
             assert leftovers(index_dir) == [], (free, command)
             snapshot = load_snapshot(index_dir)
             assert snapshot.manifest.count == snapshot.vectors.ntotal
             assert check_index(index_dir)[0] == [], (free, command)
-    # Both SQLite's commit and the segment write failed somewhere, and some writes fit.
-    assert "done" in outcomes and "sqlite" in outcomes and len(outcomes) >= 3, outcomes
+    # SQLite's writes and a file write both failed somewhere, and some writes fit.
+    assert outcomes == {"done", "sqlite", "file"}, outcomes
 
 
 # -- bad settings and odd indexes -------------------------------------------------
