@@ -430,7 +430,7 @@ def ensure_quantized_model(name: str, cache_dir: str | os.PathLike | None = None
         source = shipped_model_dir(name)
     if source is None:
         _require_onnx_runtime()
-    elif Path(cache_dir).is_dir() and not os.access(Path(cache_dir), os.W_OK):
+    elif pinned and Path(cache_dir).is_dir() and not os.access(Path(cache_dir), os.W_OK):
         # A read-only index without its own copy (copied without it, or made
         # by an older takes): the user cache's model is the same recipe.
         logger.info("%s is read-only: using the ONNX model in %s", cache_dir, source)
@@ -518,7 +518,10 @@ def _build(name: str, staging: Path, config: str | None = None, *, shipped: bool
     if shipped:
         manifest["shipped"] = True
     (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    _record_checksums(staging)
+    # The shipped export must stay byte-for-byte reproducible as committed;
+    # its copies record their checksums when they are made (_copy_model).
+    if not shipped:
+        _record_checksums(staging)
 
 
 def restore_model_copy(name: str, cache_dir: str | os.PathLike) -> bool:
