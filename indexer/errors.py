@@ -61,6 +61,10 @@ class IndexWriteFailed(TakesError):
     """A write could not finish (disk full, I/O error); the previous generation is intact."""
 
 
+class DiskFull(IndexWriteFailed):
+    """No space left on the index's device; nothing was changed."""
+
+
 class ParseError(TakesError):
     """An input file is not in the expected format; names the file and line."""
 

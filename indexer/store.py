@@ -78,6 +78,7 @@ import numpy as np
 from embeddings import Embedder
 from indexer import ann
 from indexer.errors import (
+    DiskFull,
     IndexConflict,
     IndexCorrupt,
     IndexLocked,
@@ -754,7 +755,7 @@ def _write_error(index_dir: Path, error: BaseException, generation: int | None) 
     if isinstance(error, sqlite3.Error):
         message = str(error)
         if "full" in message or ("I/O" in message and _nearly_full(index_dir)):
-            return IndexWriteFailed(f"{index_dir}: no space left on the device; {kept}: free some space and run the command again")
+            return DiskFull(f"{index_dir}: the disk is full (no space left on the device); {kept}: free some space and run the command again")
         if "readonly" in message or "read-only" in message:
             return IndexReadOnly(f"{index_dir} is read-only ({message}); {kept}: searching works, changes need write access")
         if "locked" in message or "busy" in message:
@@ -767,7 +768,7 @@ def _write_error(index_dir: Path, error: BaseException, generation: int | None) 
     if isinstance(error, OSError):
         where = error.filename or index_dir
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return IndexWriteFailed(f"cannot write {where}: no space left on the device; {kept}: free some space and run the command again")
+            return DiskFull(f"cannot write {where}: the disk is full (no space left on the device); {kept}: free some space and run the command again")
         if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             return IndexReadOnly(f"cannot write {where} ({error.strerror}); {kept}: searching works, changes need write access")
         if error.errno == errno.EIO:
