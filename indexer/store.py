@@ -876,7 +876,9 @@ class IndexWriter:
     def _release(self) -> None:
         if self._lock_handle is not None:
             fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
-            self._lock_handle.close()
+            # A pid the full disk would not take may still sit in the buffer.
+            with contextlib.suppress(OSError):
+                self._lock_handle.close()
             self._lock_handle = None
 
     @property
@@ -1439,10 +1441,14 @@ def _acquire_lock(path: Path, timeout: float):
                     f"try again when it finishes, or wait longer with --lock-timeout"
                 ) from None
             time.sleep(0.1)
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
+    # Naming the holder is a courtesy: on a full disk the lock must still be held, not leaked.
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+    except OSError:
+        pass
     return handle
 
 
