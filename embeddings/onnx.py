@@ -108,6 +108,72 @@ def _read_manifest(model_dir: Path) -> dict | None:
     return manifest
 
 
+class ModelCopyDamaged(EmbeddingError):
+    """A model copy's files do not match the checksums recorded when it was made."""
+
+
+# Files already hashed by this process, by identity and version: a model is
+# hashed once per process, not at every load.
+_known_digests: dict[tuple, str] = {}
+
+
+def _sha256(path: Path) -> str:
+    status = path.stat()
+    key = (str(path), status.st_size, status.st_mtime_ns, status.st_ino, status.st_dev)
+    known = _known_digests.get(key)
+    if known is None:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        known = _known_digests[key] = digest.hexdigest()
+    return known
+
+
+def _file_checksums(model_dir: Path) -> dict[str, str]:
+    """SHA-256 of every file of a model folder but its manifest, by relative path."""
+    return {
+        path.relative_to(model_dir).as_posix(): _sha256(path)
+        for path in sorted(model_dir.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_NAME
+    }
+
+
+def verify_model_files(model_dir: Path) -> list[tuple[str, str]]:
+    """(path, problem) for each file of a model folder that fails its recorded checksum.
+
+    A folder made before checksums were recorded has nothing to check: [].
+    """
+    try:
+        manifest = json.loads((model_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [(str(model_dir / MANIFEST_NAME), "missing")]
+    except (OSError, ValueError) as error:
+        return [(str(model_dir / MANIFEST_NAME), f"unreadable ({error})")]
+    recorded = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(recorded, dict):
+        return [] if isinstance(manifest, dict) else [(str(model_dir / MANIFEST_NAME), "not a model manifest")]
+    problems = []
+    for relative, expected in sorted(recorded.items()):
+        path = model_dir / relative
+        try:
+            if _sha256(path) != expected:
+                problems.append((str(path), "does not match its recorded checksum (damaged on disk)"))
+        except FileNotFoundError:
+            problems.append((str(path), "missing"))
+        except OSError as error:
+            problems.append((str(path), f"unreadable ({error.strerror})"))
+    return problems
+
+
+def _record_checksums(model_dir: Path) -> None:
+    """Write the checksums of a freshly built or copied model folder into its manifest."""
+    manifest_path = model_dir / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["files"] = _file_checksums(model_dir)
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
 class _LeanRuntime:
     """The cached quantized model run by ONNX Runtime and `tokenizers` alone.
 
@@ -364,6 +430,11 @@ def ensure_quantized_model(name: str, cache_dir: str | os.PathLike | None = None
         source = shipped_model_dir(name)
     if source is None:
         _require_onnx_runtime()
+    elif pinned and Path(cache_dir).is_dir() and not os.access(Path(cache_dir), os.W_OK):
+        # A read-only index without its own copy (copied without it, or made
+        # by an older takes): the user cache's model is the same recipe.
+        logger.info("%s is read-only: using the ONNX model in %s", cache_dir, source)
+        return source
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with _exclusive(target.parent / f".{target.name}.lock") as locked:
@@ -379,8 +450,16 @@ def ensure_quantized_model(name: str, cache_dir: str | os.PathLike | None = None
             else:
                 _assemble(target, lambda staging: _build(name, staging))
     except OSError as error:
-        raise _CacheUnwritable(f"cannot write the ONNX model cache in {target.parent}: {error}") from error
+        raise _CacheUnwritable(f"cannot write the ONNX model cache in {target.parent}: {_os_reason(error)}") from error
     return target
+
+
+def _os_reason(error: OSError) -> str:
+    """One short reason for an OS error; shutil.copytree packs one error per file into a list."""
+    if isinstance(error, shutil.Error) and error.args and isinstance(error.args[0], list) and error.args[0]:
+        first = error.args[0][0]
+        return f"{first[-1]}" if isinstance(first, tuple) else str(first)
+    return error.strerror or str(error)
 
 
 def needs_build(name: str, cache_dir: str | os.PathLike | None = None) -> bool:
@@ -401,14 +480,24 @@ def shipped_model_dir(name: str) -> Path | None:
 
 
 def _usable(model_dir: Path, pinned: bool) -> bool:
+    """Whether a model folder can be used as is.
+
+    The user cache's copy is rebuilt when damaged; an index's own copy is
+    used whatever its recipe, and OnnxEmbedder refuses it when damaged
+    (`takes repair` restores it), since its takes were embedded by it.
+    """
     manifest = _read_manifest(model_dir)
-    return manifest is not None and (pinned or manifest.get("recipe") == RECIPE)
+    if manifest is None or not (pinned or manifest.get("recipe") == RECIPE):
+        return False
+    return pinned or not verify_model_files(model_dir)
 
 
 def _copy_model(source: Path, staging: Path) -> None:
     shutil.copytree(source, staging, dirs_exist_ok=True)
-    if _read_manifest(staging) is None:
+    if _read_manifest(staging) is None or verify_model_files(staging):
         raise EmbeddingError(f"the cached ONNX model in {source} changed while it was copied; run the command again")
+    if "files" not in (_read_manifest(staging) or {}):
+        _record_checksums(staging)
 
 
 def _build(name: str, staging: Path, config: str | None = None, *, shipped: bool = False) -> None:
@@ -429,6 +518,31 @@ def _build(name: str, staging: Path, config: str | None = None, *, shipped: bool
     if shipped:
         manifest["shipped"] = True
     (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    # The shipped export must stay byte-for-byte reproducible as committed;
+    # its copies record their checksums when they are made (_copy_model).
+    if not shipped:
+        _record_checksums(staging)
+
+
+def restore_model_copy(name: str, cache_dir: str | os.PathLike) -> bool:
+    """Replace an index's damaged model copy with the user cache's (built if need be).
+
+    Returns True when the new copy has exactly the files the old one
+    recorded (the index's vectors stay valid), False when it differs or the
+    old record is lost (the caller must re-embed every take).
+    """
+    target = model_cache_dir(name, cache_dir)
+    try:
+        recorded = json.loads((target / MANIFEST_NAME).read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    source = ensure_quantized_model(name)
+    try:
+        with _exclusive(target.parent / f".{target.name}.lock"):
+            _assemble(target, lambda staging: _copy_model(source, staging))
+    except OSError as error:
+        raise _CacheUnwritable(f"cannot write the ONNX model copy in {target.parent}: {_os_reason(error)}") from error
+    return recorded is not None and recorded == _file_checksums(target)
 
 
 def _assemble(target: Path, fill) -> None:
@@ -464,6 +578,13 @@ class OnnxEmbedder:
         self.name = name
         onnxruntime = _require_onnx_runtime(for_build=False)
         self.model_dir = ensure_quantized_model(name, cache_dir)
+        if damaged := verify_model_files(self.model_dir):
+            path, problem = damaged[0]
+            raise ModelCopyDamaged(
+                f"the ONNX model copy {path} {problem}: `takes repair --index-dir {cache_dir}` restores it"
+                if cache_dir is not None
+                else f"the ONNX model {path} {problem}"
+            )
         manifest = _read_manifest(self.model_dir) or {}
         self.quantization = manifest.get("quantization", "")
         suited = pick_quantization_config()

@@ -36,7 +36,18 @@ _TYPE = re.compile(r"^(flat|hnsw(\d+)|ivf(\d+))$")
 
 def threshold() -> int:
     """Take count from which a new generation is served approximately (``TAKES_ANN_THRESHOLD``)."""
-    return int(os.environ.get("TAKES_ANN_THRESHOLD", DEFAULT_THRESHOLD))
+    raw = os.environ.get("TAKES_ANN_THRESHOLD", "").strip()
+    if not raw:
+        return DEFAULT_THRESHOLD
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        from indexer.errors import TakesError
+
+        raise TakesError(f"TAKES_ANN_THRESHOLD must be a whole number of takes (0 or more), got {raw!r}")
+    return value
 
 
 def index_type_for(count: int) -> str:

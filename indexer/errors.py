@@ -38,11 +38,31 @@ class ModelMismatch(TakesError):
 
 
 class IndexCorrupt(TakesError):
-    """The files of an index disagree with each other or with the manifest."""
+    """The files of an index disagree with each other, with the manifest or with their checksums."""
 
 
 class IndexLocked(TakesError):
     """Another writer holds the index lock."""
+
+
+class IndexConflict(IndexLocked):
+    """Another writer committed while this one was preparing its generation; nothing was changed."""
+
+
+class NotAnIndex(TakesError):
+    """The folder holds files that are not a takes index: nothing is written there."""
+
+
+class IndexReadOnly(TakesError):
+    """The index can be searched but not changed (read-only mount or no write permission)."""
+
+
+class IndexWriteFailed(TakesError):
+    """A write could not finish (disk full, I/O error); the previous generation is intact."""
+
+
+class DiskFull(IndexWriteFailed):
+    """No space left on the index's device; nothing was changed."""
 
 
 class ParseError(TakesError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import sqlite3
 import threading
 from datetime import date
 import time
@@ -23,7 +24,11 @@ from indexer.models import TAKE_FIELDS, AuthorSummary, SearchResult, Take, Threa
 from indexer.ranking import Candidate
 from indexer.store import (
     DATABASE_NAME,
+    REPAIR_HINT,
     Manifest,
+    damaged_database,
+    named_files_bytes,
+    reclaimable_bytes,
     connect,
     database_path,
     iter_live_rows,
@@ -198,22 +203,26 @@ def load_snapshot(index_dir: Path, previous: Snapshot | None = None) -> Snapshot
     With ``previous`` (the generation being served), a generation that only
     added segments or removed takes is built from a copy of it: the cost then
     follows the size of the change, not of the index (no re-reading every
-    segment, no re-training an approximate index).
+    segment, no re-training an approximate index). Every segment read is
+    verified against its checksum (once per file per process).
     """
 
     connection, _ = open_index_database(index_dir)
     try:
         for attempt in range(3):
-            connection.execute("BEGIN")
             try:
-                manifest = read_manifest(connection)
-                live = np.fromiter(iter_live_rows(connection, manifest.generation), dtype=np.int64)
-            finally:
-                connection.execute("COMMIT")
+                connection.execute("BEGIN")
+                try:
+                    manifest = read_manifest(connection)
+                    live = np.fromiter(iter_live_rows(connection, manifest.generation), dtype=np.int64)
+                finally:
+                    connection.execute("COMMIT")
+            except sqlite3.DatabaseError as error:
+                raise damaged_database(database_path(index_dir), error) from None
             if len(live) != manifest.count:
                 raise IndexCorrupt(
                     f"{index_dir}: the manifest counts {manifest.count} takes but the database holds "
-                    f"{len(live)} for generation {manifest.generation}"
+                    f"{len(live)} for generation {manifest.generation}: {REPAIR_HINT}"
                 )
             # A trained approximate index saved by an earlier load stands in
             # for ``previous`` when there is none (a server start).
@@ -237,7 +246,7 @@ def load_snapshot(index_dir: Path, previous: Snapshot | None = None) -> Snapshot
             kept_ids, kept_vectors = [], []
             try:
                 for segment in manifest.segments:
-                    ids, vectors = read_segment(index_dir, segment)
+                    ids, vectors = read_segment(index_dir, segment, manifest.dim)
                     keep = np.isin(ids, live)
                     if keep.any():
                         kept_ids.append(ids[keep])
@@ -259,7 +268,7 @@ def load_snapshot(index_dir: Path, previous: Snapshot | None = None) -> Snapshot
             if index.ntotal != manifest.count:
                 raise IndexCorrupt(
                     f"{index_dir}: generation {manifest.generation} has {manifest.count} takes but "
-                    f"{index.ntotal} vectors: rebuild with `takes rebuild`"
+                    f"{index.ntotal} vectors: {REPAIR_HINT}"
                 )
             if manifest.index_type != "flat":
                 save_trained_index(index_dir, manifest, index)
@@ -283,6 +292,11 @@ def _extend(previous: Snapshot, manifest: Manifest, live: np.ndarray, index_dir:
     old_files = {segment.file for segment in before.segments}
     if not old_files <= {segment.file for segment in manifest.segments}:
         return None
+    # A segment file is rewritten only by a compact or repair (a new name then):
+    # the same name with another checksum means the saved state is not this one.
+    now = {segment.file: segment.checksum for segment in manifest.segments}
+    if any(segment.checksum != now[segment.file] for segment in before.segments):
+        return None
     served_ids = ann.stored_ids(previous.vectors)
     removed = served_ids[~np.isin(served_ids, live)]
     # The served index is never changed in place: requests may be using it.
@@ -295,7 +309,7 @@ def _extend(previous: Snapshot, manifest: Manifest, live: np.ndarray, index_dir:
     for segment in manifest.segments:
         if segment.file in old_files:
             continue
-        ids, vectors = read_segment(index_dir, segment)
+        ids, vectors = read_segment(index_dir, segment, manifest.dim)
         keep = np.isin(ids, live)
         if keep.any():
             index.add_with_ids(np.ascontiguousarray(vectors[keep]), ids[keep])
@@ -745,28 +759,39 @@ def list_threads(connection, generation: int, filters: Filters | None = None) ->
 
 
 def index_stats(index_dir: Path, connection, manifest: Manifest, *, backend: str | None = None) -> dict:
-    """Counts, model and size of one generation (``backend``: the one serving queries, if any)."""
+    """Counts, model and size of one generation (``backend``: the one serving queries, if any).
+
+    ``index_bytes`` counts the database and the segments the manifest names
+    (never orphans); ``reclaimable_bytes`` estimates what `takes compact` frees.
+    """
     clause, params = visible_clause(manifest.generation)
-    threads = connection.execute(f"SELECT count(DISTINCT thread_id) FROM takes WHERE {clause}", params).fetchone()[0]
+    try:
+        threads = connection.execute(f"SELECT count(DISTINCT thread_id) FROM takes WHERE {clause}", params).fetchone()[0]
+    except sqlite3.DatabaseError as error:
+        raise damaged_database(database_path(index_dir), error) from None
     return {
         "takes": manifest.count,
         "threads": threads,
         "model": manifest.model,
         "dim": manifest.dim,
-        "index_bytes": index_bytes(index_dir),
+        "index_bytes": index_bytes(index_dir, manifest),
+        "reclaimable_bytes": reclaimable_bytes(index_dir, connection, manifest),
         "index_type": manifest.index_type,
         "generation": manifest.generation,
         "backend": backend or manifest.backend,
     }
 
 
-def index_bytes(index_dir: Path) -> int:
-    """Bytes on disk of the index proper (database and vector segments, not the embedding cache)."""
-    total = 0
-    for path in Path(index_dir).rglob("*"):
-        if path.is_file() and (path.name.startswith(DATABASE_NAME) or path.suffix == ".faiss"):
-            total += path.stat().st_size
-    return total
+def index_bytes(index_dir: Path, manifest: Manifest | None = None) -> int:
+    """Bytes on disk of the index proper: the database and the vector segments the manifest names.
+
+    Not the embedding cache, the saved trained index, the model copy, or
+    segments no generation names (those are reclaimable).
+    """
+    if manifest is None:
+        connection, manifest = open_index_database(index_dir)
+        connection.close()
+    return named_files_bytes(index_dir, manifest)
 
 
 __all__ = ["DEFAULT_MODE", "MODES", "Filters", "DEFAULT_K", "MAX_K", "MAX_QUERY_CHARS", "Searcher", "Snapshot", "load_snapshot", "validate_query"]

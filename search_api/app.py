@@ -16,7 +16,10 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from embeddings import EmbeddingError
 from indexer.errors import (
+    DiskFull,
     IndexCorrupt,
+    IndexReadOnly,
+    IndexWriteFailed,
     IndexLocked,
     IndexNotFound,
     InvalidQuery,
@@ -45,6 +48,9 @@ _STATUS = {
     ModelMismatch: 409,
     IndexLocked: 409,
     WriterBusy: 429,
+    DiskFull: 507,
+    IndexWriteFailed: 503,
+    IndexReadOnly: 503,
 }
 
 

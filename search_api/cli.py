@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import sys
 import textwrap
 from pathlib import Path
@@ -90,6 +91,11 @@ def user_errors(command):
             return command(*args, **kwargs)
         except (TakesError, EmbeddingError) as error:
             raise click.ClickException(str(error)) from None
+        except sqlite3.DatabaseError as error:
+            # A damaged database page met outside the store's own checks.
+            raise click.ClickException(
+                f"the index database is damaged ({error}): `takes check` lists the damage, `takes repair` recovers the readable takes"
+            ) from None
 
     return wrapper
 
@@ -264,11 +270,13 @@ def _fetch_bluesky(links: list[str], author: str | None, since: str | None, api_
 @model_option
 @backend_option
 @click.option("--if-missing", is_flag=True, help="Do nothing when an index already exists.")
+@click.option("--replace", is_flag=True, help="Replace an index that already holds takes (the old one serves until the new one commits).")
 @user_errors
-def index(files, input_format, index_dir, model, backend, if_missing):
+def index(files, input_format, index_dir, model, backend, if_missing, replace):
     """Build the index from FILES (default: the bundled seed thread).
 
-    Replaces whatever the index held; use `takes add` to add to it.
+    Refuses an index that already holds takes unless --replace is given; use
+    `takes add` to add to it.
     """
     from embeddings import DEFAULT_BACKEND, DEFAULT_MODEL
     from indexer.store import IndexWriter, database_path
@@ -282,6 +290,13 @@ def index(files, input_format, index_dir, model, backend, if_missing):
     model = model or DEFAULT_MODEL
     backend = backend or DEFAULT_BACKEND
     with IndexWriter(index_dir) as writer:
+        if writer.manifest is not None and writer.manifest.count and not replace:
+            from indexer.errors import TakesError
+
+            raise TakesError(
+                f"the index in {index_dir} holds {writer.manifest.count} takes; "
+                f"`takes add` adds to it, `takes index --replace` replaces it"
+            )
         report = writer.replace_all(
             takes, _embedder_factory(model, backend, index_dir), model=model, backend=backend, progress=True
         )
@@ -756,6 +771,10 @@ def rebuild(index_dir, model, backend, lock_timeout):
 
     _require_index(index_dir)
     with IndexWriter(index_dir, lock_timeout=lock_timeout) as writer:
+        if writer.manifest is None:
+            from indexer.errors import IndexNotFound
+
+            raise IndexNotFound(index_dir)
         model = model or writer.manifest.model
         backend = _writer_backend(writer, backend)
         report = writer.rebuild(_embedder_factory(model, backend, index_dir), model=model, backend=backend, progress=True)
@@ -831,6 +850,77 @@ def mcp(index_dir, model, backend):
         raise click.ClickException(f"the MCP server needs the `mcp` package ({error}): pip install 'takes[mcp]'") from None
     # A client may start us in any folder: resolve the index before anything else.
     run_stdio(index_dir.resolve(), model=model, backend=backend)
+
+
+@cli.command()
+@index_dir_option
+@user_errors
+def check(index_dir):
+    """Verify every file of the index: database pages, text index, segment and model checksums, caches.
+
+    Prints one line per problem and exits 1 if there is any; `takes repair` fixes them.
+    """
+    from indexer.store import check_index
+
+    problems, notes = check_index(index_dir)
+    for note in notes:
+        click.echo(f"note: {note}")
+    for problem in problems:
+        click.echo(f"problem: {problem}")
+    if problems:
+        click.echo(f"{len(problems)} problems in {index_dir}: `takes repair --index-dir {index_dir}` fixes what can be fixed", err=True)
+        return 1
+    click.echo(f"{index_dir}: every file is intact")
+
+
+@cli.command()
+@index_dir_option
+@lock_timeout_option
+@user_errors
+def repair(index_dir, lock_timeout):
+    """Rebuild what `takes check` finds damaged from what is intact, and say what was lost.
+
+    The takes' text in the database is the source of truth: vectors, the text
+    index, caches and the model copy are derived from it. A damaged database
+    is recovered with SQLite's own recovery (the damaged file is kept aside).
+    """
+    from indexer.store import repair_index
+
+    actions, remaining = repair_index(
+        index_dir, lambda model, backend: _embedder_factory(model, backend, index_dir), lock_timeout=lock_timeout
+    )
+    if not actions and not remaining:
+        click.echo(f"{index_dir}: nothing to repair, every file is intact")
+        return
+    for action in actions:
+        click.echo(action)
+    for problem in remaining:
+        click.echo(f"not repaired: {problem}")
+    return 1 if remaining else None
+
+
+@cli.command()
+@index_dir_option
+@lock_timeout_option
+@user_errors
+def compact(index_dir, lock_timeout):
+    """Reclaim disk space: purge removed takes, merge the vector segments into one, VACUUM the database.
+
+    Runs as a new generation with the same takes: searches keep working, and
+    a crash leaves the previous generation whole.
+    """
+    from indexer.store import IndexWriter
+
+    _require_index(index_dir)
+    with IndexWriter(index_dir, lock_timeout=lock_timeout) as writer:
+        report = writer.compact()
+    click.echo(
+        f"compacted {index_dir}: {report.bytes_before / 1024:.0f} kB -> {report.bytes_after / 1024:.0f} kB "
+        f"({report.purged} removed takes purged, {report.segments_before} segments -> {report.segments_after}, "
+        f"generation {report.generation})"
+    )
+    if report.not_vacuumed:
+        click.echo(f"the database was not vacuumed ({report.not_vacuumed}): run `takes compact` again with more free space", err=True)
 
 
 def _show_environment_variables(group: click.Group) -> None:

@@ -95,6 +95,7 @@ class StatsOut(BaseModel):
     model: str = Field(description="Embedding model that built the index.")
     dim: int = Field(description="Vector dimension.")
     index_bytes: int = Field(description="Size of the index on disk.")
+    reclaimable_bytes: int = Field(description="About how many of those bytes `takes compact` would free.")
     index_type: str = Field(description="FAISS index type: flat (exact) or approximate.")
     generation: int = Field(description="Generation of the index being served.")
     backend: str = Field(description="Embedding backend serving queries.")

@@ -36,7 +36,8 @@ def test_manifest_records_model_dimension_count_generation(seed_index, seed_take
     assert manifest["dim"] == 384
     assert manifest["count"] == len(seed_takes)
     assert manifest["generation"] >= 1
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
+    assert all(segment["checksum"].startswith("crc32:") for segment in manifest["segments"])
 
 
 def test_ids_are_stable_across_rebuilds(index_copy, seed_takes, embedder):
