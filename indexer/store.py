@@ -908,18 +908,7 @@ class IndexWriter:
 
     def _existing(self, column: str, values: Sequence[str]) -> set[str]:
         """Which of ``values`` a live take already has in ``column`` (``id`` or ``text_key``)."""
-        found: set[str] = set()
-        unique = list(dict.fromkeys(values))
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            found.update(
-                row[0]
-                for row in self._connection.execute(
-                    f"SELECT {column} FROM takes WHERE removed_generation IS NULL AND {column} IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                )
-            )
-        return found
+        return _existing(self._connection, column, values)
 
     def replace_all(
         self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, *, model: str, backend: str | None = None, progress: bool = False
@@ -1409,6 +1398,36 @@ def _pause_point(name: str) -> None:
 def _instance(embedder: EmbedderFactory | Embedder) -> Embedder:
     """The embedder itself, creating it when given a factory (the model loads only here)."""
     return embedder if hasattr(embedder, "encode") else embedder()
+
+
+def _existing(connection: sqlite3.Connection, column: str, values: Sequence[str]) -> set[str]:
+    """Which of ``values`` a live take already has in ``column`` (``id`` or ``text_key``): indexed look-ups only."""
+    found: set[str] = set()
+    unique = list(dict.fromkeys(values))
+    for start in range(0, len(unique), 500):
+        chunk = unique[start : start + 500]
+        found.update(
+            row[0]
+            for row in connection.execute(
+                f"SELECT {column} FROM takes WHERE removed_generation IS NULL AND {column} IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+        )
+    return found
+
+
+def new_takes(index_dir: Path, takes: Sequence[Take]) -> list[Take]:
+    """The takes ``IndexWriter.add`` would add, found without writing anything (``takes add --dry-run``)."""
+    keys = [text_key(take.text, take.author) for take in takes]
+    if not database_path(index_dir).exists():
+        return _first_of_each(takes, keys, set(), set())
+    connection, _ = open_index_database(index_dir)
+    try:
+        return _first_of_each(
+            takes, keys, _existing(connection, "id", [take.id for take in takes]), _existing(connection, "text_key", keys)
+        )
+    finally:
+        connection.close()
 
 
 def _first_of_each(takes: Sequence[Take], keys: Sequence[str], known_ids: set[str], known_keys: set[str]) -> list[Take]:

@@ -243,6 +243,24 @@ def _remove_through_server(server: str, token: str | None, ids, thread_id: str |
     return removed
 
 
+def _print_dry_run(index_dir: Path, takes) -> None:
+    """What `takes add` would add: per thread, new takes and the first words; nothing is written."""
+    from indexer.store import new_takes
+
+    fresh = new_takes(index_dir, takes)
+    by_thread: dict[str, list] = {}
+    for take in fresh:
+        by_thread.setdefault(take.thread_id, []).append(take)
+    for thread_id, members in by_thread.items():
+        first = " ".join(members[0].text.split())
+        who = members[0].handle or members[0].author or "unknown author"
+        click.echo(f"{thread_id}  {who}  {members[0].date or ''}  {len(members)} new: {first[:70]}{'...' if len(first) > 70 else ''}")
+    click.echo(
+        f"would add {len(fresh)} takes in {len(by_thread)} threads, skip {len(takes) - len(fresh)} duplicates "
+        f"(dry run: nothing written to {index_dir})"
+    )
+
+
 def _read_inputs(files: tuple[Path, ...], input_format: str | None, include_private: bool = False):
     from indexer.sources import read_takes
 
@@ -672,8 +690,13 @@ def _require_index(index_dir: Path) -> None:
     default=None,
     help="File holding the server's admin token: keeps it off the command line.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print what would be added (per thread: new takes and their first words; duplicates skipped) and write nothing.",
+)
 @user_errors
-def add(files, input_format, include_private, bluesky_author, since, bluesky_api, index_dir, model, backend, lock_timeout, server, token, token_file):
+def add(files, input_format, include_private, bluesky_author, since, bluesky_api, index_dir, model, backend, lock_timeout, server, token, token_file, dry_run):
     """Add the takes in FILES to the index, without a rebuild.
 
     FILES may also be Bluesky post links (https://bsky.app/profile/NAME/post/ID):
@@ -709,6 +732,9 @@ def add(files, input_format, include_private, bluesky_author, since, bluesky_api
     takes = _read_inputs(files, input_format, include_private)
     if links or bluesky_author:
         takes += _fetch_bluesky(links, bluesky_author, since, bluesky_api)
+    if dry_run:
+        _print_dry_run(index_dir, takes)
+        return
     with IndexWriter(index_dir, lock_timeout=lock_timeout) as writer:
         # An existing index keeps its model (a different --model is a ModelMismatch).
         model = model or (writer.manifest.model if writer.manifest else DEFAULT_MODEL)
