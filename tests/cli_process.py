@@ -47,8 +47,19 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def start_takes(index_dir: Path, *args, log: Path, **env: str) -> subprocess.Popen:
-    """Start `takes ...` in the background; its stdout and stderr go to ``log`` (a pipe could fill and block it)."""
+def start_takes(index_dir: Path, *args, log: Path, open_files: int | None = None, **env: str) -> subprocess.Popen:
+    """Start `takes ...` in the background; its stdout and stderr go to ``log`` (a pipe could fill and block it).
+
+    ``open_files`` caps the child's file descriptors (RLIMIT_NOFILE), for tests of running out of them.
+    """
+
+    def prepare() -> None:
+        _die_with_parent()
+        if open_files is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     with open(log, "wb") as handle:
         return subprocess.Popen(
             takes_command(*args),
@@ -56,7 +67,7 @@ def start_takes(index_dir: Path, *args, log: Path, **env: str) -> subprocess.Pop
             cwd=REPO,
             stdout=handle,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=prepare,
         )
 
 
@@ -85,10 +96,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(index_dir: Path, log: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+def serving(index_dir: Path, log: Path, *, open_files: int | None = None, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """`takes serve` on a free loopback port; yields (base URL, process) once /health answers, kills it after."""
     port = free_port()
-    process = start_takes(index_dir, "serve", "--host", "127.0.0.1", "--port", port, log=log, **env)
+    process = start_takes(index_dir, "serve", "--host", "127.0.0.1", "--port", port, log=log, open_files=open_files, **env)
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:

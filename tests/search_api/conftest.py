@@ -14,3 +14,17 @@ def client(seed_index, searcher):
     settings = Settings(index_dir=seed_index, reload_interval=0)
     with TestClient(create_app(settings, searcher)) as client:
         yield client
+
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (tests/search_api/browser.py), shared by the page's and the docs pages' tests."""
+    from tests.search_api.browser import launch, missing, sync_playwright
+
+    if sync_playwright is None:
+        missing("the playwright package is not installed")
+    with sync_playwright() as playwright:
+        launched = launch(playwright)
+        yield launched
+        launched.close()

@@ -2,50 +2,17 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.cli_process import serving
 
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # skipped below (a failure in CI)
-    expect = sync_playwright = None
-
-CHROMIUM = Path("/usr/bin/chromium")
-# The same quiet headless Chromium as the page's tests: no background fetches of its own.
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WAIT_MS = 30_000
+from tests.search_api.browser import expect
 
 
-def missing(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{what}; `make test` installs it")
-    pytest.skip(f"{what}; install it to run the browser tests")
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        missing(f"no Chromium at {CHROMIUM}")
-    if sync_playwright is None:
-        missing("the playwright package is not installed")
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -21,30 +21,14 @@ from indexer.models import Take
 from search_api.app import create_app
 from search_api.settings import Settings
 
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # the browser tests skip (or fail in CI) below
-    expect = sync_playwright = None
+from tests.search_api.browser import expect
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 STATIC = REPO / "search_api" / "static"
-CHROMIUM = Path("/usr/bin/chromium")
-# Headless, and quiet: no sync, updates or background fetches that would show up as foreign requests.
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 QUERY = "what about compute governance"
-# Generous: the first search after start loads the model's kernels.
-WAIT_MS = 30_000
 
 
 def is_compute_take(result: dict) -> bool:
@@ -139,24 +123,7 @@ def test_the_page_files_load_nothing_from_elsewhere_and_never_parse_text_as_html
 # ---- a live server and a browser ---------------------------------------------------------
 
 
-def missing(what: str) -> None:
-    # CI installs both (make test); there a skip would hide a page nobody tested.
-    if os.environ.get("CI"):
-        pytest.fail(f"{what}; `make test` installs it")
-    pytest.skip(f"{what}; install it to run the browser tests")
 
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        missing(f"no Chromium at {CHROMIUM}")
-    if sync_playwright is None:
-        missing("the playwright package is not installed")
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
 
 
 def free_port() -> int:

@@ -7,18 +7,17 @@ each case stays small; timeouts here are guards, not measurements.
 from __future__ import annotations
 
 import contextlib
-import resource
 import socket
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from indexer.store import IndexWriter
-from tests.cli_process import REPO, free_port, run_takes, stop, takes_command, takes_env, wait_until
+from tests.cli_process import free_port, run_takes, serving, wait_until
 
 TOKEN = "serve-limits-token-41aa"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -27,37 +26,9 @@ GUARD = 60
 
 @contextlib.contextmanager
 def served(index_dir: Path, log: Path, *, open_files: int | None = None, **env: str):
-    """`takes serve` on a free port, optionally with a small open-file limit; yields its URL once /health answers."""
-    port = free_port()
-
-    def prepare() -> None:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # die with the test run
-        if open_files is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
-
-    with open(log, "wb") as handle:
-        process = subprocess.Popen(
-            takes_command("serve", "--host", "127.0.0.1", "--port", port),
-            env=takes_env(index_dir, **env), cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, preexec_fn=prepare,
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"takes serve exited with {process.returncode}: {log.read_text()}")
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(healthy, timeout=90, what="takes serve to answer /health", interval=0.2)
-        yield url, port
-    finally:
-        stop(process)
+    """`takes serve` on a free port, optionally with a small open-file limit; yields (URL, port) once /health answers."""
+    with serving(index_dir, log, open_files=open_files, **env) as (url, _process):
+        yield url, urlsplit(url).port
 
 
 def test_idle_sockets_and_endless_heads_do_not_lock_out_a_new_client(index_copy, tmp_path):
