@@ -86,3 +86,31 @@ def searcher(seed_index, embedder):
     from indexer.search import Searcher
 
     return Searcher(seed_index, embedder=embedder)
+
+
+@pytest.fixture
+def unroll(tmp_path):
+    """A small Thread Reader unroll (tests/samples.py) as a file to add."""
+    from tests.samples import UNROLL
+
+    path = tmp_path / "dana.txt"
+    path.write_text(UNROLL)
+    return path
+
+
+@pytest.fixture(scope="session")
+def seeded_cross_encoder(tmp_path_factory):
+    """A CrossEncoder folder: the shipped MiniLM layers plus a seeded, untrained one-score head.
+
+    A real cross-encoder in shape and code path (no trained one is installable
+    here), so tests can check the re-ranking interface but not its relevance.
+    """
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from embeddings import resolve_model_path
+
+    folder = tmp_path_factory.mktemp("cross-encoder")
+    torch.manual_seed(0)
+    CrossEncoder(resolve_model_path("all-MiniLM-L6-v2"), num_labels=1, device="cpu").save(str(folder))
+    return folder

@@ -34,17 +34,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def seeded_cross_encoder(tmp_path_factory):
-    """A CrossEncoder folder: shipped MiniLM layers plus a seeded one-score head."""
-    import torch
-    from sentence_transformers import CrossEncoder
-
-    folder = tmp_path_factory.mktemp("cross-encoder")
-    torch.manual_seed(0)
-    CrossEncoder(resolve_model_path("all-MiniLM-L6-v2"), num_labels=1, device="cpu").save(str(folder))
-    return folder
-
 
 @pytest.fixture(scope="module")
 def reranker(seeded_cross_encoder):

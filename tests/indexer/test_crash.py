@@ -22,17 +22,11 @@ from indexer.sources import read_takes
 from indexer.store import PAUSE_POINTS, IndexWriter, open_index_database
 from search_api.cli import cli
 from tests.cli_process import run_takes, start_takes, stop, wait_until
-from tests.samples import UNROLL, UNROLL_IDS
+from tests.samples import UNROLL_IDS
 
 NEW_IDS = UNROLL_IDS
 QUERY = "who should pay for AI auditors"
 
-
-@pytest.fixture
-def unroll(tmp_path):
-    path = tmp_path / "dana.txt"
-    path.write_text(UNROLL)
-    return path
 
 
 def kill_at(point: str, index_dir, tmp_path, *args) -> None:

@@ -29,16 +29,10 @@ from indexer.sources import read_takes
 from indexer.store import IndexWriter, check_index, open_index_database
 from search_api.cli import cli
 from tests.cli_process import REPO, run_takes, serving, start_takes, stop, takes_env, wait_until
-from tests.samples import UNROLL, UNROLL_IDS
+from tests.samples import UNROLL_IDS
 
 QUERY = "who should pay for AI auditors"
 
-
-@pytest.fixture
-def unroll(tmp_path):
-    path = tmp_path / "dana.txt"
-    path.write_text(UNROLL)
-    return path
 
 
 def takes(*args, **env):

@@ -10,22 +10,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from click.testing import CliRunner
 
 from embeddings import resolve_model_path
 from search_api.cli import cli
 
-
-@pytest.fixture(scope="module")
-def seeded_cross_encoder(tmp_path_factory):
-    import torch
-    from sentence_transformers import CrossEncoder
-
-    folder = tmp_path_factory.mktemp("cross-encoder")
-    torch.manual_seed(0)
-    CrossEncoder(resolve_model_path("all-MiniLM-L6-v2"), num_labels=1, device="cpu").save(str(folder))
-    return folder
 
 
 def search(*args):
