@@ -28,3 +28,18 @@ def browser():
         launched = launch(playwright)
         yield launched
         launched.close()
+
+
+@pytest.fixture
+def run():
+    """Invoke the `takes` CLI in-process, with ``env`` added to the environment."""
+    from click.testing import CliRunner
+
+    from search_api.cli import cli
+
+    runner = CliRunner()
+
+    def invoke(*args, **env):
+        return runner.invoke(cli, [str(arg) for arg in args], env={k: str(v) for k, v in env.items()})
+
+    return invoke

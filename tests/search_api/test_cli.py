@@ -17,15 +17,6 @@ from search_api.cli import cli
 from tests.conftest import DEV_JUDGMENTS
 
 
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args, **env):
-        return runner.invoke(cli, [str(arg) for arg in args], env={k: str(v) for k, v in env.items()})
-
-    return invoke
-
 
 def test_index_search_stats_end_to_end(run, tmp_path):
     index_dir = tmp_path / "index"

@@ -6,9 +6,7 @@ import json
 import socket
 
 import pytest
-from click.testing import CliRunner
 
-from search_api.cli import cli
 from tests.bluesky_api import HANDLE, FakeAppView, serve
 from tests.bluesky_car import OWNER, sample_repository
 from tests.mastodon_archive import write_zip
@@ -16,15 +14,6 @@ from tests.samples import UNROLL
 
 BLUESKY_TAKES, MASTODON_PUBLIC, MASTODON_PRIVATE, UNROLL_TAKES = 7, 5, 2, 3
 
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args, **env):
-        return runner.invoke(cli, [str(arg) for arg in args], env={k: str(v) for k, v in env.items()})
-
-    return invoke
 
 
 @pytest.fixture
