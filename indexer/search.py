@@ -22,6 +22,7 @@ from indexer.errors import IndexCorrupt, InvalidQuery, TakeNotFound
 from indexer.threads import limit_threads
 from indexer.models import TAKE_FIELDS, AuthorSummary, SearchResult, Take, ThreadSummary, first_words
 from indexer.ranking import Candidate
+from indexer.storage import Filters
 from indexer.store import (
     DATABASE_NAME,
     REPAIR_HINT,
@@ -131,57 +132,27 @@ def author_clause(author: str) -> tuple[str, list[str]]:
     )
 
 
-@dataclass(frozen=True)
-class Filters:
-    """Restrictions applied before the top k is cut.
-
-    ``author`` matches the author's name or handle, case-insensitively;
-    ``since``/``until`` are inclusive ISO dates; ``min_score`` drops results
-    scoring below it in the chosen mode's scale.
-    """
-
-    author: str | None = None
-    handle: str | None = None
-    thread_id: str | None = None
-    since: str | date | None = None
-    until: str | date | None = None
-    min_score: float | None = None
-
-    def __post_init__(self):
-        for name in ("since", "until"):
-            value = getattr(self, name)
-            if isinstance(value, date):
-                # Callers may pass dates; the SQL compares ISO text.
-                value = value.isoformat()
-                object.__setattr__(self, name, value)
-            if value is not None and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-                raise InvalidQuery(f"{name} must be an ISO date like 2023-06-25, got {value!r}")
-        if self.since and self.until and self.since > self.until:
-            raise InvalidQuery(f"since ({self.since}) is after until ({self.until})")
-
-    def restricts_rows(self) -> bool:
-        return any(getattr(self, name) for name in ("author", "handle", "thread_id", "since", "until"))
-
-    def sql(self) -> tuple[str, tuple]:
-        clauses, params = ["1"], []
-        if self.author:
-            clause, author_params = author_clause(self.author)
-            clauses.append(clause)
-            params += author_params
-        if self.handle:
-            clauses.append("lower(takes.handle) = lower(?)")
-            params.append("@" + self.handle.strip().lstrip("@"))
-        if self.thread_id:
-            clauses.append("takes.thread_id = ?")
-            params.append(self.thread_id)
-        # Dates compare as text: ISO dates (and timestamps) sort chronologically.
-        if self.since:
-            clauses.append("substr(takes.date, 1, 10) >= ?")
-            params.append(self.since)
-        if self.until:
-            clauses.append("substr(takes.date, 1, 10) <= ?")
-            params.append(self.until)
-        return " AND ".join(clauses), tuple(params)
+def filter_sql(filters: Filters) -> tuple[str, tuple]:
+    """SQL condition (and parameters) for the takes passing ``filters``."""
+    clauses, params = ["1"], []
+    if filters.author:
+        clause, author_params = author_clause(filters.author)
+        clauses.append(clause)
+        params += author_params
+    if filters.handle:
+        clauses.append("lower(takes.handle) = lower(?)")
+        params.append("@" + filters.handle.strip().lstrip("@"))
+    if filters.thread_id:
+        clauses.append("takes.thread_id = ?")
+        params.append(filters.thread_id)
+    # Dates compare as text: ISO dates (and timestamps) sort chronologically.
+    if filters.since:
+        clauses.append("substr(takes.date, 1, 10) >= ?")
+        params.append(filters.since)
+    if filters.until:
+        clauses.append("substr(takes.date, 1, 10) <= ?")
+        params.append(filters.until)
+    return " AND ".join(clauses), tuple(params)
 
 
 @dataclass(frozen=True)
@@ -613,7 +584,7 @@ class Searcher:
         if match is None:
             return []
         clause, params = visible_clause(snapshot.generation)
-        filter_clause, filter_params = filters.sql()
+        filter_clause, filter_params = filter_sql(filters)
         # bm25() is lower-is-better (negative); negate so higher is better everywhere.
         rows = self._connection().execute(
             f"""SELECT takes.rowid, -bm25(takes_fts) AS score
@@ -629,7 +600,7 @@ class Searcher:
         if not filters.restricts_rows():
             return None
         clause, params = visible_clause(snapshot.generation)
-        filter_clause, filter_params = filters.sql()
+        filter_clause, filter_params = filter_sql(filters)
         rows = self._connection().execute(
             f"SELECT rowid FROM takes WHERE {clause} AND {filter_clause}", (*params, *filter_params)
         )
@@ -744,7 +715,7 @@ def list_authors(connection, generation: int) -> list[AuthorSummary]:
 def list_threads(connection, generation: int, filters: Filters | None = None) -> list[ThreadSummary]:
     """Every thread of ``generation`` passing ``filters``, newest first (no model needed)."""
     clause, params = visible_clause(generation)
-    filter_clause, filter_params = (filters or Filters()).sql()
+    filter_clause, filter_params = filter_sql(filters or Filters())
     # SQLite fills the bare columns of a min() aggregate from the row holding the minimum: the first take.
     rows = connection.execute(
         f"""SELECT thread_id, author, handle, date, count(*), max(thread_size), min(position), text

@@ -77,6 +77,7 @@ import numpy as np
 
 from embeddings import Embedder
 from indexer import ann
+from indexer.storage import ChangeReport, CompactReport
 from indexer.errors import (
     DiskFull,
     IndexConflict,
@@ -617,19 +618,6 @@ def save_trained_index(index_dir: Path, manifest: Manifest, index) -> None:
             temporary.unlink()
 
 
-@dataclass
-class ChangeReport:
-    """What a write did, for the CLI and API to report."""
-
-    added: int = 0
-    skipped: int = 0
-    removed: int = 0
-    embedded: int = 0
-    threads: int = 0
-    generation: int = 0
-    added_ids: list[str] = field(default_factory=list)
-
-
 def _cache_checksum(model: str, digest: str, blob: bytes) -> str:
     # Bound to its key too: a vector moved to another text's row fails.
     return checksum_bytes(b"\0".join((model.encode(), digest.encode(), blob)))
@@ -786,20 +774,6 @@ def _translated(index_dir: Path, generation: int | None):
         if translated is None:
             raise
         raise translated from None
-
-
-@dataclass
-class CompactReport:
-    """What `takes compact` reclaimed."""
-
-    bytes_before: int
-    bytes_after: int
-    purged: int
-    segments_before: int
-    segments_after: int
-    generation: int
-    # Why the database could not be vacuumed (VACUUM needs room for a copy), if it could not.
-    not_vacuumed: str | None = None
 
 
 class IndexWriter:
