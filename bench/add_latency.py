@@ -256,15 +256,14 @@ def breakdown_child(index_dir: str, file: str, spawned_at: float) -> None:
     from embeddings import load_embedder
     from indexer.sources import read_takes
     from indexer.store import IndexWriter
-    from search_api.cli import _writer_backend  # the CLI module, as `takes add` imports it
+    from indexer.api import choose_model  # the rule `takes add` follows
 
     mark("imports")
     takes = read_takes(Path(file))
     mark("parse")
     writer = IndexWriter(Path(index_dir))
     mark("lock_open")
-    model = writer.manifest.model
-    backend = _writer_backend(writer, None)  # the index's own backend, as `takes add` picks it
+    model, backend = (lambda choice: (choice.model, choice.backend))(choose_model(writer.manifest))  # as `takes add` picks them
     embedder = load_embedder(model, backend, cache_dir=index_dir)
     mark("model_load")
 

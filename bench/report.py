@@ -131,7 +131,7 @@ def sections(results: dict) -> dict[str, str]:
         )
     out["Concurrent clients"] = (
         "8 keep-alive clients sending 400 requests back to back. Queries that arrive together are encoded in "
-        "one model call by the batching worker (`search_api/batching.py`: greedy, at most 32, waiting up to "
+        "one model call by the batching worker (`indexer/query_batching.py`: greedy, at most 32, waiting up to "
         "3 ms for company only when the previous batch was shared, so an idle server adds no delay). torch "
         "runs such a batch as one forward pass. The int8 ONNX backend still runs one text per model run "
         "(`embeddings/onnx.py`): dynamic quantization takes each activation scale from the whole batch "

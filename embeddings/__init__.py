@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 
-from embeddings.base import Embedder, EmbeddingError
+from embeddings.base import Embedder, EmbeddingError, ProjectError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 BACKENDS = ("torch", "onnx")
@@ -21,7 +21,27 @@ BACKENDS = ("torch", "onnx")
 # queries follow it.
 DEFAULT_BACKEND = "onnx"
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "DEFAULT_MODEL", "Embedder", "EmbeddingError", "load_embedder", "resolve_model_path"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "DEFAULT_MODEL",
+    "Embedder",
+    "EmbeddingError",
+    "ProjectError",
+    "load_embedder",
+    "resolve_model_path",
+    "stay_offline",
+]
+
+
+def stay_offline() -> None:
+    """Never let a model library try the network (the machine has no route to the model hub).
+
+    ``setdefault``: a user who does want the hub can still say so.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def resolve_model_path(name: str) -> str:
@@ -37,7 +57,9 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def load_embedder(name: str = DEFAULT_MODEL, backend: str = DEFAULT_BACKEND, cache_dir: str | None = None) -> Embedder:
+def load_embedder(
+    name: str = DEFAULT_MODEL, backend: str = DEFAULT_BACKEND, cache_dir: str | None = None, threads: int | None = None
+) -> Embedder:
     """The embedder for a model name or path, loaded once per process.
 
     Models are read-only once loaded, so one instance serves every caller
@@ -47,21 +69,20 @@ def load_embedder(name: str = DEFAULT_MODEL, backend: str = DEFAULT_BACKEND, cac
         name: the default model, a sentence-transformers model name, or a local folder.
         backend: ``onnx`` (int8-quantized ONNX Runtime, the default) or ``torch`` (fp32).
         cache_dir: where a derived model (the quantized ONNX export) is kept.
+        threads: ONNX Runtime's intra-op threads (0: its default); None: ``TAKES_THREADS`` or 1.
     """
-    return _load_embedder(name, backend, cache_dir)
+    return _load_embedder(name, backend, cache_dir, threads)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_embedder(name: str, backend: str, cache_dir: str | None) -> Embedder:
+def _load_embedder(name: str, backend: str, cache_dir: str | None, threads: int | None) -> Embedder:
     if backend not in BACKENDS:
         raise EmbeddingError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    # The machine has no route to the model hub: never let a load try it.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    stay_offline()
     if backend == "onnx":
         from embeddings.onnx import OnnxEmbedder
 
-        return OnnxEmbedder(name, cache_dir=cache_dir)
+        return OnnxEmbedder(name, cache_dir=cache_dir, threads=threads)
     from embeddings.sentence_transformer import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(name)

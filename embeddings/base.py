@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
-import numpy as np
+if TYPE_CHECKING:
+    # Annotations only: importing the error classes must stay cheap.
+    import numpy as np
 
 # Threads each compute library (ONNX Runtime, torch, FAISS) may use for one
 # calling thread. On the shared 2-core reference machine one intra-op thread
@@ -19,12 +21,25 @@ import numpy as np
 DEFAULT_THREADS = 1
 
 
-class EmbeddingError(Exception):
+class ProjectError(Exception):
+    """Base of every failure of this project that a person can act on.
+
+    Defined here, at the bottom of the import order, so that the model's
+    errors (``EmbeddingError``) and the index's (``indexer.errors.TakesError``)
+    share one root: a front end that handles ``ProjectError`` misses none.
+    """
+
+
+class EmbeddingError(ProjectError):
     """A model could not be created or used; the message says what to do."""
 
 
 def threads_from_environment() -> int:
-    """``TAKES_THREADS``, or the measured default; 0 leaves each library its own default."""
+    """``TAKES_THREADS``, or the measured default; 0 leaves each library its own default.
+
+    Only for callers that pass no thread count (scripts, benchmarks); the
+    server and the CLI pass ``Settings.threads`` down instead.
+    """
     value = os.environ.get("TAKES_THREADS", "").strip()
     if not value:
         return DEFAULT_THREADS

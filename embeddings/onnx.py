@@ -574,7 +574,7 @@ class OnnxEmbedder:
 
     backend = "onnx"
 
-    def __init__(self, name: str, cache_dir: str | os.PathLike | None = None):
+    def __init__(self, name: str, cache_dir: str | os.PathLike | None = None, threads: int | None = None):
         self.name = name
         onnxruntime = _require_onnx_runtime(for_build=False)
         self.model_dir = ensure_quantized_model(name, cache_dir)
@@ -599,7 +599,7 @@ class OnnxEmbedder:
             )
         session_options = onnxruntime.SessionOptions()
         # 0 (TAKES_THREADS=0) is ONNX Runtime's own default.
-        session_options.intra_op_num_threads = threads_from_environment()
+        session_options.intra_op_num_threads = threads_from_environment() if threads is None else threads
         session_options.inter_op_num_threads = 1
         # How many texts went through the model: lets tests and `takes add`
         # prove that cached or duplicate takes were not embedded again.

@@ -32,12 +32,12 @@ Answer:"""
 
 def search_in_process(index_dir: Path):
     """The search tool through the Python API: the model and index load once."""
-    from indexer.client import Takes, format_context
+    from indexer.api import Takes, prompt_block
 
     takes = Takes(index_dir)
 
     def search_takes(q: str, k: int = 5, **filters) -> str:
-        return format_context(takes.search(q, k, **filters), q)
+        return prompt_block(takes.search(q, k, **filters), q)
 
     return search_takes
 

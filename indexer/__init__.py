@@ -10,7 +10,7 @@ SEED_CORPUS = Path(__file__).resolve().parent / "corpus" / "jackclark_ai_policy.
 def __getattr__(name: str):
     # `from indexer import Takes` without paying for numpy/FAISS at package import.
     if name == "Takes":
-        from indexer.client import Takes
+        from indexer.api import Takes
 
         return Takes
     raise AttributeError(f"module 'indexer' has no attribute {name!r}")

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from embeddings.base import EmbeddingError, ProjectError  # noqa: F401 - one import for every project error
 
-class TakesError(Exception):
-    """Base class for every failure the user can act on."""
+
+class TakesError(ProjectError):
+    """Base class for every failure of the index or a query that the user can act on.
+
+    ``ProjectError`` (embeddings/base.py) is the root of both this and the
+    model's ``EmbeddingError``: front ends catch ``ProjectError``.
+    """
 
 
 class IndexNotFound(TakesError):
@@ -80,3 +86,6 @@ class InvalidQuery(TakesError):
 
 class TakeNotFound(TakesError):
     """No take (or thread) has the requested id."""
+
+
+__all__ = [name for name, value in globals().items() if isinstance(value, type) and issubclass(value, ProjectError)]

@@ -43,6 +43,13 @@ class Take:
         return asdict(self)
 
 
+def author_label(author: str | None, handle: str | None) -> str:
+    """``Jack Clark (@jackclarkSF)``, or whichever of the two is known; empty when neither is."""
+    if author and handle:
+        return f"{author} ({handle})"
+    return author or handle or ""
+
+
 def citation(take: Take) -> str:
     """How to cite a take in a prompt or an answer.
 
@@ -51,7 +58,7 @@ def citation(take: Take) -> str:
     a date names no thread when one author posts two threads on one day, and
     the id is what ``get_thread`` and ``GET /threads/{thread_id}`` take.
     """
-    who = " ".join(part for part in (take.author, f"({take.handle})" if take.handle and take.author else take.handle) if part)
+    who = author_label(take.author, take.handle)
     day = (take.date or "")[:10] or None
     size = f"/{take.thread_size}" if take.thread_size else ""
     parts = [who or "unknown author"]

@@ -42,18 +42,14 @@ from indexer.store import (
     take_from_row,
 )
 
-MODES = ("hybrid", "dense", "lexical")
-DEFAULT_MODE = "hybrid"
+from indexer.query_limits import DEFAULT_K, DEFAULT_MODE, MAX_K, MAX_QUERY_CHARS, MODES
+from indexer.query_limits import MAX_NEIGHBOURS as MAX_CONTEXT
+
 # Candidates each retriever contributes to fusion (indexer/ranking.py).
 FUSION_DEPTH = 50
 # Fused candidates a cross-encoder re-scores (at least 2k): one model pass per
 # candidate, so it is opt-in (docs/PERFORMANCE.md, "Re-ranking").
 RERANK_DEPTH = 30
-
-MAX_QUERY_CHARS = 1000
-MAX_CONTEXT = 10
-MAX_K = 100
-DEFAULT_K = 10
 
 _COLUMNS = ", ".join(TAKE_FIELDS)
 
@@ -333,7 +329,7 @@ class Searcher:
         # Queries use the backend that embedded the index unless told otherwise
         # (the other backend's vectors differ slightly: cosine about 0.99).
         self.backend = getattr(embedder, "backend", None) or backend or manifest.backend
-        self._embedder = embedder or load_embedder(model or manifest.model, self.backend, cache_dir=str(self.index_dir))
+        self._embedder = embedder or load_embedder(model or manifest.model, self.backend, cache_dir=str(self.index_dir), threads=self.threads)
         manifest.check_model(self._embedder.name, self._embedder.dim)
         if late_interaction and not hasattr(self._embedder, "token_vectors"):
             from embeddings import EmbeddingError
@@ -390,7 +386,7 @@ class Searcher:
                 if self._requested_model is not None:
                     # The user pinned a model; keep serving what matches it.
                     snapshot.manifest.check_model(self._requested_model)
-                embedder = load_embedder(snapshot.manifest.model, self.backend, cache_dir=str(self.index_dir))
+                embedder = load_embedder(snapshot.manifest.model, self.backend, cache_dir=str(self.index_dir), threads=self.threads)
             snapshot.manifest.check_model(embedder.name, embedder.dim)
             self.centroid(snapshot)  # here, not in the first request after the swap
             if embedder is not self._embedder:

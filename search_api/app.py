@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-import threading
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +14,8 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from embeddings import EmbeddingError
+from embeddings import EmbeddingError, ProjectError
+from indexer.api import Takes
 from indexer.errors import (
     DiskFull,
     IndexCorrupt,
@@ -26,19 +27,19 @@ from indexer.errors import (
     ModelMismatch,
     ParseError,
     TakeNotFound,
-    TakesError,
 )
-from indexer.search import Searcher
-from indexer.threads import limit_threads
 from search_api.routers import admin, health, listing, page, search, takes, tools
-from search_api.batching import QueryBatcher
 from search_api.errors import bounded_errors, describe_validation_errors, storage_failure, without_paths
 from search_api.limits import RequestGuard
-from search_api.settings import Settings, is_loopback
+from search_api.settings import Settings, is_loopback, open_takes
 from search_api.writes import RETRY_AFTER_SECONDS, WriteQueue, WriterBusy
+
+if TYPE_CHECKING:
+    from indexer.search import Searcher
 
 log = logging.getLogger("takes")
 
+# Every project error is the user's or the server's state, never a 500.
 _STATUS = {
     InvalidQuery: 422,
     ParseError: 422,
@@ -51,6 +52,8 @@ _STATUS = {
     DiskFull: 507,
     IndexWriteFailed: 503,
     IndexReadOnly: 503,
+    # The model failed, not the request: try again once the server is repaired.
+    EmbeddingError: 503,
 }
 
 
@@ -61,68 +64,32 @@ def _status_for(error: Exception) -> int:
     return 400
 
 
-def _watch_generations(app: FastAPI, stop: threading.Event) -> None:
-    """Swap in generations written by other processes (`takes add`) without a restart."""
-    searcher: Searcher = app.state.searcher
-    while not stop.wait(app.state.settings.reload_interval):
-        try:
-            if searcher.refresh():
-                log.info("serving generation %d (%d takes)", searcher.snapshot.generation, searcher.manifest.count)
-        except (TakesError, EmbeddingError) as error:
-            # Keep serving the generation we have; say why the new one was refused.
-            log.warning("not switching to the new index generation: %s", error)
-
-
-def second_stage_reranker(path):
-    """The cross-encoder a Searcher re-scores with, or None when none is configured."""
-    if path is None:
-        return None
-    from embeddings.reranker import CrossEncoderReranker
-
-    return CrossEncoderReranker(path)
-
-
-def create_app(settings: Settings | None = None, searcher: Searcher | None = None) -> FastAPI:
-    """Build the app; pass ``searcher`` to reuse a loaded model (tests, embedding)."""
-    settings = settings or Settings()
+def _serving(settings: Settings, served: Takes, mcp_endpoint):
+    """The app's lifespan: load once before the first request, follow new generations, stop cleanly."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # Load the model and index once, before the first request.
-        # Before the model loads: OMP_NUM_THREADS reaches libraries not loaded yet.
-        limit_threads(settings.threads)
-        app.state.searcher = searcher or Searcher(
-            settings.index_dir,
-            model=settings.model,
-            backend=settings.backend,
-            threads=settings.threads,
-            reranker=second_stage_reranker(settings.reranker),
-            late_interaction=settings.late_interaction,
-        )
-        served = app.state.searcher
-        previous_encoder = served.query_encoder
-        batcher = None
-        if settings.query_batching:
-            # Reads served.embedder at each batch, so a reload's new model is used.
-            batcher = QueryBatcher(lambda texts: served.embedder.encode(texts), on_start=lambda: limit_threads(served.threads))
-            served.query_encoder = batcher
-        app.state.query_batcher = batcher
+        served.load()
         app.state.write_queue = WriteQueue(settings.max_queued_writes)
-        stop = threading.Event()
-        watcher = threading.Thread(target=_watch_generations, args=(app, stop), name="takes-reload", daemon=True)
-        if settings.reload_interval > 0:
-            watcher.start()
+        follower = served.follow(settings.reload_interval)
         try:
-            # MCP over streamable HTTP shares this app's Searcher: no second model load.
+            # MCP over streamable HTTP shares this app's Takes: no second model load.
             async with mcp_endpoint.running() if mcp_endpoint else contextlib.nullcontext():
                 yield
         finally:
-            stop.set()
+            follower.stop()
             app.state.write_queue.close()
-            if batcher is not None:
-                served.query_encoder = previous_encoder
-                batcher.close()
+            served.stop_batching()
 
+    return lifespan
+
+
+def create_app(settings: Settings | None = None, served: Takes | Searcher | None = None) -> FastAPI:
+    """Build the app; pass ``served`` (a Takes, or a loaded Searcher) to reuse a loaded model (tests, embedding)."""
+    settings = settings or Settings()
+    # Cheap: nothing loads until the lifespan starts.
+    served = served if isinstance(served, Takes) else open_takes(settings, searcher=served, batch_queries=settings.query_batching)
+    mcp_endpoint = _mcp_endpoint(served, settings)
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from this
     # server (the assets ship in the fastapi-offline package), not from a CDN.
     app = FastAPIOffline(
@@ -133,23 +100,19 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
             "that answer it, with who said it, when, and where in the thread."
         ),
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=_serving(settings, served, mcp_endpoint),
     )
     app.state.settings = settings
+    app.state.takes = served
 
     def reply(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
         # Clients never learn where the server keeps its index.
         return JSONResponse(status_code=status, content={"detail": without_paths(message, settings.index_dir)}, headers=headers)
 
-    @app.exception_handler(TakesError)
-    async def takes_error(request: Request, error: TakesError) -> JSONResponse:
+    @app.exception_handler(ProjectError)
+    async def project_error(request: Request, error: ProjectError) -> JSONResponse:
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if isinstance(error, WriterBusy) else None
         return reply(_status_for(error), str(error), headers)
-
-    @app.exception_handler(EmbeddingError)
-    async def embedding_error(request: Request, error: EmbeddingError) -> JSONResponse:
-        # The model failed, not the request: try again once the server is repaired.
-        return reply(503, str(error))
 
     @app.exception_handler(OSError)
     @app.exception_handler(sqlite3.Error)
@@ -166,7 +129,6 @@ def create_app(settings: Settings | None = None, searcher: Searcher | None = Non
 
     for router in (search.router, takes.router, listing.router, health.router, admin.router, tools.router, page.router):
         app.include_router(router)
-    mcp_endpoint = _mcp_endpoint(app, settings)
     if mcp_endpoint is not None:
         app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     @app.middleware("http")
@@ -195,11 +157,11 @@ DOCUMENTATION_POLICY = (
 )
 
 
-def _mcp_endpoint(app: FastAPI, settings: Settings):
+def _mcp_endpoint(served: Takes, settings: Settings):
     """The /mcp endpoint, or None when the optional `mcp` package is not installed."""
     try:
         from search_api.mcp_server import HttpEndpoint, build_server
     except ImportError as error:
         log.info("MCP over HTTP is off (%s): pip install 'takes[mcp]'", error)
         return None
-    return HttpEndpoint(build_server(lambda: app.state.searcher), hosts=settings.hosts())
+    return HttpEndpoint(build_server(served), hosts=settings.hosts())

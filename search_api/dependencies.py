@@ -1,4 +1,4 @@
-"""Typed dependencies: handlers receive the Searcher, never reach for a global."""
+"""Typed dependencies: handlers receive the library's front door, never reach for a global."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from indexer.search import Searcher
+from indexer.api import Takes
 from search_api.settings import Settings
 
 
-def get_searcher(request: Request) -> Searcher:
-    return request.app.state.searcher
+def get_takes(request: Request) -> Takes:
+    return request.app.state.takes
 
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-SearcherDep = Annotated[Searcher, Depends(get_searcher)]
+TakesDep = Annotated[Takes, Depends(get_takes)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -2,7 +2,7 @@
 
 Two transports share one tool set: stdio (``takes mcp``, for desktop clients
 that launch the server) and streamable HTTP at ``/mcp`` on the API server
-(``create_app`` mounts it and hands it the app's already-loaded Searcher).
+(``create_app`` mounts it and hands it the app's ``Takes``, already loaded).
 
 Every tool answers twice: ``structuredContent`` with the API's fields plus a
 ``citation`` for programs, and a numbered, cited text rendering for clients
@@ -14,13 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
-import threading
-import time
-from collections.abc import Callable
 from datetime import date
-from pathlib import Path
 from typing import Annotated
 
 from mcp.server.mcpserver import MCPServer
@@ -29,17 +24,15 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, Field, ValidationError
 
-from embeddings import EmbeddingError
-from indexer.client import cited, format_context
-from indexer.errors import TakesError
+from embeddings import stay_offline
+from indexer.api import Takes, cited, prompt_block
+from indexer.errors import ProjectError
 from indexer.models import strong_matches
-from indexer.search import MAX_K, MAX_QUERY_CHARS, Filters, Searcher
+from indexer.query_limits import MAX_K, MAX_QUERY_CHARS, PROMPT_K
 from search_api.errors import describe_validation_errors
 from search_api.schemas import ResultOut, TakeOut
 
 log = logging.getLogger("takes.mcp")
-
-DEFAULT_K = 8
 
 INSTRUCTIONS = (
     "Search a corpus of AI-policy takes: short posts in threads, mostly Jack Clark's (@jackclarkSF) "
@@ -86,38 +79,6 @@ class ThreadOutput(BaseModel):
     takes: list[CitedTake] = Field(description="Every take of the thread, in thread order.")
 
 
-class SearcherSource:
-    """Loads the Searcher on first use and follows new generations.
-
-    Loading lazily (and retrying after a failure) keeps the server up when the
-    index is missing: the tool call says why, and works once the index exists.
-    """
-
-    def __init__(self, index_dir: Path | str, *, model: str | None = None, backend: str | None = None, refresh_interval: float = 1.0):
-        self.index_dir, self.model, self.backend = Path(index_dir), model, backend
-        self.refresh_interval = refresh_interval
-        self._searcher: Searcher | None = None
-        self._lock = threading.Lock()
-        self._checked = 0.0
-
-    def load(self) -> Searcher:
-        with self._lock:
-            if self._searcher is None:
-                # Whatever a model load prints must not reach the protocol on stdout.
-                with contextlib.redirect_stdout(sys.stderr):
-                    self._searcher = Searcher(self.index_dir, model=self.model, backend=self.backend)
-                log.info("loaded %d takes from %s", self._searcher.manifest.count, self.index_dir)
-            elif time.monotonic() - self._checked > self.refresh_interval:
-                try:
-                    self._searcher.refresh()
-                except (TakesError, EmbeddingError) as error:
-                    log.warning("still serving the previous generation: %s", error)
-            self._checked = time.monotonic()
-            return self._searcher
-
-    __call__ = load
-
-
 def _tool_error(error: Exception) -> ToolError:
     return ToolError(str(error))
 
@@ -134,8 +95,14 @@ class TakesMCPServer(MCPServer):
             raise
 
 
-def build_server(get_searcher: Callable[[], Searcher]) -> MCPServer:
-    """The MCP server with its two tools; ``get_searcher`` returns the Searcher to use (or raises TakesError)."""
+def build_server(served: Takes, *, quiet_stdout: bool = False) -> MCPServer:
+    """The MCP server with its two tools over ``served``.
+
+    ``quiet_stdout``: whatever a model load prints goes to stderr, never into
+    the protocol (stdio transport). ``served`` loads lazily and retries after a
+    failure, so a missing index is reported per call and works once it exists.
+    """
+    guard = (lambda: contextlib.redirect_stdout(sys.stderr)) if quiet_stdout else contextlib.nullcontext
     server = TakesMCPServer(
         "takes",
         title="takes: AI-policy takes search",
@@ -150,19 +117,19 @@ def build_server(get_searcher: Callable[[], Searcher]) -> MCPServer:
             str,
             Field(min_length=1, max_length=MAX_QUERY_CHARS, description="The question or topic, in plain natural language."),
         ],
-        k: Annotated[int, Field(ge=1, le=MAX_K, description=f"How many takes to return (1 to {MAX_K}).")] = DEFAULT_K,
+        k: Annotated[int, Field(ge=1, le=MAX_K, description=f"How many takes to return (1 to {MAX_K}).")] = PROMPT_K,
         author: Annotated[str | None, Field(description="Only takes by this author name or handle.")] = None,
         # date, as in the HTTP API: "2024-13-01" is refused, not searched.
         since: Annotated[date | None, Field(description="Only takes dated on or after this ISO date (YYYY-MM-DD).")] = None,
         until: Annotated[date | None, Field(description="Only takes dated on or before this ISO date (YYYY-MM-DD).")] = None,
     ) -> Annotated[CallToolResult, SearchTakesOutput]:
         try:
-            filters = Filters(author=author, since=since, until=until)
-            results = get_searcher().search(query, k, filters=filters)
-        except (TakesError, EmbeddingError) as error:
+            with guard():
+                results = served.search(query, k, author=author, since=since, until=until)
+        except ProjectError as error:
             raise _tool_error(error) from None
         return CallToolResult(
-            content=[TextContent(type="text", text=format_context(results, query.strip()))],
+            content=[TextContent(type="text", text=prompt_block(results, query.strip()))],
             structured_content={"results": [cited(result) for result in results], "strong_matches": strong_matches(results)},
         )
 
@@ -171,10 +138,11 @@ def build_server(get_searcher: Callable[[], Searcher]) -> MCPServer:
         thread_id: Annotated[str, Field(min_length=1, description="A `thread_id` from a search_takes result.")],
     ) -> Annotated[CallToolResult, ThreadOutput]:
         try:
-            takes = get_searcher().get_thread(thread_id)
-        except (TakesError, EmbeddingError) as error:
+            with guard():
+                takes = served.thread(thread_id)
+        except ProjectError as error:
             raise _tool_error(error) from None
-        text = format_context(takes, title=f"Thread {thread_id} ({len(takes)} takes, in order):")
+        text = prompt_block(takes, title=f"Thread {thread_id} ({len(takes)} takes, in order):")
         return CallToolResult(
             content=[TextContent(type="text", text=text)],
             structured_content={"thread_id": thread_id, "takes": [cited(take) for take in takes]},
@@ -183,21 +151,24 @@ def build_server(get_searcher: Callable[[], Searcher]) -> MCPServer:
     return server
 
 
-def run_stdio(index_dir: Path, *, model: str | None = None, backend: str | None = None) -> None:
+def run_stdio(served: Takes, *, reload_interval: float = 1.0) -> None:
     """Serve MCP on stdin/stdout until the client hangs up; logs go to stderr."""
     # Desktop clients launch servers with a bare environment: never try the network.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    stay_offline()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="takes mcp: %(message)s")
     log.setLevel(logging.INFO)
-    source = SearcherSource(index_dir, model=model, backend=backend)
+    logging.getLogger("takes").setLevel(logging.INFO)
     try:
         # Load before the first call so it answers quickly; a missing index is reported per call.
-        source.load()
-    except (TakesError, EmbeddingError) as error:
+        with contextlib.redirect_stdout(sys.stderr):
+            served.load()
+    except ProjectError as error:
         log.warning("%s (the tools will report this until the index exists)", error)
-    build_server(source).run("stdio")
+    follower = served.follow(reload_interval)
+    try:
+        build_server(served, quiet_stdout=True).run("stdio")
+    finally:
+        follower.stop()
 
 
 class HttpEndpoint:

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 from datetime import date
 from typing import Literal
 
-from indexer.search import DEFAULT_K, DEFAULT_MODE, MAX_CONTEXT, MAX_K, MAX_QUERY_CHARS, MODES
+from indexer.query_limits import DEFAULT_K, DEFAULT_MODE, MAX_K, MAX_NEIGHBOURS, MAX_QUERY_CHARS, MODES
 
 
 class TakeOut(BaseModel):
@@ -36,19 +36,24 @@ class ResultOut(TakeOut):
     )
 
 
-class ContextOut(BaseModel):
+class NeighboursOut(BaseModel):
     before: list[TakeOut] = Field(description="Up to `context` takes before this one in its thread, in order.")
     after: list[TakeOut] = Field(description="Up to `context` takes after this one in its thread, in order.")
 
 
-class ResultWithContextOut(ResultOut):
-    context: ContextOut = Field(description="The take's neighbours in its thread (when `context` > 0).")
+class ResultWithNeighboursOut(ResultOut):
+    context: NeighboursOut = Field(description="The take's neighbours in its thread (when `context` > 0).")
 
 
 class ThreadGroupOut(BaseModel):
     thread_id: str
     score: float = Field(description="Best score among the thread's matching takes.")
-    takes: list[ResultWithContextOut | ResultOut] = Field(description="The thread's matching takes, in thread order.")
+    takes: list[ResultWithNeighboursOut | ResultOut] = Field(description="The thread's matching takes, in thread order.")
+
+
+# The response format that renders results as a cited prompt block ("context"
+# for users: `format=context`, `--format context`).
+PROMPT_FORMAT = "context"
 
 
 class SearchParams(BaseModel):
@@ -67,7 +72,7 @@ class SearchParams(BaseModel):
     since: date | None = Field(None, description="Only takes dated on or after this ISO date.")
     until: date | None = Field(None, description="Only takes dated on or before this ISO date.")
     min_score: float | None = Field(None, ge=0, le=1, description="Drop results scoring below this (0 to 1; 0.5 keeps strong matches only).")
-    context: int = Field(0, ge=0, le=MAX_CONTEXT, description=f"Return up to this many neighbouring takes before and after each result (0 to {MAX_CONTEXT}).")
+    context: int = Field(0, ge=0, le=MAX_NEIGHBOURS, description=f"Return up to this many neighbouring takes before and after each result (0 to {MAX_NEIGHBOURS}).")
     group_by_thread: bool = Field(False, description="Also return `threads`: one entry per thread with its matching takes in thread order.")
     format: Literal["json", "context"] = Field(
         "json", description="json (the default), or context: a numbered, cited plain-text block (text/plain) to paste into a prompt."
@@ -78,7 +83,7 @@ class SearchResponse(BaseModel):
     query: str = Field(description="The query as searched.")
     k: int = Field(description="The number of results asked for.")
     mode: str = Field(description="The ranking used.")
-    results: list[ResultWithContextOut | ResultOut] = Field(description="Takes best first.")
+    results: list[ResultWithNeighboursOut | ResultOut] = Field(description="Takes best first.")
     strong_matches: int = Field(description="How many results are strong matches; 0 means nothing answers the query well.")
     threads: list[ThreadGroupOut] | None = Field(None, description="With group_by_thread: results grouped by thread, best thread first.")
     took_ms: float = Field(description="Server time for the search, in milliseconds.")

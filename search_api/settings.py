@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Callable
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from indexer.errors import TakesError
+
+if TYPE_CHECKING:
+    from indexer.api import Takes
+    from indexer.search import Searcher
 
 DEFAULT_INDEX_DIR = Path("data/index")
 ENV_PREFIX = "TAKES_"
@@ -50,7 +54,7 @@ class Settings(BaseSettings):
     # Threads for torch and FAISS each; one measured best on two cores
     # (docs/PERFORMANCE.md, "Thread settings"). 0 leaves the libraries' defaults.
     threads: int = Field(1, ge=0)
-    # Encode queries that arrive together in one model call (search_api/batching.py).
+    # Encode queries that arrive together in one model call (indexer/query_batching.py).
     query_batching: bool = True
     # Second stages, off by default (docs/QUALITY.md): a local cross-encoder folder,
     # and late interaction with the index's own model.
@@ -135,3 +139,30 @@ def describe_settings_error(error: ValidationError) -> str:
         else:
             problems.append(message)
     return "; ".join(problems)
+
+
+def open_takes(
+    settings: Settings,
+    *,
+    searcher: Searcher | None = None,
+    batch_queries: bool = False,
+    notify: Callable[[str], None] | None = None,
+) -> Takes:
+    """The library's front door configured by ``settings``: how every interface reaches the index.
+
+    Nothing loads here; the model loads on first use (or ``Takes.load()``).
+    """
+    from indexer.api import Takes
+
+    return Takes(
+        settings.index_dir,
+        model=settings.model,
+        backend=settings.backend,
+        reranker=settings.reranker,
+        late_interaction=settings.late_interaction,
+        threads=settings.threads,
+        batch_queries=batch_queries,
+        lock_timeout=settings.lock_timeout,
+        notify=notify,
+        searcher=searcher,
+    )

@@ -10,7 +10,8 @@ Importing this package is cheap (no model, no FAISS, no numpy): ``Takes(...)``
 loads the model and the index once.
 """
 
-from indexer.client import Takes, cited, format_context
+from indexer.api import Takes, cited, prompt_block
+from indexer.errors import ProjectError, TakesError
 from indexer.models import SearchResult, Take, citation
 
-__all__ = ["SearchResult", "Take", "Takes", "citation", "cited", "format_context"]
+__all__ = ["ProjectError", "SearchResult", "Take", "Takes", "TakesError", "citation", "cited", "prompt_block"]

@@ -1,8 +1,8 @@
 """Writing the index over HTTP: POST /takes and DELETE /takes/{id}, behind a bearer token.
 
-Writes go through the same IndexWriter as `takes add`, with the model the
-server has already loaded, then refresh the searcher so the change is visible
-to the next request. Parsing, embedding and the writer lock block, so each
+Writes go through the same ``Takes.add`` / ``Takes.remove`` as `takes add`,
+with the model the server has already loaded, and are served from the next
+request on. Parsing, embedding and the writer lock block, so each
 write runs on the server's single writer thread (search_api/writes.py), never
 in the thread pool that serves searches.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -22,11 +21,8 @@ from indexer.errors import ParseError
 from indexer.models import Take
 from indexer.sources import FORMATS, parse_text
 from indexer.sources.jsonl import loads, parse_records
-from indexer.store import IndexWriter
-from search_api.dependencies import SearcherDep, SettingsDep
+from search_api.dependencies import SettingsDep, TakesDep
 from search_api.writes import RETRY_AFTER_SECONDS, WriteQueue
-
-log = logging.getLogger("takes")
 
 router = APIRouter(tags=["admin"])
 
@@ -101,16 +97,6 @@ def get_write_queue(request: Request) -> WriteQueue:
     return request.app.state.write_queue
 
 
-def _refresh_after_commit(searcher, generation: int) -> str | None:
-    """Serve the committed generation now; if that fails, say so instead of failing a write that succeeded."""
-    try:
-        searcher.refresh()
-    except Exception as error:  # noqa: BLE001 - the write is committed whatever went wrong here
-        log.warning("committed generation %d but could not serve it yet: %s", generation, error)
-        return f"committed as generation {generation}; the server will serve it at its next reload (reloading failed: {type(error).__name__})"
-    return None
-
-
 def parse_body(body: bytes, content_type: str, input_format: str | None, source: str | None) -> list[Take]:
     """Takes from a JSON list of records, or from a file's text in one of the input formats."""
     # Named after the body's content by default, so re-sending the same body
@@ -172,8 +158,7 @@ _AUTH_RESPONSES = {
 )
 async def add_takes(
     request: Request,
-    searcher: SearcherDep,
-    settings: SettingsDep,
+    served: TakesDep,
     writes: Annotated[WriteQueue, Depends(get_write_queue)],
     body: Annotated[bytes, Depends(read_body)],
     input_format: Annotated[
@@ -189,17 +174,8 @@ async def add_takes(
 
     def write() -> AddedOut:
         takes = parse_body(body, content_type, input_format, source)
-        embedder = searcher.embedder
-        with IndexWriter(searcher.index_dir, lock_timeout=settings.lock_timeout) as writer:
-            try:
-                report = writer.add(takes, embedder, model=embedder.name, backend=searcher.backend)
-            except OverflowError:
-                # A value the database cannot hold. The parsers bound the known
-                # fields; this is the backstop, so the answer is a 422, not a 500.
-                raise ParseError(source or "body", None, "a number is out of range for the index (at most 2^63-1)") from None
-            except UnicodeEncodeError:
-                raise ParseError(source or "body", None, "a string holds a lone UTF-16 surrogate, which is not text") from None
-        note = _refresh_after_commit(searcher, report.generation)
+        report = served.add(takes, source=source or "body")
+        note = served.serve_committed(report.generation)
         return AddedOut(added=report.added, skipped=report.skipped, generation=report.generation, ids=report.added_ids, note=note)
 
     return await writes.run(write)
@@ -218,12 +194,11 @@ async def add_takes(
     responses={**_AUTH_RESPONSES, 404: {"description": "No take with this id."}},
 )
 async def remove_take(
-    take_id: str, searcher: SearcherDep, settings: SettingsDep, writes: Annotated[WriteQueue, Depends(get_write_queue)]
+    take_id: str, served: TakesDep, writes: Annotated[WriteQueue, Depends(get_write_queue)]
 ) -> RemovedOut:
     def write() -> RemovedOut:
-        with IndexWriter(searcher.index_dir, lock_timeout=settings.lock_timeout) as writer:
-            report = writer.remove([take_id])
-        note = _refresh_after_commit(searcher, report.generation)
+        report = served.remove([take_id])
+        note = served.serve_committed(report.generation)
         return RemovedOut(removed=report.removed, generation=report.generation, note=note)
 
     return await writes.run(write)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from indexer.search import Filters
-from search_api.dependencies import SearcherDep
+from search_api.dependencies import TakesDep
 
 router = APIRouter(tags=["takes"])
 
@@ -37,14 +36,14 @@ class ThreadsOut(BaseModel):
 
 
 @router.get("/authors", response_model=AuthorsOut, summary="Every author, with counts")
-def list_authors(searcher: SearcherDep) -> AuthorsOut:
-    return AuthorsOut(authors=[AuthorOut(**author.to_dict()) for author in searcher.authors()])
+def list_authors(served: TakesDep) -> AuthorsOut:
+    return AuthorsOut(authors=[AuthorOut(**author.to_dict()) for author in served.authors()])
 
 
 @router.get("/threads", response_model=ThreadsOut, summary="Every thread: id, author, date, size, first words")
 def list_threads(
-    searcher: SearcherDep,
+    served: TakesDep,
     author: str | None = Query(None, description="Only threads by this author: a word of the name, or the handle."),
 ) -> ThreadsOut:
-    threads = searcher.list_threads(Filters(author=author))
+    threads = served.threads(author=author)
     return ThreadsOut(threads=[ThreadSummaryOut(**thread.to_dict()) for thread in threads])

@@ -18,11 +18,10 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import ValidationError
 
-from embeddings import EmbeddingError
-from indexer.errors import TakesError
-from indexer.search import STOPWORDS, Searcher, visible_clause
-from indexer.store import connect, database_path
-from search_api.dependencies import SearcherDep
+from indexer.errors import ProjectError
+from indexer.api import Takes
+from indexer.search import STOPWORDS
+from search_api.dependencies import TakesDep
 from search_api.routers.search import respond
 from search_api.schemas import SearchParams
 
@@ -63,17 +62,11 @@ COMMON_WORD_SAMPLE = 5000
 _common_words: dict[tuple[str, int], frozenset[str]] = {}
 
 
-def common_words(searcher: Searcher) -> frozenset[str]:
+def common_words(served: Takes) -> frozenset[str]:
     """Words found in more than COMMON_WORD_SHARE of the takes; computed once per generation."""
-    generation = searcher.snapshot.generation
-    key = (str(searcher.index_dir), generation)
+    key = (str(served.index_dir), served.generation)
     if key not in _common_words:
-        clause, params = visible_clause(generation)
-        connection = connect(database_path(searcher.index_dir), readonly=True)
-        try:
-            texts = [row[0] for row in connection.execute(f"SELECT text FROM takes WHERE {clause} LIMIT ?", (*params, COMMON_WORD_SAMPLE))]
-        finally:
-            connection.close()
+        texts = served.common_texts(COMMON_WORD_SAMPLE)
         counts: dict[str, int] = {}
         for text in texts:
             for word in set(re.findall(r"\w+", text.casefold())):
@@ -158,15 +151,15 @@ def _result_html(result: dict, terms: list[str], query: str, any_strong: bool) -
     )
 
 
-def render_page(searcher: Searcher, query: str, filters: dict[str, str]) -> str:
+def render_page(served: Takes, query: str, filters: dict[str, str]) -> str:
     """index.html with the query's first results, the author suggestions and the highlighting rule filled in."""
     escape = html.escape
-    skipped = STOPWORDS | common_words(searcher)
+    skipped = STOPWORDS | common_words(served)
     body = None
     if query.strip():
         try:
-            body = respond(searcher, SearchParams(q=query, k=PAGE_K, **filters))
-        except (TakesError, EmbeddingError, ValidationError):
+            body = respond(served, SearchParams(q=query, k=PAGE_K, **filters))
+        except (ProjectError, ValidationError):
             body = None  # the script asks again and shows the server's message
     title = "takes: search AI-policy takes"
     description = "Semantic search over AI-policy takes."
@@ -190,7 +183,7 @@ def render_page(searcher: Searcher, query: str, filters: dict[str, str]) -> str:
         # The script renders from this instead of searching again; "<" escaped so no text ends the element.
         initial = json.dumps({"params": {"q": query.strip(), **filters}, "body": body}, ensure_ascii=False).replace("<", "\\u003c")
     authors = []
-    for author in searcher.authors():
+    for author in served.authors():
         for value in dict.fromkeys(v for v in (author.author, author.handle) if v):
             authors.append(f'<option value="{escape(value)}"></option>')
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
@@ -213,11 +206,11 @@ def render_page(searcher: Searcher, query: str, filters: dict[str, str]) -> str:
 
 
 @router.get("/", response_class=HTMLResponse)
-def page(request: Request, searcher: SearcherDep) -> HTMLResponse:
+def page(request: Request, served: TakesDep) -> HTMLResponse:
     params = request.query_params
     filters = {name: params[name].strip() for name in ("author", "since", "until") if params.get(name, "").strip()}
     query = "" if params.get("thread") else params.get("q", "")
-    return HTMLResponse(render_page(searcher, query, filters), headers=SECURITY_HEADERS)
+    return HTMLResponse(render_page(served, query, filters), headers=SECURITY_HEADERS)
 
 
 @router.get("/static/{name}", response_class=FileResponse)

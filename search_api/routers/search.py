@@ -8,19 +8,22 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
-from indexer.client import format_context
+from indexer.api import Takes, prompt_block
 from indexer.models import SearchResult, group_by_thread, strong_matches
-from indexer.search import Filters, Searcher
-from search_api.dependencies import SearcherDep
-from search_api.schemas import SearchParams, SearchResponse
+from search_api.dependencies import TakesDep
+from search_api.schemas import PROMPT_FORMAT, SearchParams, SearchResponse
 
 router = APIRouter(tags=["search"])
 
 
-def run_search(searcher: Searcher, params: SearchParams) -> tuple[list[SearchResult], float]:
+def run_search(served: Takes, params: SearchParams) -> tuple[list[SearchResult], float]:
     """The results of ``params`` and the milliseconds the search took."""
     started = time.perf_counter()
-    filters = Filters(
+    results = served.search(
+        params.q,
+        params.k,
+        mode=params.mode,
+        context=params.context,
         author=params.author,
         handle=params.handle,
         thread_id=params.thread_id,
@@ -28,15 +31,14 @@ def run_search(searcher: Searcher, params: SearchParams) -> tuple[list[SearchRes
         until=params.until,
         min_score=params.min_score,
     )
-    results = searcher.search(params.q, params.k, mode=params.mode, filters=filters, context=params.context)
     return results, round((time.perf_counter() - started) * 1000, 2)
 
 
-def respond(searcher: Searcher, params: SearchParams) -> dict | PlainTextResponse:
-    """The JSON response, or with format=context the same takes as a cited text block."""
-    results, took_ms = run_search(searcher, params)
-    if params.format == "context":
-        return PlainTextResponse(format_context(results, params.q.strip()))
+def respond(served: Takes, params: SearchParams) -> dict | PlainTextResponse:
+    """The JSON response, or with format=context the same takes as a cited prompt block."""
+    results, took_ms = run_search(served, params)
+    if params.format == PROMPT_FORMAT:
+        return PlainTextResponse(prompt_block(results, params.q.strip()))
     return {
         "query": params.q,
         "k": params.k,
@@ -56,10 +58,10 @@ def respond(searcher: Searcher, params: SearchParams) -> dict | PlainTextRespons
     summary="Takes that answer a question",
     responses={200: {"content": {"text/plain": {"example": "Takes retrieved for: ...\n\n[1] Jack Clark (@jackclarkSF), ..."}}}},
 )
-def search_get(searcher: SearcherDep, params: Annotated[SearchParams, Query()]) -> dict | PlainTextResponse:
-    return respond(searcher, params)
+def search_get(served: TakesDep, params: Annotated[SearchParams, Query()]) -> dict | PlainTextResponse:
+    return respond(served, params)
 
 
 @router.post("/search", response_model=SearchResponse, summary="Same as GET /search, with a JSON body")
-def search_post(searcher: SearcherDep, params: SearchParams) -> dict | PlainTextResponse:
-    return respond(searcher, params)
+def search_post(served: TakesDep, params: SearchParams) -> dict | PlainTextResponse:
+    return respond(served, params)

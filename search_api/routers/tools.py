@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from indexer.search import MAX_K, MAX_QUERY_CHARS, Searcher
-from search_api.dependencies import SearcherDep
+from indexer.api import Takes
+from indexer.models import author_label
+from indexer.query_limits import MAX_K, MAX_QUERY_CHARS, PROMPT_K
+from search_api.dependencies import TakesDep
 
 router = APIRouter(tags=["tools"])
 
@@ -18,18 +20,14 @@ USAGE = (
 AUTHORS_NAMED = 3
 
 
-def describe_corpus(searcher: Searcher) -> str:
+def describe_corpus(served: Takes) -> str:
     """One sentence on what this index holds: counts, the main authors, the date range."""
-    authors = searcher.authors()
-    threads = searcher.list_threads()
+    authors = served.authors()
+    threads = served.threads()
     takes = sum(author.takes for author in authors)
     if not takes:
         return "The index is empty: it holds no takes yet."
-    names = [
-        f"{author.author} ({author.handle})" if author.author and author.handle else author.author or author.handle
-        for author in authors[:AUTHORS_NAMED]
-        if author.author or author.handle
-    ]
+    names = [author_label(author.author, author.handle) for author in authors[:AUTHORS_NAMED] if author.author or author.handle]
     if len(authors) > AUTHORS_NAMED:
         names.append(f"{len(authors) - AUTHORS_NAMED} more")
     by = ""
@@ -67,7 +65,7 @@ def search_tool(corpus: str | None = None) -> dict:
                         "maxLength": MAX_QUERY_CHARS,
                         "description": "The question or topic, in plain natural language.",
                     },
-                    "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 8,
+                    "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": PROMPT_K,
                           "description": f"How many takes to return (1 to {MAX_K})."},
                     "author": {"type": "string", "description": "Only takes by this author name or handle."},
                     "since": {**date, "description": "Only takes dated on or after this ISO date (YYYY-MM-DD)."},
@@ -81,12 +79,12 @@ def search_tool(corpus: str | None = None) -> dict:
 
 
 @router.get("/tool.json", summary="The search as a function-calling tool definition")
-def tool_definition(searcher: SearcherDep) -> dict:
+def tool_definition(served: TakesDep) -> dict:
     # Counting scans every take: once per generation, not per request.
-    key = (str(searcher.index_dir), searcher.snapshot.generation)
+    key = (str(served.index_dir), served.generation)
     if key not in _described:
         _described.clear()
-        _described[key] = describe_corpus(searcher)
+        _described[key] = describe_corpus(served)
     return search_tool(_described[key])
 
 

@@ -9,7 +9,7 @@ from datetime import date
 
 import pytest
 
-from indexer.client import Takes, cited, format_context
+from indexer.api import Takes, cited, prompt_block
 from indexer.errors import InvalidQuery, TakeNotFound
 from indexer.models import Take, citation
 
@@ -57,24 +57,24 @@ def test_search_with_filters(takes):
 
 
 def test_get_take_and_thread(takes):
-    thread = takes.get_thread("jackclarkSF-2023-06-25")
+    thread = takes.thread("jackclarkSF-2023-06-25")
     assert [t.position for t in thread] == sorted(t.position for t in thread)
-    assert takes.get_take(thread[0].id) == thread[0]
+    assert takes.take(thread[0].id) == thread[0]
     with pytest.raises(TakeNotFound):
-        takes.get_thread("no-such-thread")
+        takes.thread("no-such-thread")
     with pytest.raises(TakeNotFound):
-        takes.get_take("no-such-take")
+        takes.take("no-such-take")
 
 
 def test_cited_and_context_block(takes):
     results = takes.search("what about compute governance", k=3)
     data = cited(results[0])
     assert data["citation"] == citation(results[0].take) and data["score"] == round(results[0].score, 6)
-    block = takes.context("what about compute governance", k=3)
+    block = takes.prompt_block("what about compute governance", k=3)
     assert block.startswith("Takes retrieved for: what about compute governance")
     for number, result in enumerate(results, start=1):
         assert f"[{number}] {citation(result.take)}" in block
-    assert "No takes match." in format_context([], "nothing")
+    assert "No takes match." in prompt_block([], "nothing")
 
 
 def test_concurrent_searches_match_sequential_ones(takes):
@@ -105,7 +105,7 @@ def test_add_takes_and_files_then_search_them(index_copy, embedder, tmp_path):
         assert report.added == 2
         assert client.stats()["takes"] == before + 2
         assert client.search("fog horn licensing for chatbots", k=1)[0].take.id in {"bots-1", "bots-2"}
-        assert [t.id for t in client.get_thread("ada-2024-03-01")] == ["bots-1", "bots-2"]
+        assert [t.id for t in client.thread("ada-2024-03-01")] == ["bots-1", "bots-2"]
         assert client.add(novel).added == 0
 
 

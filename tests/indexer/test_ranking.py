@@ -125,7 +125,7 @@ def test_compute_governance_puts_the_go_after_compute_take_in_the_top_3(request,
 
 
 def test_the_python_api_takes_a_reranker_and_reports_the_signal(seed_index):
-    from indexer.client import Takes
+    from indexer.api import Takes
     from indexer.models import strong_matches
 
     reranker = ReverseLengthReranker()

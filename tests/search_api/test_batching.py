@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from indexer.search import Searcher
 from search_api.app import create_app
-from search_api.batching import QueryBatcher
+from indexer.query_batching import QueryBatcher
 from search_api.settings import Settings
 
 QUERIES = [
@@ -94,7 +94,7 @@ def test_an_encoding_error_reaches_every_caller_and_the_worker_survives(embedder
 def test_the_server_batches_concurrent_requests_and_restores_the_searcher(seed_index, searcher):
     settings = Settings(index_dir=seed_index, reload_interval=0)
     with TestClient(create_app(settings, searcher)) as client:
-        batcher = client.app.state.query_batcher
+        batcher = client.app.state.takes.query_batcher
         assert searcher.query_encoder is batcher
         responses = _run_concurrently(
             lambda query: client.get("/search", params={"q": query, "k": 5, "mode": "dense"}), QUERIES * 4
@@ -112,5 +112,5 @@ def test_the_server_batches_concurrent_requests_and_restores_the_searcher(seed_i
 def test_batching_can_be_turned_off(seed_index, searcher):
     settings = Settings(index_dir=seed_index, reload_interval=0, query_batching=False)
     with TestClient(create_app(settings, searcher)) as client:
-        assert client.app.state.query_batcher is None
+        assert client.app.state.takes.query_batcher is None
         assert client.get("/search", params={"q": "guillotines"}).status_code == 200

@@ -20,7 +20,7 @@ from indexer.models import Take
 from indexer.search import Searcher, load_snapshot
 from indexer.store import IndexWriter
 from search_api.app import create_app
-from search_api.routers.admin import _refresh_after_commit
+from indexer.api import Takes
 from search_api.settings import Settings, SettingsError
 
 TOKEN = "limits-token-9d2e"
@@ -154,7 +154,7 @@ def test_a_write_that_committed_is_reported_as_done_when_serving_it_fails(index_
         report = writer.add([Take(id="late-1", text="A take the server cannot load yet.", author=None, handle=None, date=None, thread_id="late", position=1, thread_size=None, url=None, source="test")], embedder, model=embedder.name)
     for segment in set((index_copy / "segments").iterdir()) - before:
         segment.write_bytes(b"damaged")
-    note = _refresh_after_commit(searcher, report.generation)
+    note = Takes(index_copy, searcher=searcher).serve_committed(report.generation)
     assert note is not None and note.startswith(f"committed as generation {report.generation}; the server will serve it at its next reload")
     assert searcher.snapshot.generation == served
 

@@ -14,7 +14,7 @@ def test_late_interaction_from_settings_reaches_the_served_search(seed_index, mo
     settings = Settings(index_dir=seed_index, reload_interval=0)
     assert settings.late_interaction
     with TestClient(create_app(settings)) as client:
-        assert client.app.state.searcher.late_interaction
+        assert client.app.state.takes.searcher.late_interaction
         body = client.get("/search", params={"q": "what about compute governance", "k": 3}).json()
     assert "go after compute in the wrong ways" in body["results"][0]["text"]
     assert body["strong_matches"] >= 1

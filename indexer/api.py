@@ -1,0 +1,566 @@
+"""The library API: the one front door that the CLI, the HTTP API, MCP and Python programs call.
+
+    from indexer.api import Takes
+
+    with Takes("data/index") as takes:
+        for result in takes.search("what about compute governance", k=5, since="2023-01-01"):
+            print(citation(result.take), result.take.text)
+
+Importing this module is cheap (no model, no numpy, no FAISS). ``Takes(...)``
+loads nothing either: the model and the index load on the first call that
+needs them (``search``, ``take``, ``thread``), or at once with ``load()``.
+Listing, stats and writes that embed nothing never load the model. One
+instance serves any number of threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+from embeddings import ProjectError
+from embeddings.base import DEFAULT_THREADS
+from indexer.errors import IndexNotFound, ParseError, TakesError
+from indexer.models import AuthorSummary, SearchResult, Take, ThreadSummary, citation
+from indexer.query_limits import DEFAULT_K, DEFAULT_MODE, PROMPT_K
+
+if TYPE_CHECKING:
+    from embeddings import Embedder
+    from indexer.search import Searcher
+    from indexer.store import ChangeReport, CompactReport, IndexWriter, Manifest
+
+__all__ = ["GenerationFollower", "ModelChoice", "Takes", "choose_model", "cited", "prompt_block", "read_sources"]
+
+log = logging.getLogger("takes")
+
+# A file path, or a take already made in code.
+Source = Union[Path, str, Take]
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    model: str
+    backend: str
+
+
+def choose_model(manifest: Manifest | None, model: str | None = None, backend: str | None = None) -> ModelChoice:
+    """The model and backend to embed with, for reading and for writing alike.
+
+    As asked, else what built the index (``manifest``), else the defaults for
+    a new index. Queries follow the index's backend because the other
+    backend's vectors differ slightly (cosine about 0.99). Pass
+    ``manifest=None`` for an index that is being replaced.
+    """
+    from embeddings import DEFAULT_BACKEND, DEFAULT_MODEL
+
+    return ModelChoice(
+        model=model or (manifest.model if manifest else DEFAULT_MODEL),
+        backend=backend or (manifest.backend if manifest else DEFAULT_BACKEND),
+    )
+
+
+def cited(item: SearchResult | Take) -> dict:
+    """The API's fields of a result (or take) plus its ``citation``: what tools hand to a model."""
+    take = item.take if isinstance(item, SearchResult) else item
+    return {**item.to_dict(), "citation": citation(take)}
+
+
+def prompt_block(results: Sequence[SearchResult | Take], query: str | None = None, *, title: str | None = None) -> str:
+    """A numbered, cited plain-text block of takes, ready to paste into a prompt."""
+    lines = [title or (f"Takes retrieved for: {query}" if query else "Takes:"), ""]
+    if not results:
+        lines.append("No takes match.")
+    elif all(isinstance(item, SearchResult) and item.match == "weak" for item in results):
+        # Said first, so a model reading the block does not take the closest for an answer.
+        lines += ["No strong matches; the closest takes are:", ""]
+    for number, item in enumerate(results, start=1):
+        take = item.take if isinstance(item, SearchResult) else item
+        weak = " (weak match)" if isinstance(item, SearchResult) and item.match == "weak" else ""
+        lines.append(f"[{number}] {citation(take)}{weak}")
+        lines.extend(f"    {line}" for line in take.text.splitlines() or [""])
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def read_sources(sources: Source | Iterable[Source], format: str | None = None, *, include_private: bool = False) -> list[Take]:
+    """The takes of files (any input format) and Take objects, in order; every file parses or nothing is returned."""
+    from indexer.sources import read_takes
+
+    items = [sources] if isinstance(sources, (str, Path, Take)) else list(sources)
+    takes: list[Take] = []
+    for item in items:
+        takes.extend([item] if isinstance(item, Take) else read_takes(item, format, include_private=include_private))
+    return takes
+
+
+class Takes:
+    """Search, read and change one index.
+
+    Safe to share between threads: searches run concurrently (each thread gets
+    its own read-only SQLite connection) and writes are serialized.
+
+    Args:
+        index_dir: the index directory (``takes index`` builds one).
+        model: the model to search and write with; default: the one that built the index.
+        backend: ``torch`` or ``onnx``; default: the index's own.
+        reranker: a local cross-encoder folder that re-scores the top takes
+            (slower; off by default), or an object with ``score(query, texts)``.
+        late_interaction: re-score the top takes by token-level similarity
+            with the same model (better on paraphrases; off by default).
+        threads: threads for ONNX Runtime, torch and FAISS per searching thread
+            (0: the libraries' defaults). The library reads no environment:
+            the CLI and the server pass ``Settings.threads`` (``TAKES_THREADS``).
+        batch_queries: encode queries that arrive together in one model call
+            (a server under concurrent load; indexer/query_batching.py).
+        lock_timeout: seconds a write waits for another writer.
+        notify: called with a line for a person when a slow step starts (a model load).
+        searcher: an already loaded Searcher to serve from (tests, embedding).
+    """
+
+    def __init__(
+        self,
+        index_dir: Path | str,
+        *,
+        model: str | None = None,
+        backend: str | None = None,
+        reranker=None,
+        late_interaction: bool = False,
+        threads: int = DEFAULT_THREADS,
+        batch_queries: bool = False,
+        lock_timeout: float = 30.0,
+        notify: Callable[[str], None] | None = None,
+        searcher: Searcher | None = None,
+    ):
+        if isinstance(reranker, (str, Path)):
+            from embeddings.reranker import CrossEncoderReranker
+
+            reranker = CrossEncoderReranker(reranker)
+        self.index_dir = Path(index_dir)
+        self.model, self.requested_backend = model, backend
+        self.reranker, self.late_interaction = reranker, late_interaction
+        self.compute_threads, self.lock_timeout = threads, lock_timeout
+        self._notify = notify or (lambda line: None)
+        self._batch_queries = batch_queries
+        self.query_batcher = None
+        self._searcher: Searcher | None = None
+        self._adopted_encoder = None
+        self._load_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        if searcher is not None:
+            self._adopt(searcher)
+
+    # -- the two constructions the storage layer is reached through --------------
+
+    def _open_searcher(self) -> Searcher:
+        from indexer.search import Searcher
+
+        batcher = self._new_batcher()
+        try:
+            return Searcher(
+                self.index_dir,
+                model=self.model,
+                backend=self.requested_backend,
+                threads=self.compute_threads,
+                reranker=self.reranker,
+                late_interaction=self.late_interaction,
+                query_encoder=batcher,
+            )
+        except BaseException:
+            if batcher is not None:
+                batcher.close()
+                self.query_batcher = None
+            raise
+
+    def _open_writer(self) -> IndexWriter:
+        from indexer.store import IndexWriter
+
+        return IndexWriter(self.index_dir, lock_timeout=self.lock_timeout)
+
+    # -- loading ---------------------------------------------------------------
+
+    def _new_batcher(self):
+        if not self._batch_queries:
+            return None
+        from indexer.query_batching import QueryBatcher
+        from indexer.threads import limit_threads
+
+        threads = self.compute_threads
+        # Reads the served embedder at each batch, so a refresh's new model is used.
+        self.query_batcher = QueryBatcher(lambda texts: self.searcher.embedder.encode(texts), on_start=lambda: limit_threads(threads))
+        return self.query_batcher
+
+    def _adopt(self, searcher: Searcher) -> None:
+        """Serve from a Searcher built elsewhere; its own query encoder comes back with ``stop_batching``."""
+        self._searcher = searcher
+        self.compute_threads = searcher.threads
+        self._adopted_encoder = searcher.query_encoder
+        self._start_batching()
+
+    def _start_batching(self) -> None:
+        if self._batch_queries and self.query_batcher is None and self._searcher is not None:
+            self._searcher.query_encoder = self._new_batcher()
+
+    def stop_batching(self) -> None:
+        """Stop the batching worker (a server shutting down); searches then encode in their own thread."""
+        if self.query_batcher is None:
+            return
+        if self._searcher is not None and self._searcher.query_encoder is self.query_batcher:
+            self._searcher.query_encoder = self._adopted_encoder
+        self.query_batcher.close()
+        self.query_batcher = None
+
+    def load(self) -> Takes:
+        """Load the model and the index now (a server does, so a missing index is one clear line at start)."""
+        from indexer.threads import limit_threads
+
+        # Before FAISS and torch load: OMP_NUM_THREADS then holds in every thread.
+        limit_threads(self.compute_threads)
+        self.searcher  # noqa: B018 - loading is the point
+        # A server started again after a stop batches again.
+        self._start_batching()
+        return self
+
+    @property
+    def searcher(self) -> Searcher:
+        """The loaded index and model; loads them on first use (and retries after a failure)."""
+        searcher = self._searcher
+        if searcher is None:
+            with self._load_lock:
+                if self._searcher is None:
+                    self._searcher = self._open_searcher()
+                    log.info("loaded %d takes from %s", self._searcher.manifest.count, self.index_dir)
+                searcher = self._searcher
+        return searcher
+
+    @property
+    def loaded(self) -> bool:
+        return self._searcher is not None
+
+    @property
+    def count(self) -> int:
+        """Takes in the generation served (or committed, before the index is loaded)."""
+        if self._searcher is not None:
+            return self._searcher.manifest.count
+        manifest = self._manifest()
+        return manifest.count if manifest else 0
+
+    @property
+    def generation(self) -> int | None:
+        """The generation being served; None before the index is loaded."""
+        return self._searcher.snapshot.generation if self._searcher is not None else None
+
+    @property
+    def backend(self) -> str:
+        """The backend queries and writes embed with."""
+        if self._searcher is not None:
+            return self._searcher.backend
+        return self.model_choice().backend
+
+    def model_choice(self) -> ModelChoice:
+        """The model and backend this index is searched and written with now (``choose_model``)."""
+        return choose_model(self._manifest(), self.model, self.requested_backend)
+
+    def exists(self) -> bool:
+        """True when the directory holds an index (possibly empty)."""
+        from indexer.store import database_path
+
+        return database_path(self.index_dir).exists()
+
+    def _manifest(self) -> Manifest | None:
+        from indexer.store import open_index_database
+
+        if not self.exists():
+            return None
+        connection, manifest = open_index_database(self.index_dir)
+        connection.close()
+        return manifest
+
+    def _read_database(self, read):
+        """``read(connection, manifest)`` over the served generation, or the committed one without a model load."""
+        if self._searcher is not None:
+            return read(self._searcher._connection(), self._searcher.manifest)
+        from indexer.store import open_index_database
+
+        connection, manifest = open_index_database(self.index_dir)
+        try:
+            return read(connection, manifest)
+        finally:
+            connection.close()
+
+    # -- reading -----------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        k: int = DEFAULT_K,
+        *,
+        mode: str = DEFAULT_MODE,
+        context: int = 0,
+        author: str | None = None,
+        handle: str | None = None,
+        thread_id: str | None = None,
+        since: str | date | None = None,
+        until: str | date | None = None,
+        min_score: float | None = None,
+    ) -> list[SearchResult]:
+        """The ``k`` takes that best answer ``query``, best first (filters apply before the cut).
+
+        ``context``: up to this many neighbouring takes before and after each
+        result. Each result's ``score`` is 0 to 1 on one scale and its
+        ``match`` is ``strong`` or ``weak``; when no result is strong, nothing
+        in the index answers the query well. Raises InvalidQuery (an empty
+        query, k outside 1..100, a bad date...).
+        """
+        # Before the model loads: a bad query costs nothing.
+        filters = self.check_query(
+            query, k, author=author, handle=handle, thread_id=thread_id, since=since, until=until, min_score=min_score
+        )
+        return self.searcher.search(query, k, mode=mode, filters=filters, context=context)
+
+    @staticmethod
+    def check_query(query: str, k: int = DEFAULT_K, **filters):
+        """The ``Filters`` of a search, or InvalidQuery naming the bad parameter; loads nothing."""
+        from indexer.search import validate_query
+        from indexer.storage import Filters
+
+        validate_query(query, k)
+        return Filters(**filters)
+
+    def prompt_block(self, query: str, k: int = PROMPT_K, **filters) -> str:
+        """``search`` rendered as a numbered, cited text block for a prompt."""
+        return prompt_block(self.search(query, k, **filters), query.strip())
+
+    def take(self, take_id: str) -> Take:
+        """One take by id; raises TakeNotFound."""
+        return self.searcher.get_take(take_id)
+
+    def thread(self, thread_id: str) -> list[Take]:
+        """Every take of a thread, in order; raises TakeNotFound."""
+        return self.searcher.get_thread(thread_id)
+
+    def authors(self) -> list[AuthorSummary]:
+        """Every author with their counts, most takes first (no model load)."""
+        from indexer.search import list_authors
+
+        return self._read_database(lambda connection, manifest: list_authors(connection, manifest.generation))
+
+    def threads(self, *, author: str | None = None) -> list[ThreadSummary]:
+        """Every thread (``author``: only theirs), newest first (no model load)."""
+        from indexer.search import list_threads
+        from indexer.storage import Filters
+
+        filters = Filters(author=author)
+        return self._read_database(lambda connection, manifest: list_threads(connection, manifest.generation, filters))
+
+    def stats(self) -> dict:
+        """Counts, model and size of the generation served (GET /stats, `takes stats --json`)."""
+        if self._searcher is not None:
+            return self._searcher.stats()
+        from indexer.search import index_stats
+
+        return self._read_database(lambda connection, manifest: index_stats(self.index_dir, connection, manifest))
+
+    def common_texts(self, limit: int) -> list[str]:
+        """Up to ``limit`` texts of the served generation, for word statistics (the search page)."""
+        from indexer.search import visible_clause
+
+        def read(connection, manifest):
+            clause, params = visible_clause(manifest.generation)
+            return [row[0] for row in connection.execute(f"SELECT text FROM takes WHERE {clause} LIMIT ?", (*params, limit))]
+
+        return self._read_database(read)
+
+    # -- following new generations ---------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Serve the newest generation on disk (written by this process or another); True when it swapped."""
+        if self._searcher is None:
+            return False  # nothing served yet: the first use loads the newest
+        return self._searcher.refresh()
+
+    def serve_committed(self, generation: int) -> str | None:
+        """Serve ``generation`` (just committed) now; if that fails, why, without failing the write."""
+        if self._searcher is None or self._searcher.snapshot.generation >= generation:
+            return None
+        try:
+            self._searcher.refresh()
+        except Exception as error:  # noqa: BLE001 - the write is committed whatever went wrong here
+            log.warning("committed generation %d but could not serve it yet: %s", generation, error)
+            return (
+                f"committed as generation {generation}; the server will serve it at its next reload "
+                f"(reloading failed: {type(error).__name__})"
+            )
+        return None
+
+    def follow(self, interval: float) -> GenerationFollower:
+        """Start a background thread that serves new generations every ``interval`` seconds."""
+        return GenerationFollower(self, interval)
+
+    # -- writing -------------------------------------------------------------------
+
+    def _embedder_for(self, choice: ModelChoice):
+        """The loaded embedder when it is the one asked for, else a factory that loads it only if some text needs embedding."""
+        from embeddings import load_embedder
+        from indexer.store import normalize_model_name
+
+        served = self._searcher
+        if served is not None and served.backend == choice.backend and normalize_model_name(served.embedder.name) == normalize_model_name(choice.model):
+            return served.embedder
+
+        def create() -> Embedder:
+            if choice.backend == "onnx":
+                from embeddings.onnx import needs_build
+
+                if needs_build(choice.model, self.index_dir):
+                    self._notify(f"building the int8 ONNX model for {choice.model}: once per machine, about 15 s...")
+            self._notify(f"loading model {choice.model} ({choice.backend})...")
+            return load_embedder(choice.model, choice.backend, cache_dir=str(self.index_dir), threads=self.compute_threads)
+
+        return create
+
+    def _write(self, write, *, needs_index: bool = True):
+        """Run ``write(writer)`` under the writer lock, then serve what it committed."""
+        if needs_index and not self.exists():
+            # Checked before the writer creates anything there.
+            raise IndexNotFound(self.index_dir)
+        with self._write_lock, self._open_writer() as writer:
+            report = write(writer)
+        self.serve_committed(report.generation)
+        return report
+
+    def new_takes(self, sources: Source | Iterable[Source], format: str | None = None, *, include_private: bool = False) -> list[Take]:
+        """The takes ``add`` would add (not yet indexed), found without writing anything: a dry run."""
+        from indexer.store import new_takes
+
+        return new_takes(self.index_dir, read_sources(sources, format, include_private=include_private))
+
+    def add(
+        self,
+        sources: Source | Iterable[Source],
+        format: str | None = None,
+        *,
+        include_private: bool = False,
+        progress: bool = False,
+        source: str = "the takes",
+    ) -> ChangeReport:
+        """Add takes (objects, or files in any input format) and start serving them.
+
+        Takes already indexed (same id, or the same text from the same author)
+        are skipped and only new text is embedded. Every file parses before
+        anything is written. Creates the index if there is none. ``source``
+        names the takes in an error about a value the index cannot hold.
+        """
+        takes = read_sources(sources, format, include_private=include_private)
+
+        def add(writer: IndexWriter) -> ChangeReport:
+            # An existing index keeps its model (a different model is a ModelMismatch).
+            choice = choose_model(writer.manifest, self.model, self.requested_backend)
+            try:
+                return writer.add(takes, self._embedder_for(choice), model=choice.model, backend=choice.backend, progress=progress)
+            except OverflowError:
+                # The parsers bound the known fields; this is the backstop for a
+                # Take made in code or a JSON body, so it is bad input, not a crash.
+                raise ParseError(source, None, "a number is out of range for the index (at most 2^63-1)") from None
+            except UnicodeEncodeError:
+                raise ParseError(source, None, "a string holds a lone UTF-16 surrogate, which is not text") from None
+
+        return self._write(add, needs_index=False)
+
+    def index(
+        self, sources: Source | Iterable[Source], format: str | None = None, *, replace: bool = False, progress: bool = False
+    ) -> ChangeReport:
+        """Build the index from ``sources`` with the asked (or default) model.
+
+        Refuses an index that already holds takes unless ``replace``; the old
+        index keeps serving until the new one commits.
+        """
+        takes = read_sources(sources, format)
+
+        def build(writer: IndexWriter) -> ChangeReport:
+            if writer.manifest is not None and writer.manifest.count and not replace:
+                raise TakesError(
+                    f"the index in {self.index_dir} holds {writer.manifest.count} takes; "
+                    f"`takes add` adds to it, `takes index --replace` replaces it"
+                )
+            choice = choose_model(None, self.model, self.requested_backend)
+            return writer.replace_all(takes, self._embedder_for(choice), model=choice.model, backend=choice.backend, progress=progress)
+
+        return self._write(build, needs_index=False)
+
+    def remove(self, ids: Sequence[str] = (), *, thread_id: str | None = None) -> ChangeReport:
+        """Remove takes by id, or a whole thread; an unknown id removes nothing and raises TakeNotFound."""
+        return self._write(lambda writer: writer.remove(list(ids), thread_id=thread_id))
+
+    def rebuild(self, *, progress: bool = False) -> ChangeReport:
+        """Re-embed every take into a fresh generation (with another ``model``: switch models)."""
+
+        def rebuild(writer: IndexWriter) -> ChangeReport:
+            if writer.manifest is None:
+                raise IndexNotFound(self.index_dir)
+            choice = choose_model(writer.manifest, self.model, self.requested_backend)
+            return writer.rebuild(self._embedder_for(choice), model=choice.model, backend=choice.backend, progress=progress)
+
+        return self._write(rebuild)
+
+    def compact(self) -> CompactReport:
+        """Purge removed takes, merge the vector segments, VACUUM: a new generation with the same takes."""
+        return self._write(lambda writer: writer.compact())
+
+    # -- maintenance of the embedded store (files on this machine) ------------------
+
+    def check(self):
+        """(problems, notes): every file of the index verified."""
+        from indexer.store import check_index
+
+        return check_index(self.index_dir)
+
+    def repair(self):
+        """(what was done, problems left): rebuild what ``check`` finds damaged from what is intact."""
+        from indexer.store import repair_index
+
+        return repair_index(
+            self.index_dir, lambda model, backend: self._embedder_for(ModelChoice(model, backend)), lock_timeout=self.lock_timeout
+        )
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.stop_batching()
+        if self._searcher is not None:
+            self._searcher.close()
+
+    def __enter__(self) -> Takes:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class GenerationFollower:
+    """A background thread serving generations written by other processes (`takes add`) without a restart."""
+
+    def __init__(self, takes: Takes, interval: float):
+        self.takes, self.interval = takes, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="takes-reload", daemon=True)
+        if interval > 0:
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if self.takes.refresh():
+                    log.info("serving generation %d", self.takes.generation)
+            except ProjectError as error:
+                # Keep serving the generation we have; say why the new one was refused.
+                log.warning("not switching to the new index generation: %s", error)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)

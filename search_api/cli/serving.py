@@ -1,0 +1,122 @@
+"""Commands that serve the index: the HTTP API (`serve`) and MCP on stdio (`mcp`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from search_api.cli.options import (
+    backend_option,
+    cli,
+    default,
+    index_dir_option,
+    late_interaction_option,
+    model_option,
+    reranker_option,
+    user_errors,
+)
+
+
+def _bind(host: str, port: int):
+    """A listening socket, bound before anything claims to be serving: a busy port is one clear line."""
+    import socket
+
+    from indexer.errors import TakesError
+
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        reason = error.strerror or str(error)
+        raise TakesError(
+            f"cannot listen on {host}:{port}: {reason} (another server on that port? choose another with --port or TAKES_PORT)"
+        ) from None
+    return listener
+
+
+@cli.command()
+@click.option(
+    "--host",
+    envvar="TAKES_HOST",
+    default=default("host"),
+    show_default=True,
+    help="Address to listen on. Beyond loopback (0.0.0.0), only the Host names in "
+    "TAKES_ALLOWED_HOSTS are answered; put a reverse proxy in front for anything public.",
+)
+@click.option(
+    "--port",
+    envvar="TAKES_PORT",
+    type=click.IntRange(1, 65535),
+    default=default("port"),
+    show_default=True,
+    help="TCP port to listen on, 1-65535.",
+)
+@index_dir_option
+@model_option
+@backend_option
+@click.option(
+    "--token-file",
+    envvar="TAKES_ADMIN_TOKEN_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the admin token that enables POST/DELETE /takes (or set "
+    "TAKES_ADMIN_TOKEN). Never put the token itself on a command line.",
+)
+@reranker_option
+@late_interaction_option
+@user_errors
+def serve(host, port, index_dir, model, backend, token_file, reranker, late_interaction):
+    """Serve the HTTP API, the search page and MCP (docs at /docs).
+
+    Limits and timeouts come from the environment: TAKES_MAX_CONNECTIONS,
+    TAKES_HEADER_TIMEOUT, TAKES_KEEP_ALIVE_TIMEOUT, TAKES_MAX_BODY_BYTES,
+    TAKES_MAX_QUERY_BYTES, TAKES_MAX_QUEUED_WRITES, TAKES_LOCK_TIMEOUT and
+    TAKES_ALLOWED_HOSTS (search_api/settings.py says what each does).
+    """
+    import uvicorn
+
+    from search_api.app import create_app
+    from search_api.limits import guarded_protocol
+    from search_api.settings import Settings, is_loopback, open_takes
+
+    overrides = {"admin_token_file": token_file} if token_file is not None else {}
+    settings = Settings(
+        index_dir=index_dir, model=model, backend=backend, host=host, port=port, reranker=reranker, late_interaction=late_interaction, **overrides
+    )
+    listener = _bind(host, port)
+    # Load before serving, so a missing index is one clear line.
+    served = open_takes(settings, batch_queries=settings.query_batching).load()
+    config = uvicorn.Config(
+        create_app(settings, served),
+        log_level="warning",
+        http=guarded_protocol(settings),
+        timeout_keep_alive=settings.keep_alive_timeout,
+    )
+    click.echo(f"serving {served.count} takes from {index_dir} on http://{host}:{port}", err=True)
+    if not is_loopback(host):
+        click.echo(f"answering only Host {', '.join(settings.hosts())} (add names with TAKES_ALLOWED_HOSTS)", err=True)
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+@cli.command()
+@index_dir_option
+@model_option
+@backend_option
+@user_errors
+def mcp(index_dir, model, backend):
+    """Serve the search as MCP tools on stdin/stdout (for Claude Desktop and other MCP clients).
+
+    Stdout carries only the protocol; logs go to stderr. Runs offline.
+    """
+    try:
+        from search_api.mcp_server import run_stdio
+    except ImportError as error:
+        raise click.ClickException(f"the MCP server needs the `mcp` package ({error}): pip install 'takes[mcp]'") from None
+    from search_api.settings import Settings, open_takes
+
+    # A client may start us in any folder: resolve the index before anything else.
+    settings = Settings(index_dir=index_dir.resolve(), model=model, backend=backend)
+    run_stdio(open_takes(settings, notify=lambda line: click.echo(line, err=True)), reload_interval=settings.reload_interval)
