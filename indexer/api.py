@@ -23,10 +23,11 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
-from embeddings import ProjectError
 from embeddings.base import DEFAULT_THREADS
 from indexer.errors import IndexNotFound, ParseError, TakesError
-from indexer.models import AuthorSummary, SearchResult, Take, ThreadSummary, citation
+from indexer.following import GenerationFollower
+from indexer.models import AuthorSummary, SearchResult, Take, ThreadSummary
+from indexer.prompt import cited, prompt_block
 from indexer.query_limits import DEFAULT_K, DEFAULT_MODE, PROMPT_K
 
 if TYPE_CHECKING:
@@ -62,29 +63,6 @@ def choose_model(manifest: Manifest | None, model: str | None = None, backend: s
         model=model or (manifest.model if manifest else DEFAULT_MODEL),
         backend=backend or (manifest.backend if manifest else DEFAULT_BACKEND),
     )
-
-
-def cited(item: SearchResult | Take) -> dict:
-    """The API's fields of a result (or take) plus its ``citation``: what tools hand to a model."""
-    take = item.take if isinstance(item, SearchResult) else item
-    return {**item.to_dict(), "citation": citation(take)}
-
-
-def prompt_block(results: Sequence[SearchResult | Take], query: str | None = None, *, title: str | None = None) -> str:
-    """A numbered, cited plain-text block of takes, ready to paste into a prompt."""
-    lines = [title or (f"Takes retrieved for: {query}" if query else "Takes:"), ""]
-    if not results:
-        lines.append("No takes match.")
-    elif all(isinstance(item, SearchResult) and item.match == "weak" for item in results):
-        # Said first, so a model reading the block does not take the closest for an answer.
-        lines += ["No strong matches; the closest takes are:", ""]
-    for number, item in enumerate(results, start=1):
-        take = item.take if isinstance(item, SearchResult) else item
-        weak = " (weak match)" if isinstance(item, SearchResult) and item.match == "weak" else ""
-        lines.append(f"[{number}] {citation(take)}{weak}")
-        lines.extend(f"    {line}" for line in take.text.splitlines() or [""])
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
 
 
 def read_sources(sources: Source | Iterable[Source], format: str | None = None, *, include_private: bool = False) -> list[Take]:
@@ -539,28 +517,3 @@ class Takes:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-class GenerationFollower:
-    """A background thread serving generations written by other processes (`takes add`) without a restart."""
-
-    def __init__(self, takes: Takes, interval: float):
-        self.takes, self.interval = takes, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="takes-reload", daemon=True)
-        if interval > 0:
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                if self.takes.refresh():
-                    log.info("serving generation %d", self.takes.generation)
-            except ProjectError as error:
-                # Keep serving the generation we have; say why the new one was refused.
-                log.warning("not switching to the new index generation: %s", error)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)

