@@ -71,11 +71,14 @@ def load_embedder(
         cache_dir: where a derived model (the quantized ONNX export) is kept.
         threads: ONNX Runtime's intra-op threads (0: its default); None: ``TAKES_THREADS`` or 1.
     """
-    return _load_embedder(name, backend, cache_dir, threads)
+    from embeddings.base import threads_from_environment
+
+    # Resolved before the cache: "not said" and the count it means are one model.
+    return _load_embedder(name, backend, cache_dir, threads_from_environment() if threads is None else threads)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_embedder(name: str, backend: str, cache_dir: str | None, threads: int | None) -> Embedder:
+def _load_embedder(name: str, backend: str, cache_dir: str | None, threads: int) -> Embedder:
     if backend not in BACKENDS:
         raise EmbeddingError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     stay_offline()

@@ -67,9 +67,9 @@ class CrossEncoderReranker:
         self.path = Path(path)
         self.batch_size = batch_size
         check_cross_encoder_folder(self.path)
-        # The machine has no route to the model hub: never let a load try it.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from embeddings import stay_offline
+
+        stay_offline()
         try:
             from sentence_transformers import CrossEncoder
         except ImportError as error:

@@ -173,11 +173,10 @@ class Takes:
         return self.query_batcher
 
     def _adopt(self, searcher: Searcher) -> None:
-        """Serve from a Searcher built elsewhere; its own query encoder comes back with ``stop_batching``."""
+        """Serve from a Searcher built elsewhere; batching (from ``load``) hands its own encoder back on ``stop_batching``."""
         self._searcher = searcher
         self.compute_threads = searcher.threads
         self._adopted_encoder = searcher.query_encoder
-        self._start_batching()
 
     def _start_batching(self) -> None:
         if self._batch_queries and self.query_batcher is None and self._searcher is not None:
@@ -325,6 +324,8 @@ class Takes:
         """Every author with their counts, most takes first (no model load)."""
         from indexer.search import list_authors
 
+        if self._searcher is not None:
+            return self._searcher.authors()
         return self._read_database(lambda connection, manifest: list_authors(connection, manifest.generation))
 
     def threads(self, *, author: str | None = None) -> list[ThreadSummary]:
@@ -333,6 +334,8 @@ class Takes:
         from indexer.storage import Filters
 
         filters = Filters(author=author)
+        if self._searcher is not None:
+            return self._searcher.list_threads(filters)
         return self._read_database(lambda connection, manifest: list_threads(connection, manifest.generation, filters))
 
     def stats(self) -> dict:

@@ -105,6 +105,32 @@ def create_app(settings: Settings | None = None, served: Takes | Searcher | None
     app.state.settings = settings
     app.state.takes = served
 
+    _add_error_handlers(app, settings)
+    for router in (search.router, takes.router, listing.router, health.router, admin.router, tools.router, page.router):
+        app.include_router(router)
+    if mcp_endpoint is not None:
+        app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+
+    @app.middleware("http")
+    async def documentation_stays_local(request: Request, call_next):
+        response = await call_next(request)
+        if request.url.path in DOCUMENTATION_PAGES:
+            # The ReDoc bundle links its own logo from a CDN; the browser must not even ask.
+            response.headers["Content-Security-Policy"] = DOCUMENTATION_POLICY
+        return response
+
+    # Outermost last: an unknown Host is refused before its body is read.
+    app.add_middleware(RequestGuard, settings=settings)
+    if not is_loopback(settings.host):
+        # Beyond loopback a browser page on any site could reach the server
+        # through DNS rebinding; only the names it is meant to be reached by pass.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.hosts())
+    return app
+
+
+def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
+    """Every project error, storage failure and invalid request becomes a status and one line, never a 500."""
+
     def reply(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
         # Clients never learn where the server keeps its index.
         return JSONResponse(status_code=status, content={"detail": without_paths(message, settings.index_dir)}, headers=headers)
@@ -126,26 +152,6 @@ def create_app(settings: Settings | None = None, served: Takes | Searcher | None
         # then FastAPI's structured list for programs, each rejected input cut short.
         errors = error.errors()
         return JSONResponse(status_code=422, content={"detail": describe_validation_errors(errors), "errors": bounded_errors(errors)})
-
-    for router in (search.router, takes.router, listing.router, health.router, admin.router, tools.router, page.router):
-        app.include_router(router)
-    if mcp_endpoint is not None:
-        app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
-    @app.middleware("http")
-    async def documentation_stays_local(request: Request, call_next):
-        response = await call_next(request)
-        if request.url.path in DOCUMENTATION_PAGES:
-            # The ReDoc bundle links its own logo from a CDN; the browser must not even ask.
-            response.headers["Content-Security-Policy"] = DOCUMENTATION_POLICY
-        return response
-
-    # Outermost last: an unknown Host is refused before its body is read.
-    app.add_middleware(RequestGuard, settings=settings)
-    if not is_loopback(settings.host):
-        # Beyond loopback a browser page on any site could reach the server
-        # through DNS rebinding; only the names it is meant to be reached by pass.
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.hosts())
-    return app
 
 
 DOCUMENTATION_PAGES = ("/docs", "/redoc", "/docs/oauth2-redirect")

@@ -6,6 +6,7 @@ request and batching threads must each apply the limit themselves.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import faiss
@@ -71,3 +72,14 @@ def test_request_and_batching_threads_run_with_the_configured_openmp_threads(see
     finally:
         faiss.omp_set_num_threads(before)
     assert seen == {"batcher": 1, "request": 1}
+
+
+def test_the_servers_thread_setting_reaches_the_onnx_model(seed_index, monkeypatch):
+    """Settings(threads=...) is passed down, not re-read from TAKES_THREADS below the server."""
+    monkeypatch.delenv("TAKES_THREADS", raising=False)
+    # limit_threads sets it for libraries not loaded yet: undone after the test.
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    settings = Settings(index_dir=seed_index, threads=2, reload_interval=0, query_batching=False)
+    with TestClient(create_app(settings)) as client:
+        embedder = client.app.state.takes.searcher.embedder
+        assert embedder._runtime._session.get_session_options().intra_op_num_threads == 2
