@@ -137,12 +137,14 @@ class Takes:
     def _open_searcher(self) -> Searcher:
         from indexer.search import Searcher
 
+        # The model stays as asked (None: follow the index's model across rebuilds); the backend is decided here.
+        backend = self.model_choice().backend
         batcher = self._new_batcher()
         try:
             return Searcher(
                 self.index_dir,
                 model=self.model,
-                backend=self.requested_backend,
+                backend=backend,
                 threads=self.compute_threads,
                 reranker=self.reranker,
                 late_interaction=self.late_interaction,
