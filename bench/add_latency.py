@@ -141,7 +141,7 @@ def _takes(*args) -> list[str]:
 def build_index(index_dir: Path, count: int, backend: str = "torch", onnx_models: Path | None = None) -> float:
     """The synthetic index, recorded as a ``backend`` index; for onnx, with the derived model copied in."""
     from embeddings import DEFAULT_MODEL
-    from indexer.store import IndexWriter
+    from indexer.index.writer import IndexWriter
 
     started = time.perf_counter()
     with IndexWriter(index_dir) as writer:
@@ -255,7 +255,7 @@ def breakdown_child(index_dir: str, file: str, spawned_at: float) -> None:
 
     from embeddings import load_embedder
     from indexer.sources import read_takes
-    from indexer.store import IndexWriter
+    from indexer.index.writer import IndexWriter
     from indexer.api import choose_model  # the rule `takes add` follows
 
     mark("imports")
@@ -317,8 +317,8 @@ def server_refresh(index_dir: Path, repeat: int = 3) -> dict:
     here. A full ``load_snapshot(index_dir)`` is what a server start costs.
     """
     from embeddings import DEFAULT_MODEL
-    from indexer.search import load_snapshot
-    from indexer.store import IndexWriter
+    from indexer.index.snapshot import load_snapshot
+    from indexer.index.writer import IndexWriter
 
     refreshes, fulls = [], []
     index_type = "?"
@@ -338,7 +338,7 @@ def server_refresh(index_dir: Path, repeat: int = 3) -> dict:
         started = time.perf_counter()
         refreshed = load_snapshot(index_dir, previous=served)
         refreshes.append(time.perf_counter() - started)
-        assert refreshed.vectors.ntotal == served.vectors.ntotal + NEW_TAKES
+        assert refreshed.faiss_index.ntotal == served.faiss_index.ntotal + NEW_TAKES
     return {
         "total": statistics.median(refreshes),
         "full": statistics.median(fulls),

@@ -23,8 +23,8 @@ ROUNDS = 3
 
 def run(sizes=(100_000, 1_000_000)) -> list[dict]:
     from bench.add_latency import build_index
-    from indexer.search import load_snapshot
-    from indexer.store import TRAINED_INDEX_NAME as ANN_CACHE
+    from indexer.index.snapshot import load_snapshot
+    from indexer.index.layout import TRAINED_INDEX_NAME as ANN_CACHE
 
     rows = []
     for size in sizes:
@@ -43,7 +43,7 @@ def run(sizes=(100_000, 1_000_000)) -> list[dict]:
                 cached.append(time.perf_counter() - started)
                 index_type = snapshot.manifest.index_type
                 del snapshot
-            from indexer.store import IndexWriter
+            from indexer.index.writer import IndexWriter
 
             with IndexWriter(index_dir) as writer:
                 writer.remove([f"synthetic-{thread}-1" for thread in range(20)])

@@ -18,7 +18,7 @@ import time
 from bench.common import machine
 from embeddings import DEFAULT_MODEL, load_embedder
 from embeddings.base import threads_from_environment
-from indexer.threads import limit_threads
+from indexer.openmp import limit_threads
 
 QUERIES = [
     "what about compute governance",

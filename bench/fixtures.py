@@ -53,7 +53,7 @@ def seed_takes():
 def build_seed_index(index_dir: Path, backend: str = "torch") -> Path:
     """An index of the seed corpus in ``index_dir`` (built once, reused by later runs)."""
     from embeddings import DEFAULT_MODEL, load_embedder
-    from indexer.store import IndexWriter
+    from indexer.index.writer import IndexWriter
 
     import shutil
 

@@ -35,8 +35,8 @@ from embeddings import DEFAULT_BACKEND, DEFAULT_MODEL
 from embeddings.base import threads_from_environment
 from embeddings.sentence_transformer import _load_sentence_transformer
 from indexer.evaluation import Judged, load_judgments, score_ranking
-from indexer.search import Searcher
-from indexer.threads import limit_threads
+from indexer.serving import Searcher
+from indexer.openmp import limit_threads
 
 DEPTH = 50
 FOLDS = 5

@@ -175,8 +175,8 @@ def in_process(index_dir: Path, threads: int, count: int = SEQUENTIAL) -> dict:
     from sentence_transformers import SentenceTransformer
 
     from embeddings import DEFAULT_MODEL, resolve_model_path
-    from indexer.search import Searcher
-    from indexer.threads import limit_threads
+    from indexer.serving import Searcher
+    from indexer.openmp import limit_threads
 
     bare = SentenceTransformer(resolve_model_path(DEFAULT_MODEL), device="cpu")
     rows = {}

@@ -25,7 +25,7 @@ BUCKETS = {
 def run(index_dir, count: int = 200) -> dict:
     from fastapi.encoders import jsonable_encoder
 
-    from indexer.search import Searcher
+    from indexer.serving import Searcher
     from search_api.routers.search import respond
     from search_api.schemas import SearchParams, SearchResponse
     searcher = Searcher(index_dir, threads=1)

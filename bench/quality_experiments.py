@@ -16,7 +16,8 @@ import numpy as np
 from embeddings import load_embedder
 from indexer import SEED_CORPUS
 from indexer.evaluation import evaluate, load_judgments, mean
-from indexer.search import fts_query
+from indexer.index.reader import fts_match
+from indexer.search import query_terms
 from indexer.sources import read_takes
 
 DEFAULT_JUDGMENTS = Path(__file__).resolve().parents[1] / "tests" / "data" / "dev_queries.json"
@@ -35,7 +36,7 @@ def main() -> None:
     database.executemany("INSERT INTO f(rowid, text) VALUES (?, ?)", enumerate(t.text for t in takes))
 
     def lexical(query: str) -> list[tuple[int, float]]:
-        match = fts_query(query)
+        match = fts_match(query_terms(query))
         if match is None:
             return []
         return database.execute(

@@ -24,7 +24,8 @@ import numpy as np
 from embeddings import DEFAULT_MODEL, load_embedder
 from indexer import SEED_CORPUS
 from indexer.evaluation import Judged, fold, load_judgments, score_ranking
-from indexer.search import STOPWORDS, fts_query
+from indexer.index.reader import fts_match
+from indexer.search import query_terms, STOPWORDS
 from indexer.sources import read_takes
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
@@ -94,7 +95,7 @@ def build(backend: str):
             feedback = query_vector + 0.5 * vectors[top].mean(axis=0)
             prf_cos = vectors @ (feedback / np.linalg.norm(feedback))
             dense = list(np.argsort(-cosine)[:DEPTH])
-            match = fts_query(judged.query)
+            match = fts_match(query_terms(judged.query))
             bm25 = np.zeros(total)
             lexical = []
             idf_sum = 0.0

@@ -27,7 +27,8 @@ import numpy as np
 
 from indexer.evaluation import Judged, fold, load_judgments, score_ranking
 from indexer.ranking import STRONG, Calibration, Candidate
-from indexer.search import Filters, Searcher
+from indexer.serving import Searcher
+from indexer.storage import Filters
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 FOLDS, REPEATS = 5, 4
@@ -58,13 +59,13 @@ def collect(searcher: Searcher, late: bool = False) -> list[Judgment]:
     token_cache: dict[str, np.ndarray] = {}
     for kind, judged in judged_queries():
         # Raw cosines (no centring): the fit chooses how much of the hub direction to take off.
-        candidates: list[Candidate] = searcher.candidates(judged.query, "hybrid", 50, Filters(), snapshot, centring=0.0)
-        takes = searcher.takes_by_row([c.row_id for c in candidates])
+        candidates: list[Candidate] = searcher.ranker.candidates(judged.query, "hybrid", 50, Filters(), snapshot, centring=0.0)
+        takes = snapshot.takes([c.row_id for c in candidates])
         texts = [takes[c.row_id].text for c in candidates]
         grades = np.array(
             [max((g for key, g in judged.relevant.items() if key in fold(text)), default=0) for text in texts], float
         )
-        hub = searcher._cosines(searcher.centroid(snapshot), [c.row_id for c in candidates], snapshot)
+        hub = snapshot.inner_products(snapshot.mean_direction(), [c.row_id for c in candidates])
         features = np.array([[c.cosine, c.lexical, hub[c.row_id]] for c in candidates], float)
         if late:
             query_tokens = searcher.embedder.token_vectors([judged.query])[0]
@@ -239,7 +240,7 @@ def main() -> None:
         from embeddings import DEFAULT_MODEL, load_embedder
         from indexer import SEED_CORPUS
         from indexer.sources import read_takes
-        from indexer.store import IndexWriter
+        from indexer.index.writer import IndexWriter
 
         index_dir = Path(tempfile.mkdtemp(prefix="takes-fit-"))
         with IndexWriter(index_dir) as writer:

@@ -26,8 +26,8 @@ from embeddings import DEFAULT_BACKEND, resolve_model_path
 from embeddings.base import threads_from_environment
 from embeddings.reranker import CrossEncoderReranker
 from indexer.evaluation import load_judgments, mean, score_ranking
-from indexer.search import Searcher
-from indexer.threads import limit_threads
+from indexer.serving import Searcher
+from indexer.openmp import limit_threads
 
 DEPTHS = (30, 50)
 

@@ -21,7 +21,7 @@ def _one(index_dir: str, torch_threads: int, faiss_threads: int, count: int) -> 
 
     from bench.common import percentiles_ms
     from bench.fixtures import queries
-    from indexer.search import Searcher
+    from indexer.serving import Searcher
 
     torch.set_num_threads(torch_threads)
     faiss.omp_set_num_threads(faiss_threads)

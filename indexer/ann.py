@@ -24,7 +24,6 @@ DEFAULT_THRESHOLD = 50_000
 # HNSW searched faster at 100k but built 4-7x slower (a 1M build would take
 # many minutes on two cores at every load) and needed a larger efSearch for
 # recall 0.95; IVF trains in seconds to a few minutes and adds ids + lists only.
-APPROXIMATE_KIND = "ivf"
 # Search-time breadth, chosen by measurement (docs/PERFORMANCE.md, "Scale"):
 # recall@10 >= 0.95 at 1M synthetic takes (ivf2048, nprobe 16: 0.998).
 HNSW_EF_SEARCH = 64
@@ -173,4 +172,4 @@ def search_parameters(index_type: str, selector=None):
     return params
 
 
-__all__ = ["APPROXIMATE_KIND", "DEFAULT_THRESHOLD", "build_index", "index_type_for", "search_parameters", "threshold"]
+__all__ = ["DEFAULT_THRESHOLD", "build_index", "index_type_for", "search_parameters", "threshold"]

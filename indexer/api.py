@@ -32,8 +32,9 @@ from indexer.query_limits import DEFAULT_K, DEFAULT_MODE, PROMPT_K
 
 if TYPE_CHECKING:
     from embeddings import Embedder
-    from indexer.search import Searcher
-    from indexer.store import ChangeReport, CompactReport, IndexWriter, Manifest
+    from indexer.index.writer import IndexWriter
+    from indexer.serving import Searcher
+    from indexer.storage import ChangeReport, CompactReport, CorpusInfo, Store, TakeLookup
 
 __all__ = ["GenerationFollower", "ModelChoice", "Takes", "choose_model", "cited", "prompt_block", "read_sources"]
 
@@ -49,7 +50,7 @@ class ModelChoice:
     backend: str
 
 
-def choose_model(manifest: Manifest | None, model: str | None = None, backend: str | None = None) -> ModelChoice:
+def choose_model(manifest: CorpusInfo | None, model: str | None = None, backend: str | None = None) -> ModelChoice:
     """The model and backend to embed with, for reading and for writing alike.
 
     As asked, else what built the index (``manifest``), else the defaults for
@@ -98,11 +99,13 @@ class Takes:
         lock_timeout: seconds a write waits for another writer.
         notify: called with a line for a person when a slow step starts (a model load).
         searcher: an already loaded Searcher to serve from (tests, embedding).
+        store: any ``indexer.storage.Store`` to serve instead of ``index_dir``'s
+            embedded store (``Takes.open(store)`` says the same).
     """
 
     def __init__(
         self,
-        index_dir: Path | str,
+        index_dir: Path | str | None = None,
         *,
         model: str | None = None,
         backend: str | None = None,
@@ -113,12 +116,20 @@ class Takes:
         lock_timeout: float = 30.0,
         notify: Callable[[str], None] | None = None,
         searcher: Searcher | None = None,
+        store: Store | None = None,
     ):
         if isinstance(reranker, (str, Path)):
             from embeddings.reranker import CrossEncoderReranker
 
             reranker = CrossEncoderReranker(reranker)
+        if store is None and searcher is not None:
+            store = searcher.store
+        if index_dir is None:
+            if store is None:
+                raise TypeError("Takes needs an index_dir or a store")
+            index_dir = getattr(store, "index_dir", None) or store.location
         self.index_dir = Path(index_dir)
+        self._store = store
         self.model, self.requested_backend = model, backend
         self.reranker, self.late_interaction = reranker, late_interaction
         self.compute_threads, self.lock_timeout = threads, lock_timeout
@@ -134,8 +145,22 @@ class Takes:
 
     # -- the two constructions the storage layer is reached through --------------
 
+    @classmethod
+    def open(cls, store: Store, **options) -> Takes:
+        """Serve any ``indexer.storage.Store`` (the embedded one, PostgreSQL...)."""
+        return cls(store=store, **options)
+
+    @property
+    def store(self) -> Store:
+        """The corpus this serves: the one given, or the embedded store of ``index_dir`` (opened on first use)."""
+        if self._store is None:
+            from indexer.index import EmbeddedStore
+
+            self._store = EmbeddedStore(self.index_dir)
+        return self._store
+
     def _open_searcher(self) -> Searcher:
-        from indexer.search import Searcher
+        from indexer.serving import Searcher
 
         # The model stays as asked (None: follow the index's model across rebuilds); the backend is decided here.
         backend = self.model_choice().backend
@@ -143,6 +168,7 @@ class Takes:
         try:
             return Searcher(
                 self.index_dir,
+                store=self.store,
                 model=self.model,
                 backend=backend,
                 threads=self.compute_threads,
@@ -157,9 +183,7 @@ class Takes:
             raise
 
     def _open_writer(self) -> IndexWriter:
-        from indexer.store import IndexWriter
-
-        return IndexWriter(self.index_dir, lock_timeout=self.lock_timeout)
+        return self.store.writer(lock_timeout=self.lock_timeout)
 
     # -- loading ---------------------------------------------------------------
 
@@ -167,7 +191,7 @@ class Takes:
         if not self._batch_queries:
             return None
         from indexer.query_batching import QueryBatcher
-        from indexer.threads import limit_threads
+        from indexer.openmp import limit_threads
 
         threads = self.compute_threads
         # Reads the served embedder at each batch, so a refresh's new model is used.
@@ -195,7 +219,7 @@ class Takes:
 
     def load(self) -> Takes:
         """Load the model and the index now (a server does, so a missing index is one clear line at start)."""
-        from indexer.threads import limit_threads
+        from indexer.openmp import limit_threads
 
         # Before FAISS and torch load: OMP_NUM_THREADS then holds in every thread.
         limit_threads(self.compute_threads)
@@ -246,30 +270,16 @@ class Takes:
 
     def exists(self) -> bool:
         """True when the directory holds an index (possibly empty)."""
-        from indexer.store import database_path
+        return self.store.exists()
 
-        return database_path(self.index_dir).exists()
+    def _manifest(self) -> CorpusInfo | None:
+        return self.store.committed_info()
 
-    def _manifest(self) -> Manifest | None:
-        from indexer.store import open_index_database
-
-        if not self.exists():
-            return None
-        connection, manifest = open_index_database(self.index_dir)
-        connection.close()
-        return manifest
-
-    def _read_database(self, read):
-        """``read(connection, manifest)`` over the served generation, or the committed one without a model load."""
+    def _lookup(self) -> TakeLookup:
+        """The served generation's takes, or the committed one's without loading vectors or the model."""
         if self._searcher is not None:
-            return read(self._searcher._connection(), self._searcher.manifest)
-        from indexer.store import open_index_database
-
-        connection, manifest = open_index_database(self.index_dir)
-        try:
-            return read(connection, manifest)
-        finally:
-            connection.close()
+            return self._searcher.snapshot
+        return self.store.lookup()
 
     # -- reading -----------------------------------------------------------------
 
@@ -324,39 +334,23 @@ class Takes:
 
     def authors(self) -> list[AuthorSummary]:
         """Every author with their counts, most takes first (no model load)."""
-        from indexer.search import list_authors
-
-        if self._searcher is not None:
-            return self._searcher.authors()
-        return self._read_database(lambda connection, manifest: list_authors(connection, manifest.generation))
+        return self._lookup().authors()
 
     def threads(self, *, author: str | None = None) -> list[ThreadSummary]:
         """Every thread (``author``: only theirs), newest first (no model load)."""
-        from indexer.search import list_threads
         from indexer.storage import Filters
 
-        filters = Filters(author=author)
-        if self._searcher is not None:
-            return self._searcher.list_threads(filters)
-        return self._read_database(lambda connection, manifest: list_threads(connection, manifest.generation, filters))
+        return self._lookup().threads(Filters(author=author))
 
     def stats(self) -> dict:
         """Counts, model and size of the generation served (GET /stats, `takes stats --json`)."""
         if self._searcher is not None:
             return self._searcher.stats()
-        from indexer.search import index_stats
-
-        return self._read_database(lambda connection, manifest: index_stats(self.index_dir, connection, manifest))
+        return self._lookup().stats()
 
     def common_texts(self, limit: int) -> list[str]:
         """Up to ``limit`` texts of the served generation, for word statistics (the search page)."""
-        from indexer.search import visible_clause
-
-        def read(connection, manifest):
-            clause, params = visible_clause(manifest.generation)
-            return [row[0] for row in connection.execute(f"SELECT text FROM takes WHERE {clause} LIMIT ?", (*params, limit))]
-
-        return self._read_database(read)
+        return self._lookup().texts(limit)
 
     # -- following new generations ---------------------------------------------------
 
@@ -389,10 +383,10 @@ class Takes:
     def _embedder_for(self, choice: ModelChoice):
         """The loaded embedder when it is the one asked for, else a factory that loads it only if some text needs embedding."""
         from embeddings import load_embedder
-        from indexer.store import normalize_model_name
+        from indexer.serving import same_model
 
         served = self._searcher
-        if served is not None and served.backend == choice.backend and normalize_model_name(served.embedder.name) == normalize_model_name(choice.model):
+        if served is not None and served.backend == choice.backend and same_model(served.embedder.name, choice.model):
             return served.embedder
 
         def create() -> Embedder:
@@ -418,9 +412,13 @@ class Takes:
 
     def new_takes(self, sources: Source | Iterable[Source], format: str | None = None, *, include_private: bool = False) -> list[Take]:
         """The takes ``add`` would add (not yet indexed), found without writing anything: a dry run."""
-        from indexer.store import new_takes
-
-        return new_takes(self.index_dir, read_sources(sources, format, include_private=include_private))
+        takes = read_sources(sources, format, include_private=include_private)
+        without_lock = getattr(self.store, "new_takes", None)
+        if without_lock is not None:
+            # A dry run that need not wait for a writer (the embedded store reads a snapshot).
+            return without_lock(takes)
+        with self._write_lock, self._open_writer() as writer:
+            return writer.new_takes(takes)
 
     def add(
         self,
@@ -498,13 +496,13 @@ class Takes:
 
     def check(self):
         """(problems, notes): every file of the index verified."""
-        from indexer.store import check_index
+        from indexer.index.check import check_index
 
         return check_index(self.index_dir)
 
     def repair(self):
         """(what was done, problems left): rebuild what ``check`` finds damaged from what is intact."""
-        from indexer.store import repair_index
+        from indexer.index.check import repair_index
 
         return repair_index(
             self.index_dir, lambda model, backend: self._embedder_for(ModelChoice(model, backend)), lock_timeout=self.lock_timeout

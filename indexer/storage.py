@@ -111,6 +111,8 @@ class CorpusInfo(Protocol):
 class TakeLookup(Protocol):
     """Takes, their text and their threads, as of one generation."""
 
+    info: CorpusInfo
+
     def takes(self, row_ids: Sequence[int]) -> dict[int, Take]:
         """The takes with these row ids (ids not in the generation are left out)."""
 
@@ -141,6 +143,9 @@ class TakeLookup(Protocol):
     def threads(self, filters: Filters) -> list[ThreadSummary]:
         """Every thread with a take passing ``filters``, newest first."""
 
+    def texts(self, limit: int) -> list[str]:
+        """Up to ``limit`` texts of the generation, any of them (word statistics for the search page)."""
+
     def stats(self) -> dict:
         """The object of GET /stats: takes, threads, model, dim, index_type, generation, backend, sizes."""
 
@@ -166,8 +171,6 @@ class Generation(TakeLookup, VectorSearch, Protocol):
 
     Safe to share between threads (each store keeps a connection per thread).
     """
-
-    info: CorpusInfo
 
 
 class Writer(AbstractContextManager, Protocol):
@@ -211,6 +214,15 @@ class Store(Protocol):
 
     def current_generation(self) -> int:
         """The generation committed now (cheap: a reader polls it); 0 when empty."""
+
+    def committed_info(self) -> CorpusInfo | None:
+        """What the committed generation is (model, count...), without loading it; None when empty."""
+
+    def lookup(self) -> TakeLookup:
+        """The committed generation's takes without loading its vectors (listing, stats: no model needed).
+
+        Raises IndexNotFound when there is none.
+        """
 
     def load(self, previous: Generation | None = None) -> Generation:
         """The current generation, for reading; raises IndexNotFound when there is none.

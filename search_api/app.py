@@ -35,7 +35,7 @@ from search_api.settings import Settings, is_loopback, open_takes
 from search_api.writes import RETRY_AFTER_SECONDS, WriteQueue, WriterBusy
 
 if TYPE_CHECKING:
-    from indexer.search import Searcher
+    from indexer.serving import Searcher
 
 log = logging.getLogger("takes")
 

@@ -13,7 +13,7 @@ from indexer.errors import TakesError
 
 if TYPE_CHECKING:
     from indexer.api import Takes
-    from indexer.search import Searcher
+    from indexer.serving import Searcher
 
 DEFAULT_INDEX_DIR = Path("data/index")
 ENV_PREFIX = "TAKES_"

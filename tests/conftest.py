@@ -65,7 +65,7 @@ def seed_takes():
 def seed_index(tmp_path_factory, embedder, seed_takes) -> Path:
     """An index of the seed corpus, built once; tests that change an index copy it."""
     from embeddings import DEFAULT_MODEL
-    from indexer.store import IndexWriter
+    from indexer.index.writer import IndexWriter
 
     index_dir = tmp_path_factory.mktemp("seed-index")
     with IndexWriter(index_dir) as writer:
@@ -83,7 +83,7 @@ def index_copy(seed_index, tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def searcher(seed_index, embedder):
-    from indexer.search import Searcher
+    from indexer.serving import Searcher
 
     return Searcher(seed_index, embedder=embedder)
 

@@ -10,3 +10,12 @@ Mar 3, 2024 3 tweets 1 min read Read on X
 • • •
 """
 UNROLL_IDS = [f"dana-okafor-2024-03-03-{position}" for position in (1, 2, 3)]
+
+
+def nearest_takes(generation, vector, k: int) -> list:
+    """(take, inner product) of the ``k`` takes nearest a ready-made vector, through the store's public interface."""
+    from indexer.storage import Filters
+
+    ranked = generation.nearest(vector, k, Filters())
+    takes = generation.takes([row_id for row_id, _ in ranked])
+    return [(takes[row_id], score) for row_id, score in ranked if row_id in takes]

@@ -9,8 +9,9 @@ import pytest
 
 from indexer import ann
 from indexer.errors import IndexCorrupt
-from indexer.search import Filters, Searcher
-from indexer.store import IndexWriter
+from indexer.serving import Searcher
+from indexer.storage import Filters
+from indexer.index.writer import IndexWriter
 
 
 def _clustered_unit_vectors(count: int, dim: int = 384, topics: int = 50, seed: int = 0) -> np.ndarray:
@@ -94,11 +95,11 @@ def _ranking(index_dir, embedder, queries=("what about compute governance", "gui
 
 
 def test_a_trained_index_is_saved_and_reused_by_the_next_load(approximate_index, embedder, caplog):
-    from indexer.store import TRAINED_INDEX_NAME as ANN_CACHE
+    from indexer.index.layout import TRAINED_INDEX_NAME as ANN_CACHE
 
     first = _ranking(approximate_index, embedder)
     assert (approximate_index / ANN_CACHE).is_file()
-    with caplog.at_level("INFO", logger="indexer.search"):
+    with caplog.at_level("INFO", logger="indexer.index.snapshot"):
         again = _ranking(approximate_index, embedder)
     assert any("reusing the trained" in record.getMessage() for record in caplog.records)
     assert again == first
@@ -108,7 +109,7 @@ def test_the_saved_index_is_brought_up_to_date_or_set_aside(approximate_index, e
     import dataclasses
 
     from embeddings import DEFAULT_MODEL
-    from indexer.store import TRAINED_INDEX_NAME as ANN_CACHE
+    from indexer.index.layout import TRAINED_INDEX_NAME as ANN_CACHE
 
     def reused() -> bool:
         return any("reusing the trained" in record.getMessage() for record in caplog.records)
@@ -117,7 +118,7 @@ def test_the_saved_index_is_brought_up_to_date_or_set_aside(approximate_index, e
     new_take = dataclasses.replace(seed_takes[0], id="new-1", text="Compute thresholds are a blunt but workable lever.")
     with IndexWriter(approximate_index) as writer:
         writer.add([new_take], embedder, model=DEFAULT_MODEL)
-    with caplog.at_level("INFO", logger="indexer.search"):
+    with caplog.at_level("INFO", logger="indexer.index.snapshot"):
         added = _ranking(approximate_index, embedder)
     assert reused()  # generation 1's trained index plus the new segment
     (approximate_index / ANN_CACHE).unlink()
@@ -127,7 +128,7 @@ def test_the_saved_index_is_brought_up_to_date_or_set_aside(approximate_index, e
     with IndexWriter(approximate_index) as writer:
         writer.remove([seed_takes[5].id])
     caplog.clear()
-    with caplog.at_level("INFO", logger="indexer.search"):
+    with caplog.at_level("INFO", logger="indexer.index.snapshot"):
         removed = _ranking(approximate_index, embedder)
     assert reused()
     assert seed_takes[5].id not in {take_id for ids in removed.values() for take_id in ids}
@@ -138,14 +139,14 @@ def test_the_saved_index_is_brought_up_to_date_or_set_aside(approximate_index, e
     with IndexWriter(approximate_index) as writer:
         writer.rebuild(embedder, model=DEFAULT_MODEL)
     caplog.clear()
-    with caplog.at_level("INFO", logger="indexer.search"):
+    with caplog.at_level("INFO", logger="indexer.index.snapshot"):
         rebuilt = _ranking(approximate_index, embedder)
     assert not reused()
     assert rebuilt == removed
 
 
 def test_a_damaged_saved_index_means_a_normal_load(approximate_index, embedder):
-    from indexer.store import TRAINED_INDEX_NAME as ANN_CACHE
+    from indexer.index.layout import TRAINED_INDEX_NAME as ANN_CACHE
 
     first = _ranking(approximate_index, embedder)
     (approximate_index / ANN_CACHE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
@@ -155,7 +156,7 @@ def test_a_damaged_saved_index_means_a_normal_load(approximate_index, embedder):
 
 
 def test_a_served_approximate_index_takes_a_removal_without_a_full_load(approximate_index, embedder, seed_takes):
-    from indexer.search import _extend, load_snapshot
+    from indexer.index.snapshot import extend, load_snapshot
 
     searcher = Searcher(approximate_index, embedder=embedder)
     served = searcher.snapshot
@@ -164,11 +165,11 @@ def test_a_served_approximate_index_takes_a_removal_without_a_full_load(approxim
         writer.remove([gone])
     fresh = load_snapshot(approximate_index)
     # The served generation, minus the removed take, without training: what a refresh does.
-    extended = _extend(served, fresh.manifest, ann.stored_ids(fresh.vectors), approximate_index)
+    extended = extend(served, fresh.manifest, ann.stored_ids(fresh.faiss_index), approximate_index)
     assert extended is not None
-    assert sorted(ann.stored_ids(extended)) == sorted(ann.stored_ids(fresh.vectors))
+    assert sorted(ann.stored_ids(extended)) == sorted(ann.stored_ids(fresh.faiss_index))
     assert extended.ntotal == served.manifest.count - 1
-    assert ann.stored_ids(served.vectors).size == served.manifest.count  # the served copy is untouched
+    assert ann.stored_ids(served.faiss_index).size == served.manifest.count  # the served copy is untouched
     assert searcher.refresh()
     assert gone not in [r.take.id for r in searcher.search("what about compute governance", 10, mode="hybrid")]
     searcher.close()

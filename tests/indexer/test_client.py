@@ -27,7 +27,7 @@ QUERIES = [
 
 @pytest.fixture(scope="module")
 def takes(seed_index, embedder):
-    from indexer.search import Searcher
+    from indexer.serving import Searcher
 
     with Takes(seed_index, searcher=Searcher(seed_index, embedder=embedder)) as client:
         yield client
@@ -92,7 +92,7 @@ def test_concurrent_searches_match_sequential_ones(takes):
 
 
 def test_add_takes_and_files_then_search_them(index_copy, embedder, tmp_path):
-    from indexer.search import Searcher
+    from indexer.serving import Searcher
 
     novel = Take("bots-1", "Lighthouse keepers should regulate chatbots through fog horn licensing.", "Ada Example",
                  "@ada", "2024-03-01", "ada-2024-03-01", 1, 2, None, "test")

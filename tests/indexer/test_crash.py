@@ -1,7 +1,7 @@
 """Crash safety and concurrency of the writer, with real separate processes.
 
 A writer is stopped at a named point (TAKES_TEST_PAUSE_AT, see
-indexer.store.PAUSE_POINTS) and killed with SIGKILL; the index must still load
+indexer.index.write_safety.PAUSE_POINTS) and killed with SIGKILL; the index must still load
 and answer, with the old generation or the new one, never a mix.
 """
 
@@ -17,12 +17,15 @@ from click.testing import CliRunner
 
 from embeddings import DEFAULT_MODEL
 from indexer.errors import IndexCorrupt, TakeNotFound
-from indexer.search import Searcher, load_snapshot
+from indexer.index.snapshot import load_snapshot
+from indexer.serving import Searcher
 from indexer.sources import read_takes
-from indexer.store import PAUSE_POINTS, IndexWriter, open_index_database
+from indexer.index.manifest import open_index_database
+from indexer.index.write_safety import PAUSE_POINTS
+from indexer.index.writer import IndexWriter
 from search_api.cli import cli
 from tests.cli_process import run_takes, start_takes, stop, wait_until
-from tests.samples import UNROLL_IDS
+from tests.samples import UNROLL_IDS, nearest_takes
 
 NEW_IDS = UNROLL_IDS
 QUERY = "who should pay for AI auditors"
@@ -83,7 +86,7 @@ def test_killed_add_leaves_the_old_or_the_new_generation(point, index_copy, tmp_
         assert searcher.search(QUERY, 3)[0].take.id in NEW_IDS
     else:
         assert (snapshot.generation, snapshot.manifest.count) == (old.generation, len(seed_takes))
-        assert snapshot.vectors.ntotal == len(seed_takes)
+        assert snapshot.faiss_index.ntotal == len(seed_takes)
         with pytest.raises(TakeNotFound):
             searcher.get_take(NEW_IDS[0])
         assert not {result.take.id for result in searcher.search(QUERY, 10)} & set(NEW_IDS)
@@ -111,7 +114,7 @@ def test_killed_rebuild_leaves_the_old_or_the_new_generation(point, index_copy, 
     snapshot = load_snapshot(index_copy)
     new = point in ("after-commit", "after-mirror")
     assert snapshot.generation == old.generation + new
-    assert snapshot.manifest.count == snapshot.vectors.ntotal == len(seed_takes)
+    assert snapshot.manifest.count == snapshot.faiss_index.ntotal == len(seed_takes)
     assert mirror(index_copy)["generation"] == (old.generation + 1 if point == "after-mirror" else old.generation)
     if new:
         # The old segment outlives the commit until orphans are cleaned.
@@ -225,7 +228,7 @@ def test_searches_during_writes_by_another_process_see_one_generation_at_a_time(
             while not done.is_set():
                 searcher.refresh()
                 generation = searcher.snapshot.generation
-                dense = [result.take.id for result in searcher.search_vector(query_vector, 10)]
+                dense = [take.id for take, _ in nearest_takes(searcher.snapshot, query_vector, 10)]
                 default = [result.take.id for result in searcher.search(QUERY, 10)]
                 assert searcher.snapshot.generation == generation
                 observed.append((generation, dense, default))

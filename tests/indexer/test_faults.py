@@ -24,9 +24,13 @@ from click.testing import CliRunner
 
 from embeddings import DEFAULT_MODEL
 from indexer.errors import IndexCorrupt, NotAnIndex
-from indexer.search import Searcher, index_bytes, load_snapshot
+from indexer.index.sizes import index_bytes
+from indexer.index.snapshot import load_snapshot
+from indexer.serving import Searcher
 from indexer.sources import read_takes
-from indexer.store import IndexWriter, check_index, open_index_database
+from indexer.index.check import check_index
+from indexer.index.manifest import open_index_database
+from indexer.index.writer import IndexWriter
 from search_api.cli import cli
 from tests.cli_process import REPO, run_takes, serving, start_takes, stop, takes_env, wait_until
 from tests.samples import UNROLL_IDS
@@ -130,14 +134,15 @@ def test_a_count_mismatch_names_repair_and_repair_keeps_every_take(index_copy, u
     code, output = takes("repair", "--index-dir", index_copy)
     assert code == 0, output
     snapshot = load_snapshot(index_copy)
-    assert snapshot.manifest.count == snapshot.vectors.ntotal == total
+    assert snapshot.manifest.count == snapshot.faiss_index.ntotal == total
     assert Searcher(index_copy, embedder=embedder).get_take(UNROLL_IDS[0])
 
 
 def test_no_corruption_message_suggests_the_command_that_replaces_the_index():
     # `takes index` replaces every take with the seed corpus: it repairs nothing.
-    for module in ("indexer/store.py", "indexer/search.py", "indexer/errors.py"):
-        text = (REPO / module).read_text()
+    for path in sorted((REPO / "indexer" / "index").glob("*.py")) + [REPO / "indexer/search.py", REPO / "indexer/errors.py"]:
+        module = path.relative_to(REPO)
+        text = path.read_text()
         for line_number, line in enumerate(text.splitlines(), 1):
             if "`takes index`" in line:
                 assert "build one with" in line, f"{module}:{line_number}: {line.strip()}"
@@ -167,7 +172,7 @@ def test_deleting_the_lock_during_a_write_lets_only_one_writer_commit(index_copy
     assert "another writer committed generation" in message and "nothing was changed" in message
     snapshot = load_snapshot(index_copy)
     assert snapshot.generation == old.generation + 1
-    assert snapshot.manifest.count == snapshot.vectors.ntotal == len(seed_takes) - 1
+    assert snapshot.manifest.count == snapshot.faiss_index.ntotal == len(seed_takes) - 1
     assert check_index(index_copy)[0] == []
     # Run again, as the message says: it works.
     again = run_takes(index_copy, "add", unroll)
@@ -346,7 +351,7 @@ def test_a_damaged_database_page_is_one_line_and_repair_recovers_the_rest(with_s
     assert "lost" in recovered[0] and list(index_copy.glob("takes.sqlite.damaged-*"))
     snapshot = load_snapshot(index_copy)
     assert 0 < snapshot.manifest.count < len(seed_takes)
-    assert snapshot.manifest.count == snapshot.vectors.ntotal
+    assert snapshot.manifest.count == snapshot.faiss_index.ntotal
     assert check_lines(index_copy) == (0, [])
     assert Searcher(index_copy, embedder=embedder).search(QUERY, 3)
 
@@ -513,7 +518,7 @@ def test_disk_full_at_every_write_point_of_sqlite_and_the_segments(small_disk, s
                 assert now == old, (free, command)
             assert leftovers(index_dir) == [], (free, command)
             snapshot = load_snapshot(index_dir)
-            assert snapshot.manifest.count == snapshot.vectors.ntotal
+            assert snapshot.manifest.count == snapshot.faiss_index.ntotal
             assert check_index(index_dir)[0] == [], (free, command)
     # SQLite's writes and a file write both failed somewhere, and some writes fit.
     assert outcomes == {"done", "sqlite", "file"}, outcomes
@@ -596,7 +601,7 @@ def test_a_killed_compact_leaves_the_old_generation(index_copy, tmp_path, seed_t
         stop(process)
     assert committed(index_copy) == old
     snapshot = load_snapshot(index_copy)
-    assert snapshot.manifest.count == snapshot.vectors.ntotal == len(seed_takes) - 1
+    assert snapshot.manifest.count == snapshot.faiss_index.ntotal == len(seed_takes) - 1
     code, output = takes("compact", "--index-dir", index_copy)
     assert code == 0, output
     assert check_index(index_copy)[0] == []

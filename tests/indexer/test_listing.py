@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from indexer.models import SearchResult, Take, group_by_thread
-from indexer.search import Filters
+from indexer.storage import Filters
 
 
 @pytest.mark.parametrize("author", ["Clark", "clark", "JACK", "jack clark", "Jack Clark", "@jackclarkSF", "jackclarksf", "@JACKCLARKSF"])

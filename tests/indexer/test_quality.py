@@ -7,8 +7,11 @@ import pytest
 from embeddings import DEFAULT_MODEL
 from indexer.errors import InvalidQuery
 from indexer.models import Take, group_by_thread
-from indexer.search import MODES, Filters, Searcher, fts_query
-from indexer.store import IndexWriter
+from indexer.index.reader import fts_match
+from indexer.search import MODES, query_terms
+from indexer.serving import Searcher
+from indexer.storage import Filters
+from indexer.index.writer import IndexWriter
 
 
 def test_names_are_found_by_hybrid_and_lexical(searcher):
@@ -30,9 +33,9 @@ def test_query_text_is_data_not_fts_syntax(searcher, query, mode):
 
 
 def test_fts_query_quotes_every_word_and_drops_function_words():
-    assert fts_query('what about "compute" NEAR(x)') == '"compute" OR "near" OR "x"'
-    assert fts_query("what about it") == '"what" OR "about" OR "it"'
-    assert fts_query("🙂 :: ()") is None
+    assert fts_match(query_terms('what about "compute" NEAR(x)')) == '"compute" OR "near" OR "x"'
+    assert fts_match(query_terms("what about it")) == '"what" OR "about" OR "it"'
+    assert fts_match(query_terms("🙂 :: ()")) is None
 
 
 def test_author_filter_by_name_or_handle(searcher):

@@ -10,7 +10,8 @@ import pytest
 from indexer import ranking
 from indexer.evaluation import fold, load_judgments
 from indexer.ranking import Calibration, Candidate
-from indexer.search import MODES, Filters
+from indexer.search import MODES
+from indexer.storage import Filters
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 OFFTOPIC = json.loads((DATA / "offtopic_queries.json").read_text(encoding="utf-8"))["queries"]
@@ -59,8 +60,8 @@ def test_min_score_uses_the_scale(searcher):
 def test_lexical_evidence_is_relative_to_the_query_words_not_to_the_best_match(searcher):
     # "change" is a common word here: the best lexical match of "how do I change a tire" must
     # not look like an exact rare name, as BM25 divided by the query's best BM25 made it.
-    tire = searcher.candidates("how do I change a tire", "lexical", 50, Filters(), searcher.snapshot)
-    name = searcher.candidates("Toolformer", "lexical", 50, Filters(), searcher.snapshot)
+    tire = searcher.ranker.candidates("how do I change a tire", "lexical", 50, Filters(), searcher.snapshot)
+    name = searcher.ranker.candidates("Toolformer", "lexical", 50, Filters(), searcher.snapshot)
     assert max(c.lexical for c in tire) < 0.5 < max(c.lexical for c in name)
 
 
@@ -89,7 +90,7 @@ class ReverseLengthReranker:
 
 
 def test_a_reranker_reorders_the_fused_top_and_its_relevance_becomes_the_score(seed_index, embedder):
-    from indexer.search import Searcher
+    from indexer.serving import Searcher
 
     reranker = ReverseLengthReranker()
     searcher = Searcher(seed_index, embedder=embedder, reranker=reranker)
@@ -104,8 +105,8 @@ def test_a_reranker_reorders_the_fused_top_and_its_relevance_becomes_the_score(s
 @pytest.fixture(scope="module")
 def torch_searcher(tmp_path_factory, torch_embedder, seed_takes):
     from embeddings import DEFAULT_MODEL
-    from indexer.search import Searcher
-    from indexer.store import IndexWriter
+    from indexer.serving import Searcher
+    from indexer.index.writer import IndexWriter
 
     index_dir = tmp_path_factory.mktemp("torch-index")
     with IndexWriter(index_dir) as writer:
@@ -140,7 +141,7 @@ def test_the_python_api_takes_a_reranker_and_reports_the_signal(seed_index):
 
 @pytest.fixture(scope="module")
 def late_searcher(seed_index, embedder):
-    from indexer.search import Searcher
+    from indexer.serving import Searcher
 
     return Searcher(seed_index, embedder=embedder, late_interaction=True)
 

@@ -7,8 +7,9 @@ import numpy as np
 from embeddings import DEFAULT_MODEL
 from indexer import ann
 from indexer.models import Take
-from indexer.search import Searcher, load_snapshot
-from indexer.store import IndexWriter
+from indexer.index.snapshot import load_snapshot
+from indexer.serving import Searcher
+from indexer.index.writer import IndexWriter
 
 
 def new_thread(count: int) -> list[Take]:
@@ -23,9 +24,9 @@ def new_thread(count: int) -> list[Take]:
 
 
 def ids_and_vectors(snapshot):
-    ids = ann.stored_ids(snapshot.vectors)
+    ids = ann.stored_ids(snapshot.faiss_index)
     order = np.argsort(ids)
-    vectors = np.vstack([snapshot.vectors.reconstruct(int(i)) for i in ids[order]])
+    vectors = np.vstack([snapshot.faiss_index.reconstruct(int(i)) for i in ids[order]])
     return ids[order], vectors
 
 
@@ -36,8 +37,8 @@ def test_refresh_after_add_and_remove_equals_a_fresh_load(index_copy, embedder):
         writer.add(new_thread(3), embedder, model=DEFAULT_MODEL)
     assert searcher.refresh()
     incremental = searcher.snapshot
-    assert incremental.vectors is not served.vectors
-    assert served.vectors.ntotal == 99  # the snapshot in use was not changed in place
+    assert incremental.faiss_index is not served.faiss_index
+    assert served.faiss_index.ntotal == 99  # the snapshot in use was not changed in place
     fresh = load_snapshot(index_copy)
     for a, b in zip(ids_and_vectors(incremental), ids_and_vectors(fresh)):
         np.testing.assert_array_equal(a, b)
@@ -45,7 +46,7 @@ def test_refresh_after_add_and_remove_equals_a_fresh_load(index_copy, embedder):
     with IndexWriter(index_copy) as writer:
         writer.remove(["tester-2024-05-01-2"], thread_id=None)
     assert searcher.refresh()
-    assert searcher.snapshot.vectors.ntotal == 101
+    assert searcher.snapshot.faiss_index.ntotal == 101
     for a, b in zip(ids_and_vectors(searcher.snapshot), ids_and_vectors(load_snapshot(index_copy))):
         np.testing.assert_array_equal(a, b)
     found = [r.take.id for r in searcher.search("export controls on accelerators", 5)]
@@ -57,7 +58,7 @@ def test_a_rebuild_is_loaded_from_scratch(index_copy, embedder):
     with IndexWriter(index_copy) as writer:
         writer.rebuild(embedder, model=DEFAULT_MODEL)
     assert searcher.refresh()
-    assert searcher.snapshot.vectors.ntotal == 99
+    assert searcher.snapshot.faiss_index.ntotal == 99
     assert [s.generation for s in searcher.manifest.segments] == [searcher.snapshot.generation]
 
 

@@ -12,7 +12,7 @@ from embeddings import DEFAULT_MODEL
 from indexer.errors import ParseError
 from indexer.sources import parse_text, read_takes
 from indexer.sources.jsonl import loads, parse_records
-from indexer.store import IndexWriter
+from indexer.index.writer import IndexWriter
 
 URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 UNROLL_HEADER = "Ada Profile picture\nMar 3, 2024 {count} tweets 1 min read Read on X\n"

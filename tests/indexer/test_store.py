@@ -9,9 +9,12 @@ import pytest
 
 from embeddings import DEFAULT_MODEL
 from indexer.errors import IndexNotFound, ModelMismatch
-from indexer.search import Searcher, load_snapshot
+from indexer.index.snapshot import load_snapshot
+from indexer.serving import Searcher
 from indexer.sources import read_takes
-from indexer.store import IndexWriter, open_index_database
+from indexer.index.manifest import open_index_database
+from indexer.index.writer import IndexWriter
+from tests.samples import nearest_takes
 
 
 def test_round_trip_keeps_every_field(seed_index, seed_takes, searcher):
@@ -19,15 +22,15 @@ def test_round_trip_keeps_every_field(seed_index, seed_takes, searcher):
     for take in seed_takes[:5] + seed_takes[-5:]:
         assert searcher.get_take(take.id) == stored[take.id]
     assert searcher.manifest.count == len(seed_takes)
-    assert searcher.snapshot.vectors.ntotal == len(seed_takes)
+    assert searcher.snapshot.faiss_index.ntotal == len(seed_takes)
 
 
 def test_vectors_are_the_models_vectors(seed_index, seed_takes, searcher, embedder):
     take = seed_takes[40]
     expected = embedder.encode([take.text])[0]
-    results = searcher.search_vector(expected, 1)
-    assert results[0].take.id == take.id
-    assert results[0].score == pytest.approx(1.0, abs=1e-4)
+    (nearest, score), = nearest_takes(searcher.snapshot, expected, 1)
+    assert nearest.id == take.id
+    assert score == pytest.approx(1.0, abs=1e-4)
 
 
 def test_manifest_records_model_dimension_count_generation(seed_index, seed_takes):

@@ -10,11 +10,13 @@ from click.testing import CliRunner
 from embeddings import DEFAULT_MODEL
 from indexer import SEED_CORPUS
 from indexer.errors import TakeNotFound
-from indexer.search import Searcher, load_snapshot
+from indexer.index.snapshot import load_snapshot
+from indexer.serving import Searcher
 from indexer.sources import read_takes
-from indexer.store import IndexWriter, open_index_database
+from indexer.index.manifest import open_index_database
+from indexer.index.writer import IndexWriter
 from search_api.cli import cli
-from tests.samples import UNROLL, UNROLL_IDS
+from tests.samples import UNROLL, UNROLL_IDS, nearest_takes
 
 NEW_IDS = UNROLL_IDS
 
@@ -61,7 +63,7 @@ def test_adding_the_same_takes_twice_adds_and_embeds_nothing_the_second_time(ind
         # Nothing new, so no new generation either.
         assert second.generation == first.generation
     snapshot = load_snapshot(index_copy)
-    assert snapshot.manifest.count == len(seed_takes) + 3 == snapshot.vectors.ntotal
+    assert snapshot.manifest.count == len(seed_takes) + 3 == snapshot.faiss_index.ntotal
 
 
 def test_same_words_from_the_same_author_under_another_id_is_a_duplicate(index_copy, embedder, seed_takes):
@@ -157,7 +159,7 @@ def test_remove_by_id_and_unknown_ids_remove_nothing(run, index_copy, seed_takes
 def test_rebuild_with_the_same_model_embeds_nothing(index_copy, embedder, seed_takes, searcher):
     # Dense ranking compares vectors alone (BM25 statistics shift while removed rows await purging).
     query_vector = embedder.encode(["what about compute governance"])[0]
-    before = [(result.take.id, round(result.score, 5)) for result in searcher.search_vector(query_vector, 10)]
+    before = [(take.id, round(score, 5)) for take, score in nearest_takes(searcher.snapshot, query_vector, 10)]
     generation = load_snapshot(index_copy).generation
     encoded = embedder.texts_encoded
     with IndexWriter(index_copy) as writer:
@@ -169,7 +171,7 @@ def test_rebuild_with_the_same_model_embeds_nothing(index_copy, embedder, seed_t
     assert [segment.generation for segment in snapshot.manifest.segments] == [generation + 1]
     assert sorted(path.name for path in (index_copy / "segments").iterdir()) == [f"seg-{generation + 1:06d}.faiss"]
     rebuilt = Searcher(index_copy, embedder=embedder)
-    assert [(result.take.id, round(result.score, 5)) for result in rebuilt.search_vector(query_vector, 10)] == before
+    assert [(take.id, round(score, 5)) for take, score in nearest_takes(rebuilt.snapshot, query_vector, 10)] == before
 
 
 def test_cli_rebuild_reports_what_it_embedded(run, index_copy, seed_takes):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer.search import Searcher, load_snapshot
+from indexer.index.snapshot import load_snapshot
+from indexer.serving import Searcher
 from search_api.app import create_app
 from search_api.settings import Settings
 from tests.samples import UNROLL

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer.search import Searcher
+from indexer.serving import Searcher
 from search_api.app import create_app
 from indexer.query_batching import QueryBatcher
 from search_api.settings import Settings

@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 
 from embeddings import EmbeddingError
 from indexer.models import Take
-from indexer.search import Searcher, load_snapshot
-from indexer.store import IndexWriter
+from indexer.index.snapshot import load_snapshot
+from indexer.serving import Searcher
+from indexer.index.writer import IndexWriter
 from search_api.app import create_app
 from indexer.api import Takes
 from search_api.settings import Settings, SettingsError

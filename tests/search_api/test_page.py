@@ -99,7 +99,7 @@ def test_the_page_suggests_the_indexed_authors_and_skips_function_and_common_wor
 
 def test_hostile_text_is_escaped_in_the_server_rendered_page(embedder, tmp_path):
     from embeddings import DEFAULT_MODEL
-    from indexer.store import IndexWriter
+    from indexer.index.writer import IndexWriter
 
     with IndexWriter(tmp_path / "index") as writer:
         writer.replace_all(HOSTILE, embedder, model=DEFAULT_MODEL)
@@ -174,7 +174,7 @@ HOSTILE = [
 def servers(browser, seed_index, embedder, tmp_path_factory) -> dict[str, str]:
     """Two live servers, started side by side: the seed index, and an index of hostile takes."""
     from embeddings import DEFAULT_MODEL
-    from indexer.store import IndexWriter
+    from indexer.index.writer import IndexWriter
 
     hostile_index = tmp_path_factory.mktemp("hostile-index")
     with IndexWriter(hostile_index) as writer:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from indexer.store import IndexWriter
+from indexer.index.writer import IndexWriter
 from tests.cli_process import free_port, run_takes, serving, wait_until
 
 TOKEN = "serve-limits-token-41aa"

@@ -12,7 +12,7 @@ import threading
 import faiss
 from fastapi.testclient import TestClient
 
-from indexer.search import Searcher
+from indexer.serving import Searcher
 from search_api.app import create_app
 from search_api.settings import Settings
 
@@ -55,15 +55,15 @@ def test_request_and_batching_threads_run_with_the_configured_openmp_threads(see
             seen["batcher"] = faiss.omp_get_max_threads()
             return original_encode(texts, **options)
 
-    searcher._embedder = Spy()
-    original_dense = searcher._dense_vector
+    searcher.ranker.embedder = Spy()
+    original_dense = searcher.snapshot.nearest
 
     def dense(*args, **options):
         result = original_dense(*args, **options)
         seen["request"] = faiss.omp_get_max_threads()
         return result
 
-    searcher._dense_vector = dense
+    searcher.snapshot.nearest = dense
     before = faiss.omp_get_max_threads()
     settings = Settings(index_dir=seed_index, threads=1, reload_interval=0)
     try:

@@ -66,7 +66,7 @@ def test_tool_json_describes_the_index_it_serves(client, embedder, tmp_path):
 
     from embeddings import DEFAULT_MODEL
     from indexer.models import Take
-    from indexer.store import IndexWriter
+    from indexer.index.writer import IndexWriter
     from search_api.app import create_app
     from search_api.settings import Settings
 

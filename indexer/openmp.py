@@ -1,4 +1,4 @@
-"""How many threads FAISS and torch may use, per calling thread."""
+"""How many OpenMP threads FAISS and torch may use, per calling thread (not threads of posts)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,192 @@
+"""Loading one generation's vectors into FAISS, from scratch or by extending the one being served.
+
+The manifest and the live row ids are read in one SQLite snapshot; the
+segments they name are verified against their checksums (once per file per
+process). A generation that only added segments or removed takes is built
+from a copy of the served one, so the cost follows the size of the change;
+a server start reuses a trained approximate index saved by an earlier load.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from indexer import ann
+from indexer.errors import IndexCorrupt
+from indexer.index.layout import REPAIR_HINT, damaged_database, database_path, iter_live_rows
+from indexer.index.manifest import Manifest, open_index_database, read_manifest
+from indexer.index.segments import live_vectors, read_segment, read_trained_index, save_trained_index
+
+logger = logging.getLogger(__name__)
+
+# Loads retried when a writer replaced the segments between reading the manifest and the files.
+_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One generation's vectors in memory; never changes after loading."""
+
+    manifest: Manifest
+    faiss_index: object  # a faiss.Index (ann.build_index) holding the takes' vectors under their SQLite row ids
+    loaded_at: float
+
+    @property
+    def generation(self) -> int:
+        return self.manifest.generation
+
+
+def load_snapshot(index_dir: Path, previous: Snapshot | None = None) -> Snapshot:
+    """Load the current generation; with ``previous`` (the one served) build it from that when the change allows."""
+    connection, _ = open_index_database(index_dir)
+    try:
+        for attempt in range(_ATTEMPTS):
+            manifest, live = _read_generation(connection, index_dir)
+            reused = _reuse(index_dir, manifest, live, previous)
+            if reused is not None:
+                return reused
+            try:
+                return _load_from_segments(index_dir, manifest, live)
+            except IndexCorrupt:
+                # A writer may have replaced the segments between our read of
+                # the manifest and of the files: read the new manifest.
+                if attempt == _ATTEMPTS - 1 or not _manifest_changed(connection, manifest):
+                    raise
+    finally:
+        connection.close()
+    raise AssertionError("unreachable")
+
+
+def _read_generation(connection: sqlite3.Connection, index_dir: Path) -> tuple[Manifest, np.ndarray]:
+    """The committed manifest and its live row ids, read in one transaction (one SQLite snapshot)."""
+    try:
+        connection.execute("BEGIN")
+        try:
+            manifest = read_manifest(connection)
+            live = np.fromiter(iter_live_rows(connection, manifest.generation), dtype=np.int64)
+        finally:
+            connection.execute("COMMIT")
+    except sqlite3.DatabaseError as error:
+        raise damaged_database(database_path(index_dir), error) from None
+    if len(live) != manifest.count:
+        raise IndexCorrupt(
+            f"{index_dir}: the manifest counts {manifest.count} takes but the database holds "
+            f"{len(live)} for generation {manifest.generation}: {REPAIR_HINT}"
+        )
+    return manifest, live
+
+
+def _reuse(index_dir: Path, manifest: Manifest, live: np.ndarray, previous: Snapshot | None) -> Snapshot | None:
+    """``manifest``'s generation built from ``previous`` or the saved trained index; None when neither fits."""
+    # A trained approximate index saved by an earlier load stands in
+    # for ``previous`` when there is none (a server start).
+    base = previous
+    if base is None and manifest.index_type != "flat":
+        saved = read_trained_index(index_dir, manifest)
+        if saved is not None:
+            base = Snapshot(manifest=saved[0], faiss_index=saved[1], loaded_at=time.time())
+    if base is None:
+        return None
+    try:
+        # A served index is copied, never changed in place; a cached one is ours.
+        index = extend(base, manifest, live, index_dir, copy=base is previous)
+    except IndexCorrupt:
+        return None
+    if index is None or index.ntotal != manifest.count:
+        return None
+    if base is not previous:
+        logger.info("reusing the trained %s index saved at generation %d", manifest.index_type, base.generation)
+    return Snapshot(manifest=manifest, faiss_index=index, loaded_at=time.time())
+
+
+def _load_from_segments(index_dir: Path, manifest: Manifest, live: np.ndarray) -> Snapshot:
+    """Read every segment and build the index type the manifest names (training it if approximate)."""
+    ids, vectors = live_vectors(index_dir, manifest.segments, live, manifest.dim)
+    # The manifest names the index type (exact, or approximate above
+    # ann.threshold() takes); segments hold plain vectors either way.
+    index = ann.build_index(manifest.index_type, manifest.dim, vectors, ids)
+    if index.ntotal != manifest.count:
+        raise IndexCorrupt(
+            f"{index_dir}: generation {manifest.generation} has {manifest.count} takes but "
+            f"{index.ntotal} vectors: {REPAIR_HINT}"
+        )
+    if manifest.index_type != "flat":
+        save_trained_index(index_dir, manifest, index)
+    return Snapshot(manifest=manifest, faiss_index=index, loaded_at=time.time())
+
+
+def extend(previous: Snapshot, manifest: Manifest, live: np.ndarray, index_dir: Path, *, copy: bool = True):
+    """A copy of ``previous``'s index with the new segments added and removed takes dropped.
+
+    None when the change is not of that shape (a rebuild, a new model, or a
+    different index type): the caller then loads from scratch.
+    """
+    import faiss
+
+    before = previous.manifest
+    if not _extends(before, manifest):
+        return None
+    served_ids = ann.stored_ids(previous.faiss_index)
+    removed = served_ids[~np.isin(served_ids, live)]
+    # The served index is never changed in place: requests may be using it.
+    index = faiss.clone_index(previous.faiss_index) if copy else previous.faiss_index
+    if len(removed):
+        try:
+            ann.remove_ids(index, removed)
+        except RuntimeError:
+            return None  # this index type cannot remove: load from scratch
+    old_files = {segment.file for segment in before.segments}
+    for segment in manifest.segments:
+        if segment.file in old_files:
+            continue
+        ids, vectors = read_segment(index_dir, segment, manifest.dim)
+        keep = np.isin(ids, live)
+        if keep.any():
+            index.add_with_ids(np.ascontiguousarray(vectors[keep]), ids[keep])
+    return index
+
+
+def _extends(before: Manifest, manifest: Manifest) -> bool:
+    """Whether ``manifest`` is ``before`` plus new segments (same model and index type, old segments unchanged)."""
+    if (before.model, before.dim, before.index_type) != (manifest.model, manifest.dim, manifest.index_type):
+        return False
+    now = {segment.file: segment.checksum for segment in manifest.segments}
+    # A segment file is rewritten only by a compact or repair (a new name then):
+    # the same name with another checksum means the saved state is not this one.
+    return all(segment.file in now and segment.checksum == now[segment.file] for segment in before.segments)
+
+
+def _manifest_changed(connection, manifest: Manifest) -> bool:
+    current = read_manifest(connection)
+    return current is not None and current.generation != manifest.generation
+
+
+# -- vector search over a loaded snapshot ----------------------------------------
+
+
+def nearest(snapshot: Snapshot, vector: np.ndarray, depth: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+    """The ``depth`` stored vectors nearest ``vector`` (among ``allowed`` row ids if given), best first."""
+    import faiss
+
+    index = snapshot.faiss_index
+    if index.ntotal == 0:
+        return []
+    selector = faiss.IDSelectorBatch(allowed) if allowed is not None else None
+    params = ann.search_parameters(snapshot.manifest.index_type, selector)
+    scores, ids = index.search(np.atleast_2d(vector).astype(np.float32), min(depth, index.ntotal), params=params)
+    return [(int(row_id), float(score)) for row_id, score in zip(ids[0], scores[0]) if row_id >= 0]
+
+
+def inner_products(snapshot: Snapshot, vector: np.ndarray, row_ids: Sequence[int]) -> dict[int, float]:
+    """``vector``'s inner product with the stored vectors of ``row_ids`` (cosine: vectors are unit length)."""
+    if not row_ids:
+        return {}
+    stored = np.vstack([snapshot.faiss_index.reconstruct(int(row_id)) for row_id in row_ids])
+    return dict(zip(row_ids, (stored @ np.ravel(vector)).tolist()))
