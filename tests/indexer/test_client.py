@@ -113,3 +113,12 @@ def test_importing_the_package_stays_cheap():
     code = "import sys, indexer; from indexer import Takes; print('torch' in sys.modules, 'faiss' in sys.modules)"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.split() == ["False", "False"]
+
+
+def test_takes_serves_any_store_it_is_given(seed_index, takes):
+    from indexer.index import EmbeddedStore
+
+    with Takes.open(EmbeddedStore(seed_index)) as opened:
+        assert opened.store.location == str(seed_index)
+        query = "what about compute governance"
+        assert [r.take.id for r in opened.search(query, k=5)] == [r.take.id for r in takes.search(query, k=5)]
