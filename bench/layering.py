@@ -15,7 +15,10 @@ try:
     from indexer.index import IndexWriter
 except ImportError:  # a checkout from before the split
     from indexer.store import IndexWriter
-from indexer.client import Takes
+try:
+    from indexer.api import Takes
+except ImportError:  # a checkout from before the front door moved
+    from indexer.client import Takes
 from embeddings import DEFAULT_MODEL, load_embedder
 
 out = {}
