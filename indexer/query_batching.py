@@ -6,6 +6,14 @@ same cores; one batched forward pass of eight short queries costs little more
 than one. An idle server gains nothing from waiting, so the worker only
 lingers (up to ``max_wait`` seconds) for company when the previous batch was
 shared, i.e. when requests are in fact arriving together.
+
+Nor does an idle server gain from the hand-off itself: waking the worker and
+being woken back costs two thread switches (and two trips through the
+interpreter lock) per query. A query that finds the model free and nobody
+queued is encoded in its caller's thread; the model lock keeps that call and
+the worker's batches from running the model at the same time, so the model
+still sees one call at a time and queries that arrive while it runs are
+batched as before.
 """
 
 from __future__ import annotations
@@ -55,9 +63,13 @@ class QueryBatcher:
         self.max_batch = max_batch
         self.max_wait = max_wait
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        # Counters for tests and the benchmark: batches < requests proves coalescing.
+        # Counters for tests and the benchmark: batches < requests proves coalescing;
+        # ``direct`` counts the queries encoded in their caller's thread (no hand-off).
         self.requests = 0
         self.batches = 0
+        self.direct = 0
+        # Held while the model runs, by the worker or by a caller encoding directly.
+        self._model_lock = threading.Lock()
         self._closed = False
         self._worker = threading.Thread(target=self._run, name="takes-query-batcher", daemon=True)
         self._worker.start()
@@ -72,6 +84,17 @@ class QueryBatcher:
 
     def encode_one(self, text: str) -> np.ndarray:
         """The (1, dim) vector of ``text``; blocks the calling (pool) thread, never the event loop."""
+        if not self._closed and self._queue.empty() and self._model_lock.acquire(blocking=False):
+            try:
+                # Checked again under the lock: a query queued meanwhile goes first, with company.
+                if self._queue.empty():
+                    vectors = self._encode([text])
+                    self.requests += 1
+                    self.batches += 1
+                    self.direct += 1
+                    return vectors[0:1]
+            finally:
+                self._model_lock.release()
         return self.submit(text).result()
 
     __call__ = encode_one
@@ -109,20 +132,21 @@ class QueryBatcher:
             first = self._queue.get()
             if first is _STOP:
                 break
-            batch, stop = self._collect(first)
-            live = [(text, future) for text, future in batch if future.set_running_or_notify_cancel()]
-            self._last_size = len(batch)
-            if live:
-                self.requests += len(live)
-                self.batches += 1
-                try:
-                    vectors = self._encode([text for text, _ in live])
-                except BaseException as error:  # noqa: BLE001 - handed to every caller
-                    for _, future in live:
-                        future.set_exception(error)
-                else:
-                    for row, (_, future) in enumerate(live):
-                        future.set_result(vectors[row : row + 1])
+            with self._model_lock:
+                batch, stop = self._collect(first)
+                live = [(text, future) for text, future in batch if future.set_running_or_notify_cancel()]
+                self._last_size = len(batch)
+                if live:
+                    self.requests += len(live)
+                    self.batches += 1
+                    try:
+                        vectors = self._encode([text for text, _ in live])
+                    except BaseException as error:  # noqa: BLE001 - handed to every caller
+                        for _, future in live:
+                            future.set_exception(error)
+                    else:
+                        for row, (_, future) in enumerate(live):
+                            future.set_result(vectors[row : row + 1])
             if stop:
                 break
         # Callers that queued after close() must not wait forever.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -111,14 +112,7 @@ def create_app(settings: Settings | None = None, served: Takes | Searcher | None
     if mcp_endpoint is not None:
         app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
 
-    @app.middleware("http")
-    async def documentation_stays_local(request: Request, call_next):
-        response = await call_next(request)
-        if request.url.path in DOCUMENTATION_PAGES:
-            # The ReDoc bundle links its own logo from a CDN; the browser must not even ask.
-            response.headers["Content-Security-Policy"] = DOCUMENTATION_POLICY
-        return response
-
+    app.add_middleware(ResponseHeaders)
     # Outermost last: an unknown Host is refused before its body is read.
     app.add_middleware(RequestGuard, settings=settings)
     if not is_loopback(settings.host):
@@ -154,6 +148,38 @@ def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
         return JSONResponse(status_code=422, content={"detail": describe_validation_errors(errors), "errors": bounded_errors(errors)})
 
 
+class ResponseHeaders:
+    """Headers added to every response: which worker process answered, and the docs pages' policy.
+
+    Plain ASGI: ``@app.middleware("http")`` wraps each request in streams and
+    a task group, measurable on a request of a few milliseconds.
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self.worker = str(os.getpid()).encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = [(b"x-takes-worker", self.worker)]
+        documentation = scope["path"] in DOCUMENTATION_PAGES
+        if documentation:
+            # The ReDoc bundle links its own logo from a CDN; the browser must not even ask.
+            extra.append((b"content-security-policy", _DOCUMENTATION_POLICY))
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", ())
+                if documentation:
+                    headers = [(name, value) for name, value in headers if name.lower() != b"content-security-policy"]
+                message["headers"] = [*headers, *extra]
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
 DOCUMENTATION_PAGES = ("/docs", "/redoc", "/docs/oauth2-redirect")
 # Swagger UI and ReDoc start from an inline script; ReDoc searches in a blob: worker.
 DOCUMENTATION_POLICY = (
@@ -161,6 +187,7 @@ DOCUMENTATION_POLICY = (
     "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
+_DOCUMENTATION_POLICY = DOCUMENTATION_POLICY.encode()
 
 
 def _mcp_endpoint(served: Takes, settings: Settings):

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     # Host headers accepted besides the loopback names, comma-separated ("search.example.org,10.0.0.5").
     # Binding beyond loopback refuses every other Host on every route (DNS rebinding).
     allowed_hosts: Annotated[list[str], NoDecode] = []
-    # Open connections the server keeps; past it the longest-idle ones are closed first.
+    # Open connections a server process keeps (per worker); past it the longest-idle ones are closed first.
     max_connections: int = Field(500, ge=1)
     # Seconds a client has to send a request's headers (a new or a kept-alive connection).
     header_timeout: float = Field(10.0, gt=0, allow_inf_nan=False)
@@ -82,7 +82,10 @@ class Settings(BaseSettings):
     # Seconds a write over HTTP waits for another writer (`takes add`) before answering 409.
     lock_timeout: float = Field(30.0, ge=0, allow_inf_nan=False)
     # Writes waiting for the single writer thread; past it POST/DELETE /takes answer 429.
+    # Per worker process, like max_connections: N workers keep up to N times as many.
     max_queued_writes: int = Field(16, ge=1)
+    # Server processes sharing the port (search_api/workers.py); each loads its own model and index.
+    workers: int = Field(1, ge=1, le=64)
 
     def __init__(self, **values):
         # One line naming the variable instead of pydantic's multi-line report.

@@ -67,38 +67,96 @@ def _bind(host: str, port: int):
 )
 @reranker_option
 @late_interaction_option
+@click.option(
+    "--workers",
+    envvar="TAKES_WORKERS",
+    type=click.IntRange(1, 64),
+    default=default("workers"),
+    show_default=True,
+    help="Server processes sharing the port, each with its own model and index in memory "
+    "(about one per core; docs/PERFORMANCE.md, \"Concurrent clients\").",
+)
 @user_errors
-def serve(host, port, index_dir, model, backend, token_file, reranker, late_interaction):
+def serve(host, port, index_dir, model, backend, token_file, reranker, late_interaction, workers):
     """Serve the HTTP API, the search page and MCP (docs at /docs).
 
     Limits and timeouts come from the environment: TAKES_MAX_CONNECTIONS,
     TAKES_HEADER_TIMEOUT, TAKES_KEEP_ALIVE_TIMEOUT, TAKES_MAX_BODY_BYTES,
     TAKES_MAX_QUERY_BYTES, TAKES_MAX_QUEUED_WRITES, TAKES_LOCK_TIMEOUT and
     TAKES_ALLOWED_HOSTS (search_api/settings.py says what each does).
+    With several workers, TAKES_MAX_CONNECTIONS and TAKES_MAX_QUEUED_WRITES
+    hold per worker.
     """
+    from search_api.settings import Settings, is_loopback
+
+    overrides = {"admin_token_file": token_file} if token_file is not None else {}
+    settings = Settings(
+        index_dir=index_dir,
+        model=model,
+        backend=backend,
+        host=host,
+        port=port,
+        reranker=reranker,
+        late_interaction=late_interaction,
+        workers=workers,
+        **overrides,
+    )
+    listener = _bind(host, port)
+    if settings.workers == 1:
+        # Load before serving, so a missing index is one clear line.
+        served = _load(settings)
+        count, serve_forever = served.count, lambda: _run_uvicorn(settings, served, listener)
+    else:
+        count, serve_forever = _start_workers(settings, listener)
+    where = f" in {settings.workers} worker processes" if settings.workers > 1 else ""
+    click.echo(f"serving {count} takes from {index_dir} on http://{host}:{port}{where}", err=True)
+    if not is_loopback(host):
+        click.echo(f"answering only Host {', '.join(settings.hosts())} (add names with TAKES_ALLOWED_HOSTS)", err=True)
+    serve_forever()
+
+
+def _load(settings):
+    from search_api.settings import open_takes
+
+    return open_takes(settings, batch_queries=settings.query_batching).load()
+
+
+def _run_uvicorn(settings, served, listener) -> None:
     import uvicorn
 
     from search_api.app import create_app
     from search_api.limits import guarded_protocol
-    from search_api.settings import Settings, is_loopback, open_takes
 
-    overrides = {"admin_token_file": token_file} if token_file is not None else {}
-    settings = Settings(
-        index_dir=index_dir, model=model, backend=backend, host=host, port=port, reranker=reranker, late_interaction=late_interaction, **overrides
-    )
-    listener = _bind(host, port)
-    # Load before serving, so a missing index is one clear line.
-    served = open_takes(settings, batch_queries=settings.query_batching).load()
     config = uvicorn.Config(
         create_app(settings, served),
         log_level="warning",
         http=guarded_protocol(settings),
         timeout_keep_alive=settings.keep_alive_timeout,
     )
-    click.echo(f"serving {served.count} takes from {index_dir} on http://{host}:{port}", err=True)
-    if not is_loopback(host):
-        click.echo(f"answering only Host {', '.join(settings.hosts())} (add names with TAKES_ALLOWED_HOSTS)", err=True)
     uvicorn.Server(config).run(sockets=[listener])
+
+
+def _start_workers(settings, listener):
+    """Fork ``settings.workers`` servers on ``listener``; (takes served, a function that waits for them)."""
+    from indexer.errors import IndexNotFound
+    from search_api.settings import open_takes
+    from search_api.workers import Supervisor
+
+    # Checked here, before any fork: a missing index is one line, not one per worker.
+    takes = open_takes(settings)
+    if not takes.exists():
+        raise IndexNotFound(settings.index_dir)
+    # Connections queue in the backlog while the workers load.
+    listener.listen(2048)
+
+    def run_worker(ready) -> None:
+        served = _load(settings)
+        ready()
+        _run_uvicorn(settings, served, listener)
+
+    supervisor = Supervisor(settings.workers, run_worker)
+    supervisor.start()
+    return takes.count, supervisor.wait
 
 
 @cli.command()

@@ -22,7 +22,7 @@ from indexer.errors import ProjectError
 from indexer.api import Takes
 from indexer.search import STOPWORDS
 from search_api.dependencies import TakesDep
-from search_api.routers.search import respond
+from search_api.routers.search import search_body
 from search_api.schemas import SearchParams
 
 router = APIRouter(include_in_schema=False)
@@ -158,7 +158,7 @@ def render_page(served: Takes, query: str, filters: dict[str, str]) -> str:
     body = None
     if query.strip():
         try:
-            body = respond(served, SearchParams(q=query, k=PAGE_K, **filters))
+            body = search_body(served, SearchParams(q=query, k=PAGE_K, **filters))
         except (ProjectError, ValidationError):
             body = None  # the script asks again and shows the server's message
     title = "takes: search AI-policy takes"

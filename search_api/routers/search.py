@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from indexer.api import Takes, prompt_block
 from indexer.models import SearchResult, group_by_thread, strong_matches
@@ -34,11 +35,8 @@ def run_search(served: Takes, params: SearchParams) -> tuple[list[SearchResult],
     return results, round((time.perf_counter() - started) * 1000, 2)
 
 
-def respond(served: Takes, params: SearchParams) -> dict | PlainTextResponse:
-    """The JSON response, or with format=context the same takes as a cited prompt block."""
-    results, took_ms = run_search(served, params)
-    if params.format == PROMPT_FORMAT:
-        return PlainTextResponse(prompt_block(results, params.q.strip()))
+def response_body(params: SearchParams, results: list[SearchResult], took_ms: float) -> dict:
+    """The fields of ``SearchResponse``, in its order, as plain JSON values."""
     return {
         "query": params.q,
         "k": params.k,
@@ -50,6 +48,26 @@ def respond(served: Takes, params: SearchParams) -> dict | PlainTextResponse:
     }
 
 
+def search_body(served: Takes, params: SearchParams) -> dict:
+    """The JSON object of a search (the search page embeds it)."""
+    results, took_ms = run_search(served, params)
+    return response_body(params, results, took_ms)
+
+
+def respond(served: Takes, params: SearchParams) -> Response:
+    """The JSON response, or with format=context the same takes as a cited prompt block."""
+    results, took_ms = run_search(served, params)
+    if params.format == PROMPT_FORMAT:
+        return PlainTextResponse(prompt_block(results, params.q.strip()))
+    # Serialized here, not by FastAPI through ``response_model``: validating the
+    # response model again (in a second trip to the thread pool) and encoding it
+    # cost about as much as the search around the model, for a body that is
+    # built from plain values in SearchResponse's field order
+    # (tests/search_api/test_api.py holds it to the model).
+    body = json.dumps(response_body(params, results, took_ms), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return Response(body.encode("utf-8"), media_type="application/json")
+
+
 # Plain `def`: encoding the query blocks, so FastAPI runs it in its thread pool.
 @router.get(
     "/search",
@@ -58,10 +76,10 @@ def respond(served: Takes, params: SearchParams) -> dict | PlainTextResponse:
     summary="Takes that answer a question",
     responses={200: {"content": {"text/plain": {"example": "Takes retrieved for: ...\n\n[1] Jack Clark (@jackclarkSF), ..."}}}},
 )
-def search_get(served: TakesDep, params: Annotated[SearchParams, Query()]) -> dict | PlainTextResponse:
+def search_get(served: TakesDep, params: Annotated[SearchParams, Query()]) -> Response:
     return respond(served, params)
 
 
 @router.post("/search", response_model=SearchResponse, summary="Same as GET /search, with a JSON body")
-def search_post(served: TakesDep, params: SearchParams) -> dict | PlainTextResponse:
+def search_post(served: TakesDep, params: SearchParams) -> Response:
     return respond(served, params)

@@ -112,3 +112,27 @@ def test_stats_is_the_same_object_as_the_cli(client, seed_index):
     result = CliRunner().invoke(cli, ["stats", "--json", "--index-dir", str(seed_index)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == client.get("/stats").json()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"q": "what about compute governance", "k": 10},
+        {"q": "guillotines", "k": 5, "mode": "dense"},
+        {"q": "export controls on chips", "k": 4, "mode": "lexical"},
+        {"q": "open source and safety", "k": 3, "context": 2, "group_by_thread": "true"},
+        {"q": "nothing matches zzzqqq", "k": 2, "min_score": 0.99},
+    ],
+)
+def test_search_body_is_what_the_response_model_would_send(client, params):
+    """/search writes its JSON itself: the same fields, order and values as SearchResponse serializes."""
+    import json
+
+    from search_api.schemas import SearchResponse
+
+    response = client.get("/search", params=params)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    sent = json.loads(response.content)
+    modelled = json.loads(SearchResponse.model_validate(sent).model_dump_json())
+    # json.dumps of the parsed objects compares key order as well as values.
+    assert json.dumps(sent) == json.dumps(modelled)

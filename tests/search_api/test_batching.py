@@ -63,6 +63,13 @@ def test_concurrent_queries_from_eight_threads_are_coalesced(batcher):
     assert batcher.batches < batcher.requests
 
 
+def test_a_lone_query_is_encoded_in_its_own_thread(embedder, batcher):
+    """An idle batcher hands nothing to its worker: the hand-off would only add two thread switches."""
+    for query in QUERIES:
+        np.testing.assert_allclose(batcher.encode_one(query), embedder.encode([query]), atol=1e-5)
+    assert batcher.direct == batcher.requests == len(QUERIES)
+
+
 def test_batched_search_returns_the_same_results(seed_index, embedder, searcher, batcher):
     batched = Searcher(seed_index, embedder=embedder, query_encoder=batcher)
     for mode in ("dense", "hybrid"):

@@ -1,0 +1,192 @@
+"""Sequential against 8 keep-alive clients, per worker count, with the server's CPU per request.
+
+    python -m bench.concurrency --workers 1,2 --rounds 3
+
+Each round starts one `takes serve --workers N` per N over the int8 seed
+index, in turn, and measures: a sequential client (300 requests after 30
+untimed), then 8 clients (400 requests), each with the CPU the server spent
+per request, summed from /proc over the supervising process and every worker.
+The bare encode is the int8 model alone (``embedder.encode([query])`` at one
+thread, in this process) over the same queries: the floor a request's CPU is
+compared with. Ratios are taken within a round; the table shows medians over
+the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from bench.common import machine
+from bench.fixtures import bench_dir, build_seed_index, queries
+from bench.latency import CLIENTS, CONCURRENT_REQUESTS, SEQUENTIAL, WARM_UP, Server, cpu_seconds, http_concurrent, http_sequential
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the workers of a pre-forked server), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    tree, frontier = [pid], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        tree += children
+        frontier = children
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += cpu_seconds(member)
+        except OSError:
+            pass  # exited between listing and reading
+    return total
+
+
+def bare_encode_cpu_ms(index_dir: Path, count: int = SEQUENTIAL) -> dict:
+    """CPU milliseconds of the int8 model encoding one query (one thread), mean and p50 over ``count`` queries."""
+    from embeddings import DEFAULT_MODEL, load_embedder
+    from indexer.threads import limit_threads
+
+    limit_threads(1)
+    embedder = load_embedder(DEFAULT_MODEL, "onnx", cache_dir=str(index_dir), threads=1)
+    for query in queries(WARM_UP):
+        embedder.encode([query])
+    costs = []
+    for query in queries(count):
+        started = time.process_time()
+        embedder.encode([query])
+        costs.append(time.process_time() - started)
+    return {"mean_ms": statistics.fmean(costs) * 1000, "p50_ms": statistics.median(costs) * 1000}
+
+
+def measure(index_dir: Path, workers: int) -> dict:
+    """One server with ``workers`` processes: sequential, then 8 clients, each with server CPU per request."""
+    env = {"TAKES_WORKERS": str(workers)}
+    with Server(index_dir, "onnx", env) as server:
+        result = {"workers": workers, "cold_start_s": server.cold_start_s, "processes": len(process_tree(server.process.pid))}
+        for name, run, requests in (
+            ("sequential", lambda: http_sequential(server.port), SEQUENTIAL + WARM_UP),
+            ("concurrent", lambda: http_concurrent(server.port), CONCURRENT_REQUESTS + CLIENTS),
+        ):
+            before = tree_cpu_seconds(server.process.pid)
+            client_before = cpu_seconds()
+            row = run()
+            row["server_cpu_ms"] = (tree_cpu_seconds(server.process.pid) - before) / requests * 1000
+            row["client_cpu_ms"] = (cpu_seconds() - client_before) / requests * 1000
+            result[name] = row
+    return result
+
+
+def run(index_dir: Path, worker_counts=(1, 2), rounds: int = 3) -> dict:
+    rounds_out = []
+    for round_number in range(rounds):
+        bare = bare_encode_cpu_ms(index_dir)
+        rows = []
+        for workers in worker_counts:
+            row = measure(index_dir, workers)
+            row["speedup"] = row["concurrent"]["requests_per_s"] / row["sequential"]["requests_per_s"]
+            row["p99_over_sequential_p50"] = row["concurrent"]["p99_ms"] / row["sequential"]["p50_ms"]
+            row["cpu_over_bare"] = row["sequential"]["server_cpu_ms"] / bare["mean_ms"]
+            rows.append(row)
+            print(f"[concurrency] round {round_number + 1} workers {workers}: {json.dumps(_brief(row, bare))}", file=sys.stderr, flush=True)
+        rounds_out.append({"bare_encode": bare, "rows": rows})
+    return {"machine": machine(), "rounds": rounds_out, "summary": summarize(rounds_out, worker_counts)}
+
+
+def _brief(row: dict, bare: dict) -> dict:
+    return {
+        "seq_rps": round(row["sequential"]["requests_per_s"]),
+        "seq_p50": round(row["sequential"]["p50_ms"], 2),
+        "c8_rps": round(row["concurrent"]["requests_per_s"]),
+        "c8_p99": round(row["concurrent"]["p99_ms"], 2),
+        "x": round(row["speedup"], 2),
+        "p99/p50": round(row["p99_over_sequential_p50"], 2),
+        "cpu_seq": round(row["sequential"]["server_cpu_ms"], 2),
+        "cpu_c8": round(row["concurrent"]["server_cpu_ms"], 2),
+        "bare": round(bare["mean_ms"], 2),
+    }
+
+
+def summarize(rounds: list[dict], worker_counts) -> list[dict]:
+    """Per worker count, the median over rounds of every figure."""
+    summary = []
+    for position, workers in enumerate(worker_counts):
+        rows = [round_["rows"][position] for round_ in rounds]
+
+        def median(get):
+            return statistics.median(get(row) for row in rows)
+
+        summary.append(
+            {
+                "workers": workers,
+                "sequential_rps": median(lambda row: row["sequential"]["requests_per_s"]),
+                "sequential_p50_ms": median(lambda row: row["sequential"]["p50_ms"]),
+                "sequential_p99_ms": median(lambda row: row["sequential"]["p99_ms"]),
+                "concurrent_rps": median(lambda row: row["concurrent"]["requests_per_s"]),
+                "concurrent_p50_ms": median(lambda row: row["concurrent"]["p50_ms"]),
+                "concurrent_p99_ms": median(lambda row: row["concurrent"]["p99_ms"]),
+                "speedup": median(lambda row: row["speedup"]),
+                "p99_over_sequential_p50": median(lambda row: row["p99_over_sequential_p50"]),
+                "server_cpu_ms_sequential": median(lambda row: row["sequential"]["server_cpu_ms"]),
+                "server_cpu_ms_concurrent": median(lambda row: row["concurrent"]["server_cpu_ms"]),
+                "client_cpu_ms": median(lambda row: row["concurrent"]["client_cpu_ms"]),
+                "cpu_over_bare": median(lambda row: row["cpu_over_bare"]),
+                "cold_start_s": median(lambda row: row["cold_start_s"]),
+            }
+        )
+    bare = statistics.median(round_["bare_encode"]["mean_ms"] for round_ in rounds)
+    for row in summary:
+        row["bare_encode_cpu_ms"] = bare
+    return summary
+
+
+def table(summary: list[dict]) -> str:
+    lines = [
+        "| workers | sequential req/s | sequential p50 ms | 8 clients req/s | 8-client p50 ms | 8-client p99 ms "
+        "| 8 clients / sequential req/s | 8-client p99 / sequential p50 | server CPU ms/request, sequential → 8 clients "
+        "| bare int8 encode CPU ms | server CPU / bare encode |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for row in summary:
+        lines.append(
+            f"| {row['workers']} | {row['sequential_rps']:.0f} | {row['sequential_p50_ms']:.2f} | {row['concurrent_rps']:.0f} "
+            f"| {row['concurrent_p50_ms']:.2f} | {row['concurrent_p99_ms']:.2f} | {row['speedup']:.2f}x "
+            f"| {row['p99_over_sequential_p50']:.1f}x | {row['server_cpu_ms_sequential']:.2f} → {row['server_cpu_ms_concurrent']:.2f} "
+            f"| {row['bare_encode_cpu_ms']:.2f} | {row['cpu_over_bare']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.concurrency", description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", default="1,2", help="worker counts to compare, comma-separated (default 1,2)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; the table shows medians (default 3)")
+    args = parser.parse_args(argv)
+    counts = tuple(int(part) for part in args.workers.split(","))
+    index_dir = build_seed_index(bench_dir() / "seed-index-onnx", "onnx")
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    with open("/proc/loadavg") as handle:
+        load_before = handle.read().split()[:3]
+    results = run(index_dir, counts, args.rounds)
+    with open("/proc/loadavg") as handle:
+        load_after = handle.read().split()[:3]
+    results.update(started=started, load_before=load_before, load_after=load_after)
+    (bench_dir() / "concurrency.json").write_text(json.dumps(results, indent=1))
+    print(f"{started}; load average {' '.join(load_before)} before, {' '.join(load_after)} after")
+    print(table(results["summary"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Several server processes on one listening socket: `takes serve --workers N`.
+
+One Python process serves one core's worth of Python at a time (the
+interpreter lock), so on a machine with several cores the server forks N
+workers after binding the port. Each worker loads its own ``Takes`` (model,
+index, SQLite connections) and runs its own uvicorn loop on the shared socket;
+the kernel hands each new connection to whichever worker accepts it first.
+
+The parent loads nothing and starts no thread before forking (a fork copies
+only the calling thread, so a lock held by another thread would stay held in
+the child forever); it only supervises: it reports a worker that fails to
+start as one line and stops the others, replaces a worker that dies later,
+and on SIGTERM or SIGINT stops every worker the way uvicorn stops one
+(requests in flight finish). Workers are in their own process group, so a
+Ctrl-C reaches them once, through the parent, and they get SIGTERM if the
+parent dies (Linux).
+
+The index is shared the way two `takes` processes share it today: readers
+never write its files, writes take the store's lock (one writer at a time
+across all workers and `takes add`), and every worker follows new generations
+(``Takes.follow``). Limits kept in memory are per worker:
+TAKES_MAX_CONNECTIONS and TAKES_MAX_QUEUED_WRITES.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+from indexer.errors import TakesError
+
+log = logging.getLogger("takes")
+
+# A worker that dies within this many seconds of starting is not replaced at once
+# (a crash at every start would otherwise fork forever).
+RESPAWN_BACKOFF_SECONDS = 1.0
+READY = b"ready\n"
+
+
+class WorkerFailed(TakesError):
+    """A worker process could not start (its own one-line reason)."""
+
+
+def _die_with_parent() -> None:
+    """SIGTERM this process when its parent dies (Linux prctl); elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+class Supervisor:
+    """Forks ``count`` workers, each running ``run_worker(ready)``; waits for them.
+
+    ``run_worker`` loads what it serves, calls ``ready()`` once it can answer,
+    then serves until SIGTERM and returns; a ``TakesError`` it raises before
+    ``ready()`` is the reason the whole server stops.
+    """
+
+    def __init__(self, count: int, run_worker: Callable[[Callable[[], None]], None]):
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        self.count = count
+        self.run_worker = run_worker
+        self.workers: dict[int, int] = {}  # pid -> slot
+        self._stopping = False
+
+    # -- the child ------------------------------------------------------------
+
+    def _child(self, write_end: int) -> None:
+        """In the forked worker: never returns (exits with the worker's status)."""
+        status = 0
+        try:
+            os.setpgid(0, 0)
+            _die_with_parent()
+            for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+                signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+            def ready() -> None:
+                os.write(write_end, READY)
+
+            self.run_worker(ready)
+        except TakesError as error:
+            os.write(write_end, f"error {error}\n".encode("utf-8", "replace"))
+            status = 1
+        except KeyboardInterrupt:
+            status = 0
+        except BaseException as error:  # noqa: BLE001 - said to the parent, then the worker exits
+            log.exception("worker %d failed", os.getpid())
+            try:
+                os.write(write_end, f"error {type(error).__name__}: {error}\n".encode("utf-8", "replace"))
+            except OSError:
+                pass
+            status = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+
+    def _spawn(self, slot: int) -> tuple[int, int]:
+        """Fork the worker for ``slot``; (pid, read end of its readiness pipe)."""
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            self._child(write_end)
+        os.close(write_end)
+        self.workers[pid] = slot
+        return pid, read_end
+
+    @staticmethod
+    def _read_line(read_end: int) -> str:
+        data = b""
+        while not data.endswith(b"\n"):
+            try:
+                chunk = os.read(read_end, 4096)
+            except InterruptedError:
+                continue
+            if not chunk:
+                break
+            data += chunk
+        os.close(read_end)
+        return data.decode("utf-8", "replace").strip()
+
+    # -- the parent -----------------------------------------------------------
+
+    def _signal_workers(self, signum: int) -> None:
+        for pid in list(self.workers):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def _on_stop_signal(self, signum, frame) -> None:
+        # A second Ctrl-C forwards again: uvicorn then stops without waiting.
+        self._stopping = True
+        self._signal_workers(signal.SIGTERM)
+
+    def start(self) -> list[int]:
+        """Fork every worker and wait until each can answer; WorkerFailed (every worker stopped) if one cannot."""
+        for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+            signal.signal(getattr(signal, name), self._on_stop_signal)
+        pending = [self._spawn(slot) for slot in range(self.count)]
+        for pid, read_end in pending:
+            line = self._read_line(read_end)
+            if line != READY.decode().strip():
+                self._stopping = True
+                self._signal_workers(signal.SIGTERM)
+                self._reap_all()
+                reason = line.removeprefix("error ") or f"worker {pid} exited before it could serve"
+                raise WorkerFailed(reason)
+        return list(self.workers)
+
+    def _reap_all(self) -> None:
+        while self.workers:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                self.workers.clear()
+                return
+            self.workers.pop(pid, None)
+
+    def wait(self, on_replaced: Callable[[int, int], None] | None = None) -> int:
+        """Serve until stopped: replace a worker that dies; 0 once every worker stopped on a signal."""
+        started_at = {pid: time.monotonic() for pid in self.workers}
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            slot = self.workers.pop(pid, None)
+            if slot is None or self._stopping:
+                continue
+            # Died on its own (a crash, the OOM killer): the others keep serving meanwhile.
+            lived = time.monotonic() - started_at.pop(pid, time.monotonic())
+            if lived < RESPAWN_BACKOFF_SECONDS:
+                time.sleep(RESPAWN_BACKOFF_SECONDS - lived)
+            if self._stopping:
+                continue
+            log.warning("worker %d exited (%s); starting another", pid, _describe_status(status))
+            new_pid, read_end = self._spawn(slot)
+            started_at[new_pid] = time.monotonic()
+            line = self._read_line(read_end)
+            if line != READY.decode().strip():
+                log.warning("the replacement worker could not start: %s", line.removeprefix("error "))
+            elif on_replaced is not None:
+                on_replaced(pid, new_pid)
+        return 0
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"status {os.WEXITSTATUS(status)}"
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+__all__ = ["Supervisor", "WorkerFailed", "cpu_count"]
