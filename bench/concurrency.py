@@ -71,11 +71,18 @@ def bare_encode_cpu_ms(index_dir: Path, count: int = SEQUENTIAL) -> dict:
     return {"mean_ms": statistics.fmean(costs) * 1000, "p50_ms": statistics.median(costs) * 1000}
 
 
-def measure(index_dir: Path, workers: int) -> dict:
-    """One server with ``workers`` processes: sequential, then 8 clients, each with server CPU per request."""
+def measure(index_dir: Path, workers: int, checkout: Path | None = None) -> dict:
+    """One server with ``workers`` processes: sequential, then 8 clients, each with server CPU per request.
+
+    ``checkout``: run the server from that source tree instead (a before/after comparison in one run).
+    """
     env = {"TAKES_WORKERS": str(workers)}
+    if checkout is not None:
+        env["PYTHONPATH"] = str(checkout)
     with Server(index_dir, "onnx", env) as server:
         result = {"workers": workers, "cold_start_s": server.cold_start_s, "processes": len(process_tree(server.process.pid))}
+        if checkout is not None:
+            result["checkout"] = str(checkout)
         for name, run, requests in (
             ("sequential", lambda: http_sequential(server.port), SEQUENTIAL + WARM_UP),
             ("concurrent", lambda: http_concurrent(server.port), CONCURRENT_REQUESTS + CLIENTS),
@@ -89,20 +96,24 @@ def measure(index_dir: Path, workers: int) -> dict:
     return result
 
 
-def run(index_dir: Path, worker_counts=(1, 2), rounds: int = 3) -> dict:
+def run(index_dir: Path, worker_counts=(1, 2), rounds: int = 3, baseline: Path | None = None) -> dict:
+    """``baseline``: another checkout, served with one worker as the first row of each round."""
     rounds_out = []
+    servers = [(None, workers) for workers in worker_counts]
+    if baseline is not None:
+        servers.insert(0, (baseline, 1))
     for round_number in range(rounds):
         bare = bare_encode_cpu_ms(index_dir)
         rows = []
-        for workers in worker_counts:
-            row = measure(index_dir, workers)
+        for checkout, workers in servers:
+            row = measure(index_dir, workers, checkout)
             row["speedup"] = row["concurrent"]["requests_per_s"] / row["sequential"]["requests_per_s"]
             row["p99_over_sequential_p50"] = row["concurrent"]["p99_ms"] / row["sequential"]["p50_ms"]
             row["cpu_over_bare"] = row["sequential"]["server_cpu_ms"] / bare["mean_ms"]
             rows.append(row)
             print(f"[concurrency] round {round_number + 1} workers {workers}: {json.dumps(_brief(row, bare))}", file=sys.stderr, flush=True)
         rounds_out.append({"bare_encode": bare, "rows": rows})
-    return {"machine": machine(), "rounds": rounds_out, "summary": summarize(rounds_out, worker_counts)}
+    return {"machine": machine(), "rounds": rounds_out, "summary": summarize(rounds_out, servers)}
 
 
 def _brief(row: dict, bare: dict) -> dict:
@@ -119,10 +130,10 @@ def _brief(row: dict, bare: dict) -> dict:
     }
 
 
-def summarize(rounds: list[dict], worker_counts) -> list[dict]:
-    """Per worker count, the median over rounds of every figure."""
+def summarize(rounds: list[dict], servers) -> list[dict]:
+    """Per server (checkout, worker count), the median over rounds of every figure."""
     summary = []
-    for position, workers in enumerate(worker_counts):
+    for position, (checkout, workers) in enumerate(servers):
         rows = [round_["rows"][position] for round_ in rounds]
 
         def median(get):
@@ -131,6 +142,7 @@ def summarize(rounds: list[dict], worker_counts) -> list[dict]:
         summary.append(
             {
                 "workers": workers,
+                "server": f"{_commit(checkout)} (baseline)" if checkout else _commit(None),
                 "sequential_rps": median(lambda row: row["sequential"]["requests_per_s"]),
                 "sequential_p50_ms": median(lambda row: row["sequential"]["p50_ms"]),
                 "sequential_p99_ms": median(lambda row: row["sequential"]["p99_ms"]),
@@ -152,16 +164,29 @@ def summarize(rounds: list[dict], worker_counts) -> list[dict]:
     return summary
 
 
+def _commit(checkout: Path | None) -> str:
+    """The short commit of a source tree (this one by default), with "+" when it has uncommitted changes."""
+    import subprocess
+
+    where = str(checkout or Path(__file__).resolve().parent.parent)
+    try:
+        commit = subprocess.run(["git", "-C", where, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", where, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+" if dirty else "")
+
+
 def table(summary: list[dict]) -> str:
     lines = [
-        "| workers | sequential req/s | sequential p50 ms | 8 clients req/s | 8-client p50 ms | 8-client p99 ms "
+        "| server | workers | sequential req/s | sequential p50 ms | 8 clients req/s | 8-client p50 ms | 8-client p99 ms "
         "| 8 clients / sequential req/s | 8-client p99 / sequential p50 | server CPU ms/request, sequential → 8 clients "
         "| bare int8 encode CPU ms | server CPU / bare encode |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for row in summary:
         lines.append(
-            f"| {row['workers']} | {row['sequential_rps']:.0f} | {row['sequential_p50_ms']:.2f} | {row['concurrent_rps']:.0f} "
+            f"| {row['server']} | {row['workers']} | {row['sequential_rps']:.0f} | {row['sequential_p50_ms']:.2f} | {row['concurrent_rps']:.0f} "
             f"| {row['concurrent_p50_ms']:.2f} | {row['concurrent_p99_ms']:.2f} | {row['speedup']:.2f}x "
             f"| {row['p99_over_sequential_p50']:.1f}x | {row['server_cpu_ms_sequential']:.2f} → {row['server_cpu_ms_concurrent']:.2f} "
             f"| {row['bare_encode_cpu_ms']:.2f} | {row['cpu_over_bare']:.2f}x |"
@@ -173,13 +198,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.concurrency", description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default="1,2", help="worker counts to compare, comma-separated (default 1,2)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the table shows medians (default 3)")
+    parser.add_argument("--baseline", type=Path, help="also serve from this checkout (one worker), for a before/after in one run")
     args = parser.parse_args(argv)
     counts = tuple(int(part) for part in args.workers.split(","))
     index_dir = build_seed_index(bench_dir() / "seed-index-onnx", "onnx")
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with open("/proc/loadavg") as handle:
         load_before = handle.read().split()[:3]
-    results = run(index_dir, counts, args.rounds)
+    results = run(index_dir, counts, args.rounds, args.baseline)
     with open("/proc/loadavg") as handle:
         load_after = handle.read().split()[:3]
     results.update(started=started, load_before=load_before, load_after=load_after)

@@ -112,6 +112,7 @@ def create_app(settings: Settings | None = None, served: Takes | Searcher | None
     if mcp_endpoint is not None:
         app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
 
+    app.add_middleware(search.SearchFastPath, served=served)
     app.add_middleware(ResponseHeaders)
     # Outermost last: an unknown Host is refused before its body is read.
     app.add_middleware(RequestGuard, settings=settings)

@@ -83,3 +83,45 @@ def search_get(served: TakesDep, params: Annotated[SearchParams, Query()]) -> Re
 @router.post("/search", response_model=SearchResponse, summary="Same as GET /search, with a JSON body")
 def search_post(served: TakesDep, params: SearchParams) -> Response:
     return respond(served, params)
+
+
+class SearchFastPath:
+    """GET /search answered without FastAPI's routing and dependency machinery, when the query is valid.
+
+    A search costs the server about twice the model's own CPU, and about a
+    third of the rest was the framework around a handler of three lines
+    (docs/PERFORMANCE.md, "Where a request spends its time"). This layer
+    validates the query string with the same ``SearchParams`` and calls the
+    same ``respond`` in the same thread pool; anything else (another route, a
+    repeated parameter, a validation error, an exception from the search)
+    goes on to the FastAPI route, which answers it exactly as before (the
+    search then runs again there: errors are rare, and their answers stay in
+    one place).
+    """
+
+    def __init__(self, app, served: Takes):
+        self.app, self.served = app, served
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != "/search":
+            await self.app(scope, receive, send)
+            return
+        from urllib.parse import parse_qsl
+
+        import anyio.to_thread
+        from pydantic import ValidationError
+
+        # As Starlette reads a query string: latin-1 bytes, then percent-decoded UTF-8.
+        pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        values = dict(pairs)
+        response = None
+        if len(values) == len(pairs):
+            try:
+                params = SearchParams.model_validate(values)
+                response = await anyio.to_thread.run_sync(respond, self.served, params)
+            except (ValidationError, Exception):  # noqa: BLE001 - the route answers errors
+                response = None
+        if response is None:
+            await self.app(scope, receive, send)
+            return
+        await response(scope, receive, send)
