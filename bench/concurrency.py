@@ -127,6 +127,7 @@ def _brief(row: dict, bare: dict) -> dict:
         "cpu_seq": round(row["sequential"]["server_cpu_ms"], 2),
         "cpu_c8": round(row["concurrent"]["server_cpu_ms"], 2),
         "bare": round(bare["mean_ms"], 2),
+        "spread": row["concurrent"].get("connections_per_worker"),
     }
 
 

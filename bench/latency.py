@@ -73,6 +73,8 @@ def _get(connection: http.client.HTTPConnection, path: str) -> bytes:
     connection.request("GET", path)
     response = connection.getresponse()
     body = response.read()
+    # Which worker process answered (takes serve --workers): the clients' spread over them.
+    connection.last_worker = response.getheader("x-takes-worker")
     if response.status != 200:
         raise RuntimeError(f"GET {path}: {response.status} {body[:200]!r}")
     return body
@@ -100,12 +102,15 @@ def http_concurrent(port: int, count: int = CONCURRENT_REQUESTS, clients: int = 
     """``clients`` keep-alive connections each sending its share of ``count`` requests back to back."""
     all_queries = queries(count)
     latencies: list[float] = []
+    workers: list[str | None] = []
     lock = threading.Lock()
     barrier = threading.Barrier(clients + 1)
 
     def client(offset: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         _get(connection, path_for(all_queries[offset]))
+        with lock:
+            workers.append(connection.last_worker)
         mine = []
         barrier.wait()
         for index in range(offset, count, clients):
@@ -125,7 +130,8 @@ def http_concurrent(port: int, count: int = CONCURRENT_REQUESTS, clients: int = 
         thread.join()
     elapsed = time.perf_counter() - started
     p50, p99 = percentiles_ms(latencies)
-    return {"clients": clients, "requests": count, "requests_per_s": count / elapsed, "p50_ms": p50, "p99_ms": p99}
+    spread = sorted((workers.count(worker) for worker in set(workers)), reverse=True)
+    return {"clients": clients, "requests": count, "requests_per_s": count / elapsed, "p50_ms": p50, "p99_ms": p99, "connections_per_worker": spread}
 
 
 def cpu_seconds(pid: int | str = "self") -> float:
