@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller runs (scale at 100k only), for a smoke test")
     parser.add_argument("--reuse", action="store_true", help="keep the previous run's figures for skipped parts")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/PERFORMANCE.md alone")
-    parser.add_argument("--skip", action="append", default=[], help="parts to skip: indexing, threads, latency, http, cold, scale, profile, txtai, add")
+    parser.add_argument("--skip", action="append", default=[], help="parts to skip: indexing, threads, latency, http, concurrency, cold, scale, profile, txtai, add")
     args = parser.parse_args(argv)
 
     from search_api.settings import Settings
@@ -70,7 +70,7 @@ def main(argv=None) -> None:
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if args.reuse and "started" in results:
         # The figures kept from the earlier run keep its time; say which parts were redone when.
-        redone = [part for part in ("indexing", "threads", "latency", "http", "cold", "scale", "profile", "txtai", "add") if part not in args.skip]
+        redone = [part for part in ("indexing", "threads", "latency", "http", "concurrency", "cold", "scale", "profile", "txtai", "add") if part not in args.skip]
         if redone:
             results.setdefault("reruns", []).append(f"{now}: {', '.join(redone)}")
         results["machine"] = machine()
@@ -100,6 +100,10 @@ def main(argv=None) -> None:
         results["http"] = [_step("HTTP torch", latency.serve_and_measure, torch_index, "torch")]
         if onnx_index is not None:
             results["http"].append(_step("HTTP onnx", latency.serve_and_measure, onnx_index, "onnx"))
+    if "concurrency" not in skip and onnx_index is not None:
+        from bench import concurrency
+
+        results["concurrency"] = _step("concurrency (workers 1, 2)", concurrency.run, onnx_index, (1, 2), 1 if args.quick else 3)
     if "cold" not in skip:
         from bench import latency
 

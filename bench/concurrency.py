@@ -26,6 +26,27 @@ from bench.fixtures import bench_dir, build_seed_index, queries
 from bench.latency import CLIENTS, CONCURRENT_REQUESTS, SEQUENTIAL, WARM_UP, Server, cpu_seconds, http_concurrent, http_sequential
 
 
+NOTES = (
+    "`python -m bench.concurrency --workers 1,2 --rounds 3` (also a part of `make bench`): the int8 seed index, "
+    "one `takes serve --workers N` per row and round, a sequential keep-alive client (300 requests after 30) "
+    "and then 8 keep-alive clients (400 requests), in one run; medians over the rounds, ratios taken within each "
+    "round. Server CPU is read from /proc for the supervising process and every worker; the bare encode is the "
+    "int8 model alone encoding the same queries one at a time in the benchmark's process (one thread). "
+    "One Python process serves one request's Python at a time (the interpreter lock), so with one worker "
+    "eight clients get little more than one; `--workers 2` runs two processes on the shared socket, each with "
+    "its own model, index and SQLite connections (about 2x the resident memory), and the kernel hands each new "
+    "connection to one of them (the \"spread\" in the raw results: 4/4 or 5/3 of the 8 connections). "
+    "The load generator runs on the same two cores, so 2x sequential is the ceiling."
+)
+
+
+BREAKDOWN_NOTES = (
+    "CPU per sequential request, from `python -m bench.concurrency`: the model, `Takes.search` and the handler's "
+    "work timed in one process (one thread, the same queries interleaved), and the one-worker server's CPU "
+    "from /proc; each layer is the difference from the one inside it."
+)
+
+
 def process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants (the workers of a pre-forked server), from /proc."""
     parents: dict[int, int] = {}
@@ -55,20 +76,40 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def bare_encode_cpu_ms(index_dir: Path, count: int = SEQUENTIAL) -> dict:
-    """CPU milliseconds of the int8 model encoding one query (one thread), mean and p50 over ``count`` queries."""
+    """CPU milliseconds per query, one thread, in this process: the int8 model alone, then the layers over it.
+
+    ``mean_ms``: ``embedder.encode([query])``; ``search_ms``: ``Takes.search``
+    (ranking, FAISS, FTS5, SQLite rows); ``respond_ms``: the /search handler's
+    work (parameters validated, search, JSON body). Interleaved per query, so
+    a drift of the machine's speed hits all three alike.
+    """
     from embeddings import DEFAULT_MODEL, load_embedder
+    from indexer.api import Takes
     from indexer.threads import limit_threads
+    from search_api.routers.search import respond
+    from search_api.schemas import SearchParams
 
     limit_threads(1)
     embedder = load_embedder(DEFAULT_MODEL, "onnx", cache_dir=str(index_dir), threads=1)
+    takes = Takes(index_dir, threads=1).load()
+    steps = {
+        "mean_ms": lambda query: embedder.encode([query]),
+        "search_ms": lambda query: takes.search(query, 10),
+        "respond_ms": lambda query: respond(takes, SearchParams.model_validate({"q": query, "k": "10"})),
+    }
     for query in queries(WARM_UP):
-        embedder.encode([query])
-    costs = []
+        for step in steps.values():
+            step(query)
+    costs: dict[str, list[float]] = {name: [] for name in steps}
     for query in queries(count):
-        started = time.process_time()
-        embedder.encode([query])
-        costs.append(time.process_time() - started)
-    return {"mean_ms": statistics.fmean(costs) * 1000, "p50_ms": statistics.median(costs) * 1000}
+        for name, step in steps.items():
+            started = time.process_time()
+            step(query)
+            costs[name].append(time.process_time() - started)
+    takes.close()
+    out = {name: statistics.fmean(values) * 1000 for name, values in costs.items()}
+    out["p50_ms"] = statistics.median(costs["mean_ms"]) * 1000
+    return out
 
 
 def measure(index_dir: Path, workers: int, checkout: Path | None = None) -> dict:
@@ -162,7 +203,30 @@ def summarize(rounds: list[dict], servers) -> list[dict]:
     bare = statistics.median(round_["bare_encode"]["mean_ms"] for round_ in rounds)
     for row in summary:
         row["bare_encode_cpu_ms"] = bare
+    for name in ("search_ms", "respond_ms"):
+        values = [round_["bare_encode"][name] for round_ in rounds if name in round_["bare_encode"]]
+        if values:
+            summary[0]["in_process_" + name] = statistics.median(values)
     return summary
+
+
+def breakdown(summary: list[dict]) -> str:
+    """Where a sequential request's server CPU goes, from the in-process steps and the one-worker server row."""
+    row = next((row for row in summary if row["workers"] == 1 and "baseline" not in row["server"]), summary[0])
+    first = summary[0]
+    if "in_process_search_ms" not in first:
+        return ""
+    bare, search, respond_ms, server = first["bare_encode_cpu_ms"], first["in_process_search_ms"], first["in_process_respond_ms"], row["server_cpu_ms_sequential"]
+    parts = [
+        ("the int8 model (tokenize + forward pass + pooling)", bare),
+        ("search around the model (FTS5, FAISS, fusion, SQLite rows)", search - bare),
+        ("parameters and the JSON body", respond_ms - search),
+        ("HTTP, ASGI and the thread hand-off (server − handler)", server - respond_ms),
+    ]
+    lines = ["| where | CPU ms/request | share |", "| --- | ---: | ---: |"]
+    lines += [f"| {name} | {value:.2f} | {value / server * 100:.0f}% |" for name, value in parts]
+    lines.append(f"| server total, sequential ({row['server']}, 1 worker) | {server:.2f} | {server / bare:.2f}x the model |")
+    return "\n".join(lines)
 
 
 def _commit(checkout: Path | None) -> str:
@@ -213,6 +277,8 @@ def main(argv=None) -> None:
     (bench_dir() / "concurrency.json").write_text(json.dumps(results, indent=1))
     print(f"{started}; load average {' '.join(load_before)} before, {' '.join(load_after)} after")
     print(table(results["summary"]))
+    print()
+    print(breakdown(results["summary"]))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,17 @@
 """Where one /search request spends its time: cProfile over the handler's work in-process.
 
 The handler runs in a worker thread under TestClient/uvicorn, out of a
-profiler's sight, so this profiles what the handler does (``respond``)
-plus the response serialization FastAPI performs, on the calling thread.
+profiler's sight, so this profiles what the handler does on the calling
+thread: validating the parameters and ``respond`` (search and the JSON body,
+which the route writes itself). What the server adds around it (HTTP, the
+thread hand-off) is the difference between bench.concurrency's server CPU
+per request and this.
 """
 
 from __future__ import annotations
 
 import cProfile
 import io
-import json
 import pstats
 
 from bench.fixtures import queries
@@ -18,22 +20,19 @@ BUCKETS = {
     "model (tokenize + forward pass)": ("sentence_transformers", "torch", "transformers", "tokenizers", "onnxruntime", "embeddings/onnx.py"),
     "FAISS search": ("faiss",),
     "SQLite (FTS5 + rows)": ("sqlite3", "indexer/store.py"),
-    "JSON + pydantic response": ("json", "pydantic", "schemas.py", "encoders.py"),
+    "JSON + pydantic (parameters, response body)": ("json", "pydantic", "schemas.py", "encoders.py", "models.py:to_dict"),
 }
 
 
 def run(index_dir, count: int = 200) -> dict:
-    from fastapi.encoders import jsonable_encoder
-
-    from indexer.serving import Searcher
+    from indexer.api import Takes
     from search_api.routers.search import respond
-    from search_api.schemas import SearchParams, SearchResponse
-    searcher = Searcher(index_dir, threads=1)
+    from search_api.schemas import SearchParams
+
+    searcher = Takes(index_dir, threads=1).load()
 
     def one(query: str) -> bytes:
-        response = respond(searcher, SearchParams(q=query, k=10))
-        # What FastAPI does with a response_model: validate, then encode to JSON.
-        return json.dumps(jsonable_encoder(SearchResponse.model_validate(response))).encode()
+        return respond(searcher, SearchParams.model_validate({"q": query, "k": "10"})).body
 
     for query in queries(20):
         one(query)

@@ -129,6 +129,12 @@ def sections(results: dict) -> dict[str, str]:
             f"| takes ({backend}) | {conc['requests_per_s']:.0f} | {_ms(conc['p50_ms'])} | {_ms(conc['p99_ms'])} | "
             f"{conc['requests_per_s'] / seq['requests_per_s']:.1f}x | {cpu} | {client} |"
         )
+    concurrency = results.get("concurrency") or {}
+    if "summary" in concurrency:
+        from bench.concurrency import NOTES, table as concurrency_table
+
+        out["Concurrent clients"] = NOTES + "\n\n" + concurrency_table(concurrency["summary"])
+        return _rest(results, out, http)
     out["Concurrent clients"] = (
         "8 keep-alive clients sending 400 requests back to back. Queries that arrive together are encoded in "
         "one model call by the batching worker (`indexer/query_batching.py`: greedy, at most 32, waiting up to "
@@ -141,7 +147,10 @@ def sections(results: dict) -> dict[str, str]:
         "cores hold about two requests' worth of it at a time (the model is about 1.5 ms of it: the "
         "in-process rows above).\n\n" + "\n".join(rows)
     )
+    return _rest(results, out, http)
 
+
+def _rest(results: dict, out: dict, http: dict) -> dict[str, str]:
     rows = ["| torch threads | FAISS threads | p50 ms | p99 ms | max ms |", "| --- | --- | --- | --- | --- |"]
     for row in results.get("threads") or []:
         if isinstance(row, dict) and "p50_ms" in row:
@@ -177,8 +186,8 @@ def sections(results: dict) -> dict[str, str]:
         rows += [f"| {name} | {share * 100:.0f}% |" for name, share in profile["share"].items()]
         out["Where a request spends its time"] = (
             f"cProfile over {profile['requests']} searches on the {profile.get('backend', 'torch')} seed index doing what the GET /search handler does "
-            "(`respond`: validation, encode, FAISS, FTS5, SQLite rows) plus FastAPI's response work "
-            "(pydantic validation of `SearchResponse`, `jsonable_encoder`, `json.dumps`), on one thread at "
+            "(`SearchParams` validation, then `respond`: encode, FAISS, FTS5, SQLite rows, and the JSON body the route "
+            "writes itself), on one thread at "
             f"TAKES_THREADS=1; {profile['per_request_ms']:.1f} ms a request under the profiler. Self-time "
             "grouped by library. The model and index load once in the app's lifespan and SQLite connections "
             "once per thread, so neither appears. cProfile inflates pure-Python code, so the JSON share is "
@@ -186,6 +195,13 @@ def sections(results: dict) -> dict[str, str]:
         )
     else:
         out["Where a request spends its time"] = f"(not measured: {profile.get('error', 'skipped')})"
+    concurrency = results.get("concurrency") or {}
+    if "summary" in concurrency:
+        from bench.concurrency import BREAKDOWN_NOTES, breakdown
+
+        split = breakdown(concurrency["summary"])
+        if split:
+            out["Where a request spends its time"] = BREAKDOWN_NOTES + "\n\n" + split + "\n\n" + out["Where a request spends its time"]
 
     if "sequential" in txtai:
         out["txtai on the same takes"] = (
