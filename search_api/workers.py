@@ -90,17 +90,14 @@ class Supervisor:
 
             self.run_worker(ready)
         except TakesError as error:
-            os.write(write_end, f"error {error}\n".encode("utf-8", "replace"))
             status = 1
+            _tell(write_end, f"error {error}")
         except KeyboardInterrupt:
             status = 0
         except BaseException as error:  # noqa: BLE001 - said to the parent, then the worker exits
-            log.exception("worker %d failed", os.getpid())
-            try:
-                os.write(write_end, f"error {type(error).__name__}: {error}\n".encode("utf-8", "replace"))
-            except OSError:
-                pass
             status = 1
+            log.exception("worker %d failed", os.getpid())
+            _tell(write_end, f"error {type(error).__name__}: {error}")
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -197,6 +194,14 @@ class Supervisor:
             elif on_replaced is not None:
                 on_replaced(pid, new_pid)
         return 0
+
+
+def _tell(write_end: int, line: str) -> None:
+    """Send ``line`` to the parent; it stops listening once the worker said it is ready."""
+    try:
+        os.write(write_end, (line.replace("\n", " ") + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
 
 
 def _describe_status(status: int) -> str:
