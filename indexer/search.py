@@ -136,20 +136,26 @@ class Ranker:
 
     def _results(self, generation: Generation, ranked: list[tuple[int, float]], k: int, neighbours: int) -> list[SearchResult]:
         """The first ``k`` ranked takes, one per text, with their neighbours if asked."""
-        takes = generation.takes([row_id for row_id, _ in ranked])
         results: list[SearchResult] = []
         seen_texts: set[str] = set()
-        for row_id, score in ranked:
-            take = takes.get(row_id)
-            if take is None:
-                continue
-            folded = same_text(take.text)
-            if folded in seen_texts:
-                continue
-            seen_texts.add(folded)
-            results.append(SearchResult(take, score, generation.neighbours(take, neighbours) if neighbours else None))
-            if len(results) == k:
-                break
+        # Rows are read a window at a time: fusion ranks up to 2 x FUSION_DEPTH
+        # candidates, and reading (and building) every one of them to keep k
+        # was about a third of a search's time outside the model.
+        window = max(2 * k, 20)
+        for start in range(0, len(ranked), window):
+            chunk = ranked[start : start + window]
+            takes = generation.takes([row_id for row_id, _ in chunk])
+            for row_id, score in chunk:
+                take = takes.get(row_id)
+                if take is None:
+                    continue
+                folded = same_text(take.text)
+                if folded in seen_texts:
+                    continue
+                seen_texts.add(folded)
+                results.append(SearchResult(take, score, generation.neighbours(take, neighbours) if neighbours else None))
+                if len(results) == k:
+                    return results
         return results
 
     def _late_interaction(

@@ -60,3 +60,19 @@ def test_stats_counts(searcher, seed_takes):
     assert stats["threads"] == 7
     assert stats["model"] == "all-MiniLM-L6-v2" and stats["dim"] == 384
     assert stats["index_bytes"] > 384 * 4 * len(seed_takes)
+
+
+def test_results_past_a_first_window_of_duplicates_still_fill_k(tmp_path):
+    """Rows are read a window at a time; takes folded as duplicates must not cut the results short."""
+    from indexer.api import Takes
+    from indexer.models import Take
+
+    repeated = "Compute governance means watching who buys the largest clusters of chips."
+    takes = [Take(f"copy-{n}", repeated, f"Author {n}", None, None, f"copy-{n}", 1, None, None, "t") for n in range(45)]
+    others = [f"Compute governance note {n}: chips, clusters and who may buy them." for n in range(8)]
+    takes += [Take(f"other-{n}", text, "Other", None, None, f"other-{n}", 1, None, None, "t") for n, text in enumerate(others)]
+    with Takes(tmp_path / "index") as index:
+        index.add(takes)
+        results = index.search(repeated, 6, mode="dense")
+    texts = [result.take.text for result in results]
+    assert len(results) == 6 and len(set(texts)) == 6 and texts[0] == repeated
