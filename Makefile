@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 $(VENV)/.installed-test: $(VENV)/.installed
 	@echo "== takes: installing the test tools and torch (CPU, about 750 MB) =="
 	$(PIP_INSTALL) $(TORCH)
-	$(PIP_INSTALL) -e '.[mcp,bluesky,torch,test]'
+	$(PIP_INSTALL) -e '.[mcp,bluesky,torch,test,postgres]'
 	touch $@
 
 install: $(VENV)/.installed
