@@ -948,6 +948,14 @@ class PostgresWriter:
         vectors = np.stack([cached[digest] for digest in hashes]).astype(np.float32, copy=False)
         return _Prepared(list(takes), vectors, len(missing), model, backend, int(vectors.shape[1]))
 
+    def fill_cache(self, takes: Sequence[Take], vectors: np.ndarray, *, model: str, backend: str) -> None:
+        """Put vectors made elsewhere (another store) in the embedding cache: writing those takes then embeds nothing."""
+        from indexer.store import cache_model_name, normalize_model_name, text_hash
+
+        items = list({text_hash(take.text): vector for take, vector in zip(takes, vectors)}.items())
+        for start in range(0, len(items), 5000):
+            self._cache(cache_model_name(normalize_model_name(model), backend), items[start : start + 5000])
+
     def _cache(self, cache_model: str, items: list) -> None:
         """Keep fresh vectors in the cache, in their own transaction: a failed add still keeps them."""
         import psycopg

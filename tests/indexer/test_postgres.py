@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 
+import numpy as np
 import psycopg
 import pytest
 
@@ -114,4 +115,19 @@ def test_a_filter_just_past_the_exact_scan_limit_still_fills_the_depth(database_
     vector = embedder.encode(["auditors for frontier AI"])[0]
     found = generation.takes([row for row, _ in generation.nearest(vector, 30, Filters(thread_id="odd"))])
     assert len(found) == 30 and {take.thread_id for take in found.values()} == {"odd"}
+    store.close()
+
+
+def test_copy_moves_a_corpus_to_the_database_and_back_without_embedding(seed_index, database_url, tmp_path, embedder):
+    from indexer.postgres.copy import copy_corpus, read_embedded, read_postgres
+
+    there = copy_corpus(seed_index, database_url)
+    back = copy_corpus(database_url, tmp_path / "back")
+    assert there.copied == back.copied == 99 and there.backend == back.backend
+    original, copied = read_embedded(seed_index), read_embedded(tmp_path / "back")
+    assert original[0] == copied[0] and original[2:] == copied[2:]
+    assert np.array_equal(original[1], copied[1])
+    store = PostgresStore(database_url)
+    takes, vectors, model, _ = read_postgres(store)
+    assert takes == original[0] and np.array_equal(vectors, original[1]) and model == original[2]
     store.close()
