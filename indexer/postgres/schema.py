@@ -127,6 +127,9 @@ def migrate(connection) -> list[int]:
     its version row, so a crash between two leaves a consistent, older schema.
     """
     applied = []
+    if schema_version(connection) >= LATEST_VERSION:
+        # Nothing to do, and no DDL: a role without CREATE rights gets this far.
+        return applied
     with connection.transaction():
         # The extension first: a role that may not create it finds it installed by a DBA.
         installed = connection.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()

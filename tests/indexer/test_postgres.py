@@ -131,3 +131,40 @@ def test_copy_moves_a_corpus_to_the_database_and_back_without_embedding(seed_ind
     takes, vectors, model, _ = read_postgres(store)
     assert takes == original[0] and np.array_equal(vectors, original[1]) and model == original[2]
     store.close()
+
+
+READ_ONLY_GRANTS = """
+CREATE ROLE takes_reader LOGIN PASSWORD 'reader-secret';
+GRANT CONNECT ON DATABASE "{database}" TO takes_reader;
+GRANT USAGE ON SCHEMA public TO takes_reader;
+GRANT SELECT ON takes, takes_corpus, takes_schema_version TO takes_reader;
+"""
+
+
+def test_a_read_only_role_searches_and_cannot_write(seeded, embedder):
+    """The grants docs/DEPLOY.md gives a search server are enough to serve, and not to write."""
+    from indexer.errors import IndexReadOnly
+    from tests.indexer.test_store_contract import QUERY, new_take
+
+    database = urllib.parse.urlsplit(seeded.url).path.lstrip("/")
+    with psycopg.connect(seeded.url, autocommit=True) as connection:
+        connection.execute("DROP ROLE IF EXISTS takes_reader")
+        connection.execute(READ_ONLY_GRANTS.format(database=database))
+    parts = urllib.parse.urlsplit(seeded.url)
+    reader = PostgresStore(urllib.parse.urlunsplit(parts._replace(netloc="takes_reader:reader-secret@" + parts.netloc.rpartition("@")[2])))
+    try:
+        generation = reader.load()
+        assert generation.nearest(embedder.encode([QUERY])[0], 5, Filters(author="Clark"))
+        assert generation.lexical(query_terms(QUERY), 5, Filters())
+        assert generation.stats()["takes"] == 99 and reader.current_generation() == 1
+        with pytest.raises(IndexReadOnly, match="write grants") as raised:
+            with reader.writer(lock_timeout=1) as writer:
+                writer.add([new_take(1)], embedder, model=DEFAULT_MODEL)
+        assert "reader-secret" not in str(raised.value)
+        assert reader.current_generation() == 1
+    finally:
+        reader.close()
+        with psycopg.connect(seeded.url, autocommit=True) as connection:
+            connection.execute(f'REVOKE ALL ON DATABASE "{database}" FROM takes_reader')
+            connection.execute("DROP OWNED BY takes_reader")
+            connection.execute("DROP ROLE takes_reader")
