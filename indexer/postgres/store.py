@@ -264,6 +264,10 @@ class PostgresStore:
                 f"{self.location}: the database role may not {doing} ({text}); searching works, changes need a role "
                 f"with write grants (docs/DEPLOY.md)"
             )
+        if isinstance(error, psycopg.errors.ReadOnlySqlTransaction):
+            return IndexReadOnly(
+                f"{self.location} is a read-only replica ({text}); searching works, changes go to the primary's URL"
+            )
         if isinstance(error, psycopg.errors.LockNotAvailable):
             return IndexLocked(f"{self.location} is being written by another writer ({text}); try again when it finishes")
         return DatabaseUnavailable(f"cannot {doing} {self.location} ({text}); nothing was changed")
