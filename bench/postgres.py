@@ -161,10 +161,15 @@ def synthetic_takes(count: int, seed: int = 0):
     from bench.fixtures import seed_takes
     from indexer.models import Take
 
+    from indexer.search import STOPWORDS
+
     rng = np.random.default_rng(seed)
-    words = re.findall(r"[a-zA-Z]{3,}", " ".join(take.text for take in seed_takes()))
-    vocabulary = np.asarray(sorted(set(word.lower() for word in words)))
-    # Zipf-like word frequencies, as real text has.
+    words = {word.lower() for word in re.findall(r"[a-zA-Z]{3,}", " ".join(take.text for take in seed_takes()))}
+    # Zipf-like frequencies as real text has: function words first (queries
+    # drop them), then the content words in a random order.
+    content = sorted(words - STOPWORDS)
+    rng.shuffle(content)
+    vocabulary = np.asarray(sorted(STOPWORDS) + content)
     weights = 1.0 / np.arange(1, len(vocabulary) + 1)
     weights /= weights.sum()
     authors = np.full(count, "Other Author", dtype=object)

@@ -100,6 +100,30 @@ CREATE TABLE takes_embedding_cache (
 );
 """,
     ),
+    (
+        2,
+        "postings: each take's words with their counts, for BM25 without reading whole documents",
+        """
+-- BM25 over the tsvector alone unnests every matching document: 1 to 5 s a
+-- query at 100k takes when a word is common (measured, docs/PERFORMANCE.md).
+-- One row per (word, take) with its count and the take's length is an
+-- inverted index like FTS5's: a query reads only its words' postings.
+-- Rows are immutable; a take's removal is read from takes (few rows removed
+-- at any time: they are purged by the next write but one).
+CREATE TABLE takes_postings (
+    lexeme text NOT NULL,
+    row_id bigint NOT NULL,
+    tf integer NOT NULL,
+    length integer NOT NULL,
+    added_generation bigint NOT NULL
+);
+INSERT INTO takes_postings
+    SELECT u.lexeme, t.row_id, coalesce(array_length(u.positions, 1), 1), t.length, t.added_generation
+    FROM takes t, unnest(t.document) AS u;
+CREATE UNIQUE INDEX takes_postings_lexeme ON takes_postings (lexeme, row_id) INCLUDE (tf, length, added_generation);
+CREATE INDEX takes_postings_row ON takes_postings (row_id);
+""",
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

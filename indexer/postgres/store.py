@@ -259,6 +259,11 @@ class PostgresStore:
         import psycopg
 
         text = self.scrub(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+        if isinstance(error, psycopg.errors.InsufficientPrivilege) and doing in ("read", "search", "read the corpus in"):
+            return DatabaseUnavailable(
+                f"{self.location}: the database role may not {doing} the takes tables ({text}): "
+                f"grant it SELECT on them (docs/DEPLOY.md, \"A read-only role\")"
+            )
         if isinstance(error, psycopg.errors.InsufficientPrivilege):
             return IndexReadOnly(
                 f"{self.location}: the database role may not {doing} ({text}); searching works, changes need a role "
@@ -496,20 +501,30 @@ class PostgresGeneration:
                     self._lexemes[term] = tuple(lexemes)
         return {term: self._lexemes[term] for term in terms}
 
+    def _posting_visible(self) -> tuple[str, list]:
+        """SQL condition for postings of takes in this generation (postings are never changed)."""
+        generation = self.info.generation
+        return (
+            "p.added_generation <= %s AND NOT EXISTS (SELECT 1 FROM takes r WHERE r.row_id = p.row_id "
+            "AND r.removed_generation IS NOT NULL AND r.removed_generation <= %s)",
+            [generation, generation],
+        )
+
     def _counts(self, connection, lexemes: Sequence[str]) -> dict[str, int]:
-        """How many takes of the generation hold each lexeme (one GIN scan for the missing ones)."""
+        """How many takes of the generation hold each lexeme (from the postings, for the missing ones)."""
         missing = [lexeme for lexeme in dict.fromkeys(lexemes) if lexeme not in self._document_counts]
         if missing:
-            clause, params = self._visible()
-            selects = ", ".join("count(*) FILTER (WHERE document @@ %s::tsquery)" for _ in missing)
-            row = connection.execute(
-                f"SELECT {selects} FROM takes WHERE document @@ %s::tsquery AND {clause}",
-                [*(_tsquery([lexeme]) for lexeme in missing), _tsquery(missing), *params],
-            ).fetchone()
+            clause, params = self._posting_visible()
+            found = dict(
+                connection.execute(
+                    f"SELECT p.lexeme, count(*) FROM takes_postings p WHERE p.lexeme = ANY(%s) AND {clause} GROUP BY p.lexeme",
+                    [missing, *params],
+                ).fetchall()
+            )
             with self._lock:
                 if len(self._document_counts) > 10_000:
                     self._document_counts.clear()
-                self._document_counts.update(zip(missing, row))
+                self._document_counts.update({lexeme: found.get(lexeme, 0) for lexeme in missing})
         return {lexeme: self._document_counts[lexeme] for lexeme in lexemes}
 
     def document_counts(self, terms: Sequence[str]) -> list[int]:
@@ -525,7 +540,9 @@ class PostgresGeneration:
         """BM25 computed in SQL from term frequencies and document lengths, as FTS5's bm25() does.
 
         (ts_rank is not BM25: it has no idf and a different length norm, and
-        the calibrated scores of indexer/ranking.py assume BM25.)
+        the calibrated scores of indexer/ranking.py assume BM25.) The postings
+        give each matching take's counts; with filters, only the takes passing
+        them are scored.
         """
         if not terms or self.info.count == 0:
             return []
@@ -537,17 +554,21 @@ class PostgresGeneration:
                 return []
             counts = self._counts(connection, lexemes)
             idfs = [idf(self.info.count, counts[lexeme]) for lexeme in lexemes]
-            clause, params = self._visible()
-            filter_clause, filter_params = filter_sql(filters)
+            clause, params = self._posting_visible()
+            restrict, restrict_params = "", []
+            if filters.restricts_rows():
+                visible_clause, visible_params = self._visible()
+                filter_clause, filter_params = filter_sql(filters)
+                restrict = f"AND p.row_id IN (SELECT takes.row_id FROM takes WHERE {visible_clause} AND {filter_clause})"
+                restrict_params = [*visible_params, *filter_params]
             rows = connection.execute(
-                f"""SELECT takes.row_id,
-                           sum(q.idf * u.tf * {BM25_K1 + 1} / (u.tf + {BM25_K1} * ({1 - BM25_B} + {BM25_B} * takes.length / %s))) AS score
-                    FROM takes
-                    CROSS JOIN LATERAL (SELECT lexeme, coalesce(array_length(positions, 1), 1) AS tf FROM unnest(takes.document)) AS u
-                    JOIN unnest(%s::text[], %s::float8[]) AS q(lexeme, idf) ON q.lexeme = u.lexeme
-                    WHERE takes.document @@ %s::tsquery AND {clause} AND {filter_clause}
-                    GROUP BY takes.row_id ORDER BY score DESC, takes.row_id LIMIT %s""",
-                [self.info.average_length, lexemes, idfs, _tsquery(lexemes), *params, *filter_params, depth],
+                f"""SELECT p.row_id,
+                           sum(q.idf * p.tf * {BM25_K1 + 1} / (p.tf + {BM25_K1} * ({1 - BM25_B} + {BM25_B} * p.length / %s))) AS score
+                    FROM unnest(%s::text[], %s::float8[]) AS q(lexeme, idf)
+                    JOIN takes_postings p ON p.lexeme = q.lexeme
+                    WHERE {clause} {restrict}
+                    GROUP BY p.row_id ORDER BY score DESC, p.row_id LIMIT %s""",
+                [self.info.average_length, lexemes, idfs, *params, *restrict_params, depth],
             ).fetchall()
         return [(int(row_id), float(score)) for row_id, score in rows]
 
@@ -996,9 +1017,14 @@ class PostgresWriter:
                         f"another writer committed generation {committed} to {self.location} while this one "
                         f"prepared generation {generation}; nothing was changed: run the command again"
                     )
+                purge_below = (generation if purge_before is None else purge_before) - 1
                 self._connection.execute(
-                    "DELETE FROM takes WHERE removed_generation IS NOT NULL AND removed_generation < %s",
-                    ((generation if purge_before is None else purge_before) - 1,),
+                    "DELETE FROM takes_postings WHERE row_id IN "
+                    "(SELECT row_id FROM takes WHERE removed_generation IS NOT NULL AND removed_generation < %s)",
+                    (purge_below,),
+                )
+                self._connection.execute(
+                    "DELETE FROM takes WHERE removed_generation IS NOT NULL AND removed_generation < %s", (purge_below,)
                 )
                 yield self._connection
                 _pause_point("inside-transaction")
@@ -1041,6 +1067,7 @@ class PostgresWriter:
                 (schema.vector_index_name(prepared.dim),),
             ).fetchone()
             if prepared.takes:
+                (last_row,) = connection.execute("SELECT coalesce(max(row_id), 0) FROM takes").fetchone()
                 with connection.cursor().copy(
                     f"COPY takes ({', '.join(_INSERT_COLUMNS)}) FROM STDIN WITH (FORMAT BINARY)"
                 ) as copy:
@@ -1049,9 +1076,20 @@ class PostgresWriter:
                         copy.write_row(
                             (*(getattr(take, name) for name in TAKE_FIELDS), text_key(take.text, take.author), generation, vector)
                         )
+                connection.execute(
+                    """INSERT INTO takes_postings (lexeme, row_id, tf, length, added_generation)
+                       SELECT u.lexeme, t.row_id, coalesce(array_length(u.positions, 1), 1), t.length, t.added_generation
+                       FROM takes t, unnest(t.document) AS u WHERE t.row_id > %s""",
+                    (last_row,),
+                )
             if not index_exists:
                 schema.ensure_vector_index(connection, prepared.dim)
             self._record(connection, generation, prepared.model, prepared.dim, prepared.backend)
+        if len(prepared.takes) >= 1000:
+            # Fresh statistics for the planner, and a visibility map that lets
+            # BM25 read the postings from their index alone.
+            with contextlib.suppress(Exception):
+                self._connection.execute("VACUUM (ANALYZE) takes_postings, takes")
         return ChangeReport(
             added=len(prepared.takes),
             embedded=prepared.embedded,

@@ -137,7 +137,7 @@ READ_ONLY_GRANTS = """
 CREATE ROLE takes_reader LOGIN PASSWORD 'reader-secret';
 GRANT CONNECT ON DATABASE "{database}" TO takes_reader;
 GRANT USAGE ON SCHEMA public TO takes_reader;
-GRANT SELECT ON takes, takes_corpus, takes_schema_version TO takes_reader;
+GRANT SELECT ON takes, takes_postings, takes_corpus, takes_schema_version TO takes_reader;
 """
 
 
