@@ -555,20 +555,25 @@ class PostgresGeneration:
             counts = self._counts(connection, lexemes)
             idfs = [idf(self.info.count, counts[lexeme]) for lexeme in lexemes]
             clause, params = self._posting_visible()
-            restrict, restrict_params = "", []
+            passing, join, passing_params = "", "", []
             if filters.restricts_rows():
+                # The takes passing the filters first, once: joining them to the
+                # postings by row id costs what they number (a correlated check
+                # per posting cost a row lookup for every take holding a common word).
                 visible_clause, visible_params = self._visible()
                 filter_clause, filter_params = filter_sql(filters)
-                restrict = f"AND p.row_id IN (SELECT takes.row_id FROM takes WHERE {visible_clause} AND {filter_clause})"
-                restrict_params = [*visible_params, *filter_params]
+                passing = f"WITH passing AS MATERIALIZED (SELECT takes.row_id FROM takes WHERE {visible_clause} AND {filter_clause})"
+                join = "JOIN passing ON passing.row_id = p.row_id"
+                passing_params = [*visible_params, *filter_params]
             rows = connection.execute(
-                f"""SELECT p.row_id,
+                f"""{passing}
+                    SELECT p.row_id,
                            sum(q.idf * p.tf * {BM25_K1 + 1} / (p.tf + {BM25_K1} * ({1 - BM25_B} + {BM25_B} * p.length / %s))) AS score
                     FROM unnest(%s::text[], %s::float8[]) AS q(lexeme, idf)
-                    JOIN takes_postings p ON p.lexeme = q.lexeme
-                    WHERE {clause} {restrict}
+                    JOIN takes_postings p ON p.lexeme = q.lexeme {join}
+                    WHERE {clause}
                     GROUP BY p.row_id ORDER BY score DESC, p.row_id LIMIT %s""",
-                [self.info.average_length, lexemes, idfs, *params, *restrict_params, depth],
+                [*passing_params, self.info.average_length, lexemes, idfs, *params, depth],
             ).fetchall()
         return [(int(row_id), float(score)) for row_id, score in rows]
 
