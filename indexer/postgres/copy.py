@@ -88,9 +88,42 @@ def _fill_embedded_cache(index_dir: Path, takes: Sequence[Take], vectors: np.nda
         cache.close()
 
 
-def copy_corpus(source: str | Path, target: str | Path, *, lock_timeout: float = 30.0) -> CopyReport:
-    """Copy the current generation of ``source`` to ``target`` (each a folder or a postgresql:// URL)."""
+def _target_holds(target: str | Path) -> int:
+    """How many takes ``target`` already holds (0 when it is new or empty)."""
     from indexer.postgres.store import PostgresStore, is_database_url
+
+    if is_database_url(str(target)):
+        store = PostgresStore(str(target))
+        try:
+            info = store._corpus()
+        finally:
+            store.close()
+        return info.count if info else 0
+    from indexer.store import open_index_database
+
+    try:
+        connection, manifest = open_index_database(Path(target))
+    except TakesError:
+        return 0
+    connection.close()
+    return manifest.count
+
+
+def copy_corpus(source: str | Path, target: str | Path, *, replace: bool = False, lock_timeout: float = 30.0) -> CopyReport:
+    """Copy the current generation of ``source`` to ``target`` (each a folder or a postgresql:// URL).
+
+    A target that already holds takes is replaced only with ``replace``.
+    """
+    from indexer.postgres.store import PostgresStore, is_database_url, redact
+
+    if str(source) == str(target):
+        raise TakesError(f"--from and --to are the same ({redact(str(source))}): nothing was copied")
+    held = _target_holds(target)
+    if held and not replace:
+        raise TakesError(
+            f"{redact(str(target))} already holds {held} takes: copy with --replace to replace them "
+            f"(they serve until the copy commits); nothing was copied"
+        )
 
     if is_database_url(str(source)):
         source_store = PostgresStore(str(source))

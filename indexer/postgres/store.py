@@ -234,6 +234,13 @@ class PostgresStore:
     """A corpus in one PostgreSQL database (``Store``); safe to share between threads."""
 
     def __init__(self, url: str, *, application: str = "takes"):
+        try:
+            import pgvector  # noqa: F401
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise TakesError(
+                "a database URL needs the PostgreSQL driver: pip install 'takes[postgres]' (psycopg and pgvector)"
+            ) from None
         self.url = url
         self.location = redact(url)
         self._secret = _password(url)

@@ -261,3 +261,16 @@ def repair(index_dir, lock_timeout):
     for problem in remaining:
         click.echo(f"not repaired: {problem}")
     return 1 if remaining else None
+
+
+@cli.command("copy")
+@click.option("--from", "source", required=True, help="The corpus to copy: an index folder or a postgresql:// URL.")
+@click.option("--to", "target", required=True, help="Where to copy it: an index folder or a postgresql:// URL.")
+@click.option("--replace", is_flag=True, help="Replace the takes the target already holds.")
+@lock_timeout_option
+@user_errors
+def copy_corpus(source, target, replace, lock_timeout):
+    """Copy a corpus between an index folder and a PostgreSQL database, vectors included (nothing is embedded)."""
+    from indexer.postgres.copy import copy_corpus as copy
+
+    click.echo(str(copy(source, target, replace=replace, lock_timeout=lock_timeout)))
