@@ -88,7 +88,7 @@ def quality(admin_url: str, folder: Path, embedder) -> dict:
     from indexer.evaluation import evaluate, load_judgments, mean
     from indexer.postgres import PostgresStore
     from indexer.search import Searcher
-    from indexer.store import IndexWriter
+    from indexer.index import IndexWriter
     from bench.fixtures import seed_takes
     from tests.conftest import DEV_JUDGMENTS
 
@@ -137,7 +137,7 @@ def quality(admin_url: str, folder: Path, embedder) -> dict:
 def _add_latency(index_dir: Path, store, embedder, rounds: int = 5) -> dict:
     """Adding 20 new takes (embedding included), median of ``rounds``."""
     from embeddings import DEFAULT_MODEL
-    from indexer.store import IndexWriter
+    from indexer.index import IndexWriter
     from tests.indexer.test_store_contract import new_take
 
     timings = {"embedded": [], "postgres": []}
@@ -200,7 +200,9 @@ def at_scale(admin_url: str, folder: Path, count: int) -> dict:
     from indexer.postgres import PostgresStore
     from indexer.search import Searcher
     from indexer.storage import Filters
-    from indexer.store import EmbeddingCache, IndexWriter, cache_model_name, text_hash
+    from indexer.index import IndexWriter
+    from indexer.index.embedding_cache import EmbeddingCache, cache_model_name
+    from indexer.index.layout import text_hash
 
     takes = synthetic_takes(count)
     vectors = synthetic(count)

@@ -44,23 +44,23 @@ class _NoEmbedding:
 
 
 def read_embedded(index_dir: Path) -> tuple[list[Take], np.ndarray, str, str]:
-    """(takes, vectors, model, backend) of an index folder's current generation."""
-    from indexer.search import load_snapshot, visible_clause
-    from indexer.store import open_index_database, take_from_row
-    from indexer.models import TAKE_FIELDS
+    """(takes, vectors, model, backend) of an index folder's current generation, in row order."""
+    from indexer import ann
+    from indexer.index import EmbeddedStore
 
-    snapshot = load_snapshot(Path(index_dir))
-    connection, _ = open_index_database(index_dir)
+    store = EmbeddedStore(Path(index_dir))
     try:
-        clause, params = visible_clause(snapshot.generation)
-        rows = connection.execute(
-            f"SELECT rowid, {', '.join(TAKE_FIELDS)} FROM takes WHERE {clause} ORDER BY rowid", params
-        ).fetchall()
+        generation = store.load()
+        row_ids = sorted(int(row_id) for row_id in ann.stored_ids(generation.faiss_index))
+        found = generation.takes(row_ids)
+        row_ids = [row_id for row_id in row_ids if row_id in found]
+        dim = generation.info.dim
+        vectors = (
+            np.stack([generation.faiss_index.reconstruct(row_id) for row_id in row_ids]) if row_ids else np.zeros((0, dim), np.float32)
+        )
+        return [found[row_id] for row_id in row_ids], vectors.astype(np.float32), generation.info.model, generation.info.backend
     finally:
-        connection.close()
-    index = snapshot.vectors
-    vectors = np.stack([index.reconstruct(int(row[0])) for row in rows]) if rows else np.zeros((0, snapshot.manifest.dim), np.float32)
-    return [take_from_row(row[1:]) for row in rows], vectors.astype(np.float32), snapshot.manifest.model, snapshot.manifest.backend
+        store.close()
 
 
 def read_postgres(store) -> tuple[list[Take], np.ndarray, str, str]:
@@ -78,10 +78,11 @@ def read_postgres(store) -> tuple[list[Take], np.ndarray, str, str]:
 
 
 def _fill_embedded_cache(index_dir: Path, takes: Sequence[Take], vectors: np.ndarray, model: str, backend: str) -> None:
-    from indexer.store import EmbeddingCache, cache_model_name, text_hash
+    from indexer.index.embedding_cache import EmbeddingCache, cache_model_name
+    from indexer.index.layout import CACHE_NAME, text_hash
 
     Path(index_dir).mkdir(parents=True, exist_ok=True)
-    cache = EmbeddingCache(Path(index_dir) / "embedding-cache.sqlite")
+    cache = EmbeddingCache(Path(index_dir) / CACHE_NAME)
     try:
         cache.put_many(cache_model_name(model, backend), zip((text_hash(take.text) for take in takes), vectors))
     finally:
@@ -99,14 +100,16 @@ def _target_holds(target: str | Path) -> int:
         finally:
             store.close()
         return info.count if info else 0
-    from indexer.store import open_index_database
+    from indexer.index import EmbeddedStore
 
+    store = EmbeddedStore(Path(target))
     try:
-        connection, manifest = open_index_database(Path(target))
+        manifest = store.committed_info()
     except TakesError:
         return 0
-    connection.close()
-    return manifest.count
+    finally:
+        store.close()
+    return manifest.count if manifest else 0
 
 
 def copy_corpus(source: str | Path, target: str | Path, *, replace: bool = False, lock_timeout: float = 30.0) -> CopyReport:
@@ -145,9 +148,9 @@ def copy_corpus(source: str | Path, target: str | Path, *, replace: bool = False
             target_store.close()
         target_name = target_store.location
     else:
-        from indexer.store import IndexWriter
+        from indexer.index import EmbeddedStore
 
-        with IndexWriter(Path(target), lock_timeout=lock_timeout) as writer:
+        with EmbeddedStore(Path(target)).writer(lock_timeout=lock_timeout) as writer:
             _fill_embedded_cache(Path(target), takes, vectors, model, backend)
             report = writer.replace_all(takes, _NoEmbedding(), model=model, backend=backend)
         target_name = str(target)

@@ -149,7 +149,7 @@ class CorpusRow:
 
     def check_model(self, model: str | None, dim: int | None = None) -> None:
         """Raise ModelMismatch unless ``model`` (and ``dim``) is what embedded this corpus."""
-        from indexer.store import normalize_model_name
+        from indexer.index.layout import normalize_model_name
 
         if model is not None and normalize_model_name(model) != self.model:
             raise ModelMismatch(self.model, self.dim, model, dim)
@@ -389,7 +389,7 @@ class PostgresStore:
 
     def new_takes(self, takes: Sequence[Take]) -> list[Take]:
         """The takes an add would store (a dry run: nothing is written, no lock is taken)."""
-        from indexer.store import _first_of_each, text_key
+        from indexer.index.layout import first_of_each as _first_of_each, text_key
 
         keys = [text_key(take.text, take.author) for take in takes]
         with self.reading("read") as connection:
@@ -814,7 +814,7 @@ class PostgresWriter:
     # -- operations ---------------------------------------------------------------
 
     def new_takes(self, takes: Sequence[Take]) -> list[Take]:
-        from indexer.store import _first_of_each, text_key
+        from indexer.index.layout import first_of_each as _first_of_each, text_key
 
         keys = [text_key(take.text, take.author) for take in takes]
         with self._translated("read"):
@@ -833,7 +833,7 @@ class PostgresWriter:
         return report
 
     def replace_all(self, takes: Sequence[Take], embedder, *, model: str, backend: str | None = None, progress: bool = False) -> ChangeReport:
-        from indexer.store import _first_of_each, text_key
+        from indexer.index.layout import first_of_each as _first_of_each, text_key
 
         unique = _first_of_each(takes, [text_key(take.text, take.author) for take in takes], set(), set())
         report = self._commit(self._prepare(unique, embedder, model, backend, progress), replace=True)
@@ -851,7 +851,7 @@ class PostgresWriter:
 
     def add_vectors(self, takes: Sequence[Take], vectors: np.ndarray, *, model: str, backend: str) -> ChangeReport:
         """Add takes with vectors already made by ``model`` (``takes copy``): nothing is embedded."""
-        from indexer.store import normalize_model_name
+        from indexer.index.layout import normalize_model_name
 
         self._check_model(model)
         fresh = self.new_takes(takes)
@@ -953,7 +953,11 @@ class PostgresWriter:
 
     def _prepare(self, takes: Sequence[Take], embedder, model: str, backend: str | None, progress: bool) -> _Prepared:
         """Vectors for ``takes``, from the cache where possible: all of it before any transaction."""
-        from indexer.store import _instance, cache_model_name, normalize_model_name, text_hash
+        from indexer.index.embedding_cache import cache_model_name
+        from indexer.index.layout import normalize_model_name, text_hash
+
+        def _instance(embedder):
+            return embedder if hasattr(embedder, "encode") else embedder()
 
         backend = backend or getattr(embedder, "backend", None) or (self.info.backend if self.info else "torch")
         model = normalize_model_name(model)
@@ -987,7 +991,8 @@ class PostgresWriter:
 
     def fill_cache(self, takes: Sequence[Take], vectors: np.ndarray, *, model: str, backend: str) -> None:
         """Put vectors made elsewhere (another store) in the embedding cache: writing those takes then embeds nothing."""
-        from indexer.store import cache_model_name, normalize_model_name, text_hash
+        from indexer.index.embedding_cache import cache_model_name
+        from indexer.index.layout import normalize_model_name, text_hash
 
         items = list({text_hash(take.text): vector for take, vector in zip(takes, vectors)}.items())
         for start in range(0, len(items), 5000):
@@ -1061,7 +1066,7 @@ class PostgresWriter:
         )
 
     def _commit(self, prepared: _Prepared, *, replace: bool) -> ChangeReport:
-        from indexer.store import text_key
+        from indexer.index.layout import text_key
 
         current = self.info
         if current is not None and not replace and current.count and prepared.dim != current.dim:

@@ -55,16 +55,16 @@ def test_the_vector_index_is_hnsw_over_half_precision(seeded):
 
 def test_lexical_scores_equal_fts5_bm25_on_the_dev_queries(seeded, seed_index, embedder):
     """Same words, same document lengths, same formula: the two stores' BM25 agree to the third decimal."""
-    from indexer.search import Searcher
+    from indexer.index import EmbeddedStore
 
-    embedded = Searcher(seed_index, embedder=embedder)
+    embedded = EmbeddedStore(seed_index).load()
     generation = seeded.load()
     pg_ids = {row_id: take.id for row_id, take in generation.takes(generation.row_ids()).items()}
     queries = [entry["query"] for entry in json.loads(DEV_JUDGMENTS.read_text())["queries"]]
     assert len(queries) > 10
     for query in queries:
-        fts5 = embedded._lexical(query, 20, Filters(), embedded.snapshot)
-        fts5_ids = embedded.takes_by_row([row_id for row_id, _ in fts5])
+        fts5 = embedded.lexical(query_terms(query), 20, Filters())
+        fts5_ids = embedded.takes([row_id for row_id, _ in fts5])
         expected = [(fts5_ids[row_id].id, round(score, 3)) for row_id, score in fts5]
         found = [(pg_ids[row_id], round(score, 3)) for row_id, score in generation.lexical(query_terms(query), 20, Filters())]
         assert found == expected, query

@@ -25,7 +25,9 @@ from indexer.search import query_terms
 from indexer.storage import Filters
 from tests.cli_process import REPO, wait_until
 
-STORES = ["postgres"]
+STORES = ["embedded", "postgres"]
+# Where each store's writer is stopped mid-add: its rows written, nothing committed.
+MID_ADD = {"embedded": "after-segment", "postgres": "inside-transaction"}
 STATS_KEYS = {"takes", "threads", "model", "dim", "index_bytes", "reclaimable_bytes", "index_type", "generation", "backend"}
 QUERY = "what about compute governance"
 
@@ -36,7 +38,9 @@ def open_store(kind: str, where: str):
         from indexer.postgres import PostgresStore
 
         return PostgresStore(where)
-    raise AssertionError(kind)
+    from indexer.index import EmbeddedStore
+
+    return EmbeddedStore(where)
 
 
 @pytest.fixture(params=STORES)
@@ -296,7 +300,7 @@ def run_writer(location, first: int, count: int, **env) -> subprocess.Popen:
 
 def test_a_writer_killed_mid_add_leaves_nothing_half_written(seeded, location, tmp_path):
     marker = tmp_path / "paused"
-    process = run_writer(location, 1, 20, TAKES_TEST_PAUSE_AT="inside-transaction", TAKES_TEST_PAUSE_FILE=str(marker))
+    process = run_writer(location, 1, 20, TAKES_TEST_PAUSE_AT=MID_ADD[location[0]], TAKES_TEST_PAUSE_FILE=str(marker))
     try:
         wait_until(lambda: marker.exists() or process.poll() is not None, timeout=120, what="the writer to pause")
         assert marker.exists(), process.communicate()[1]
