@@ -356,6 +356,17 @@ class PostgresStore:
     def exists(self) -> bool:
         return self._corpus() is not None
 
+    def committed_info(self) -> CorpusRow | None:
+        """What the committed generation is, without loading it; None when nothing was written."""
+        return self._corpus()
+
+    def lookup(self) -> "PostgresGeneration":
+        """The committed generation's takes (listing, stats): loading one costs a read here."""
+        return self.load()
+
+    def not_found(self) -> DatabaseEmpty:
+        return DatabaseEmpty(self.location)
+
     def current_generation(self) -> int:
         """The committed generation (one primary-key read); 0 when empty."""
         with self.reading("read the corpus in") as connection:
@@ -810,6 +821,11 @@ class PostgresWriter:
     @property
     def generation(self) -> int:
         return self.info.generation if self.info else 0
+
+    @property
+    def manifest(self) -> CorpusRow | None:
+        """The committed corpus row (the embedded writer's name for ``info``)."""
+        return self.info
 
     # -- operations ---------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import click
 from search_api.cli.options import (
     backend_option,
     cli,
+    database_url_setting,
     default,
     index_dir_option,
     late_interaction_option,
@@ -84,7 +85,8 @@ def serve(host, port, index_dir, model, backend, token_file, reranker, late_inte
 
     overrides = {"admin_token_file": token_file} if token_file is not None else {}
     settings = Settings(
-        index_dir=index_dir, model=model, backend=backend, host=host, port=port, reranker=reranker, late_interaction=late_interaction, **overrides
+        index_dir=index_dir, model=model, backend=backend, host=host, port=port, reranker=reranker, late_interaction=late_interaction,
+        **database_url_setting(), **overrides
     )
     listener = _bind(host, port)
     # Load before serving, so a missing index is one clear line.
@@ -95,7 +97,7 @@ def serve(host, port, index_dir, model, backend, token_file, reranker, late_inte
         http=guarded_protocol(settings),
         timeout_keep_alive=settings.keep_alive_timeout,
     )
-    click.echo(f"serving {served.count} takes from {index_dir} on http://{host}:{port}", err=True)
+    click.echo(f"serving {served.count} takes from {served.store.location} on http://{host}:{port}", err=True)
     if not is_loopback(host):
         click.echo(f"answering only Host {', '.join(settings.hosts())} (add names with TAKES_ALLOWED_HOSTS)", err=True)
     uvicorn.Server(config).run(sockets=[listener])
@@ -118,5 +120,5 @@ def mcp(index_dir, model, backend):
     from search_api.settings import Settings, open_takes
 
     # A client may start us in any folder: resolve the index before anything else.
-    settings = Settings(index_dir=index_dir.resolve(), model=model, backend=backend)
+    settings = Settings(index_dir=index_dir.resolve(), model=model, backend=backend, **database_url_setting())
     run_stdio(open_takes(settings, notify=lambda line: click.echo(line, err=True)), reload_interval=settings.reload_interval)
