@@ -453,6 +453,14 @@ class PostgresGeneration:
         self._mean: np.ndarray | None = None
         self._lock = threading.Lock()
 
+    @property
+    def generation(self) -> int:
+        return self.info.generation
+
+    @property
+    def manifest(self) -> CorpusRow:
+        return self.info
+
     def _visible(self) -> tuple[str, list]:
         return visible(self.info.generation)
 
@@ -626,6 +634,12 @@ class PostgresGeneration:
             ThreadSummary(thread_id, author, handle, day, takes, size, first_words(text))
             for thread_id, author, handle, day, takes, size, text in rows
         ]
+
+    def texts(self, limit: int) -> list[str]:
+        """Up to ``limit`` texts of the generation (word statistics for the search page)."""
+        clause, params = self._visible()
+        with self.store.reading() as connection:
+            return [row[0] for row in connection.execute(f"SELECT text FROM takes WHERE {clause} ORDER BY row_id LIMIT %s", [*params, limit])]
 
     def stats(self) -> dict:
         clause, params = self._visible()

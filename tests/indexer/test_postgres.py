@@ -168,3 +168,11 @@ def test_a_read_only_role_searches_and_cannot_write(seeded, embedder):
             connection.execute(f'REVOKE ALL ON DATABASE "{database}" FROM takes_reader')
             connection.execute("DROP OWNED BY takes_reader")
             connection.execute("DROP ROLE takes_reader")
+
+
+def test_the_served_generation_offers_what_the_front_door_reads(seeded, seed_takes):
+    """Takes (indexer/api.py) reads these beyond the Generation protocol: the same on both stores."""
+    generation = seeded.load()
+    assert generation.generation == generation.manifest.generation == 1
+    assert generation.texts(3) == [take.text for take in seed_takes[:3]]
+    assert seeded.committed_info().count == 99 and seeded.lookup().info.count == 99
