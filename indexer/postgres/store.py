@@ -681,7 +681,11 @@ class PostgresGeneration:
         dim = int(self.info.dim)
         clause, params = self._visible()
         filter_clause, filter_params = filter_sql(filters)
-        where = f"vector_dims(takes.embedding) = {dim} AND {clause} AND {filter_clause}"
+        # Every take visible in a generation has its dimension; the HNSW index is
+        # partial on it, so the approximate query names it (reading each row's
+        # vector to check it would slow the scans below: not there).
+        where = f"{clause} AND {filter_clause}"
+        indexed = f"vector_dims(takes.embedding) = {dim} AND {where}"
         from pgvector import Vector
 
         query_value = Vector(query)
@@ -695,7 +699,7 @@ class PostgresGeneration:
                 if passing == 0:
                     return []
                 exact = passing <= EXACT_SCAN_LIMIT
-            rows = [] if exact else self._approximate(connection, query_value, dim, where, [*params, *filter_params], depth)
+            rows = [] if exact else self._approximate(connection, query_value, dim, indexed, [*params, *filter_params], depth)
             wanted = min(depth, self.info.count)
             if exact or len(rows) < wanted:
                 # Ordering by the float32 distance (no index on it) is an exact scan of the passing takes.
