@@ -369,11 +369,13 @@ class PostgresStore:
 
     def current_generation(self) -> int:
         """The committed generation (one primary-key read); 0 when empty."""
+        import psycopg
+
         with self.reading("read the corpus in") as connection:
             try:
                 row = connection.execute("SELECT generation FROM takes_corpus").fetchone()
-            except Exception:
-                return 0
+            except psycopg.errors.UndefinedTable:
+                return 0  # a database takes has not written yet
             return row[0] if row else 0
 
     def load(self, previous: "PostgresGeneration | None" = None) -> "PostgresGeneration":
