@@ -16,7 +16,7 @@ JUDGMENTS ?= $(firstword $(wildcard ../shared/eval/dev_queries.json) tests/data/
 # pip prints what it fetches and a progress bar for each large download.
 PIP_INSTALL := $(BIN)/python -m pip install --progress-bar on
 
-.PHONY: run test install install-test index bench eval clean chromium int8-model
+.PHONY: run test install install-test index bench bench-postgres eval clean chromium int8-model
 
 # Running needs no torch: the default model ships as an int8 ONNX file.
 # The stamps depend on pyproject.toml, so a changed dependency list reinstalls.
@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 $(VENV)/.installed-test: $(VENV)/.installed
 	@echo "== takes: installing the test tools and torch (CPU, about 750 MB) =="
 	$(PIP_INSTALL) $(TORCH)
-	$(PIP_INSTALL) -e '.[mcp,bluesky,torch,test]'
+	$(PIP_INSTALL) -e '.[mcp,bluesky,torch,test,postgres]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -56,6 +56,10 @@ eval: index
 
 bench: install-test
 	$(BIN)/python -m bench
+
+# The PostgreSQL store beside the embedded one (docs/PERFORMANCE.md); starts its own server.
+bench-postgres: install-test
+	$(BIN)/python -m bench.postgres
 
 # Re-derive embeddings/shipped/ from the shipped weights (after a change of recipe); commit the result.
 int8-model: install-test

@@ -130,6 +130,9 @@ class Takes:
             index_dir = getattr(store, "index_dir", None) or store.location
         self.index_dir = Path(index_dir)
         self._store = store
+        # Where the int8 ONNX model copy is kept: the embedded store's folder, else the user cache.
+        store_dir = index_dir if store is None else getattr(store, "index_dir", None)
+        self.model_cache_dir = Path(store_dir) if store_dir is not None else None
         self.model, self.requested_backend = model, backend
         self.reranker, self.late_interaction = reranker, late_interaction
         self.compute_threads, self.lock_timeout = threads, lock_timeout
@@ -167,7 +170,7 @@ class Takes:
         batcher = self._new_batcher()
         try:
             return Searcher(
-                self.index_dir,
+                self.model_cache_dir,
                 store=self.store,
                 model=self.model,
                 backend=backend,
@@ -181,6 +184,11 @@ class Takes:
                 batcher.close()
                 self.query_batcher = None
             raise
+
+    def _not_found(self) -> IndexNotFound:
+        """The IndexNotFound naming where this store looked (a folder, or a database URL without its password)."""
+        not_found = getattr(self.store, "not_found", None)
+        return not_found() if not_found is not None else IndexNotFound(self.index_dir)
 
     def _open_writer(self) -> IndexWriter:
         return self.store.writer(lock_timeout=self.lock_timeout)
@@ -236,7 +244,7 @@ class Takes:
             with self._load_lock:
                 if self._searcher is None:
                     self._searcher = self._open_searcher()
-                    log.info("loaded %d takes from %s", self._searcher.manifest.count, self.index_dir)
+                    log.info("loaded %d takes from %s", self._searcher.manifest.count, self.store.location)
                 searcher = self._searcher
         return searcher
 
@@ -393,10 +401,11 @@ class Takes:
             if choice.backend == "onnx":
                 from embeddings.onnx import needs_build
 
-                if needs_build(choice.model, self.index_dir):
+                if needs_build(choice.model, self.model_cache_dir):
                     self._notify(f"building the int8 ONNX model for {choice.model}: once per machine, about 15 s...")
             self._notify(f"loading model {choice.model} ({choice.backend})...")
-            return load_embedder(choice.model, choice.backend, cache_dir=str(self.index_dir), threads=self.compute_threads)
+            cache_dir = str(self.model_cache_dir) if self.model_cache_dir is not None else None
+            return load_embedder(choice.model, choice.backend, cache_dir=cache_dir, threads=self.compute_threads)
 
         return create
 
@@ -404,7 +413,7 @@ class Takes:
         """Run ``write(writer)`` under the writer lock, then serve what it committed."""
         if needs_index and not self.exists():
             # Checked before the writer creates anything there.
-            raise IndexNotFound(self.index_dir)
+            raise self._not_found()
         with self._write_lock, self._open_writer() as writer:
             report = write(writer)
         self.serve_committed(report.generation)
@@ -465,7 +474,7 @@ class Takes:
         def build(writer: IndexWriter) -> ChangeReport:
             if writer.manifest is not None and writer.manifest.count and not replace:
                 raise TakesError(
-                    f"the index in {self.index_dir} holds {writer.manifest.count} takes; "
+                    f"the index in {self.store.location} holds {writer.manifest.count} takes; "
                     f"`takes add` adds to it, `takes index --replace` replaces it"
                 )
             choice = choose_model(None, self.model, self.requested_backend)
@@ -482,7 +491,7 @@ class Takes:
 
         def rebuild(writer: IndexWriter) -> ChangeReport:
             if writer.manifest is None:
-                raise IndexNotFound(self.index_dir)
+                raise self._not_found()
             choice = choose_model(writer.manifest, self.model, self.requested_backend)
             return writer.rebuild(self._embedder_for(choice), model=choice.model, backend=choice.backend, progress=progress)
 
@@ -498,15 +507,24 @@ class Takes:
         """(problems, notes): every file of the index verified."""
         from indexer.index.check import check_index
 
+        self._embedded_only("takes check")
         return check_index(self.index_dir)
 
     def repair(self):
         """(what was done, problems left): rebuild what ``check`` finds damaged from what is intact."""
         from indexer.index.check import repair_index
 
+        self._embedded_only("takes repair")
         return repair_index(
             self.index_dir, lambda model, backend: self._embedder_for(ModelChoice(model, backend)), lock_timeout=self.lock_timeout
         )
+
+    def _embedded_only(self, what: str) -> None:
+        if self.model_cache_dir is None:
+            raise TakesError(
+                f"{what} checks an index folder's files; {self.store.location} is a database, whose server checks "
+                f"its own data (amcheck, pg_checksums)"
+            )
 
     # -- lifetime ----------------------------------------------------------------------
 

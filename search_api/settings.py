@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Callable
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from indexer.errors import TakesError
@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     index_dir: Path = DEFAULT_INDEX_DIR
+    # postgresql://... selects the shared store (indexer/postgres) instead of
+    # index_dir's files. Secret: the URL may hold a password, never shown.
+    database_url: SecretStr | None = None
     # None: use whichever model built the index.
     model: str | None = None
     # None: the backend that embedded the index.
@@ -157,8 +160,14 @@ def open_takes(
     """
     from indexer.api import Takes
 
+    store = None
+    if settings.database_url is not None and settings.database_url.get_secret_value():
+        from indexer.postgres import PostgresStore
+
+        store = PostgresStore(settings.database_url.get_secret_value())
     return Takes(
-        settings.index_dir,
+        settings.index_dir if store is None else None,
+        store=store,
         model=settings.model,
         backend=settings.backend,
         reranker=settings.reranker,

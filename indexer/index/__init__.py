@@ -176,7 +176,9 @@ class EmbeddedStore:
         return database_path(self.index_dir).exists()
 
     def current_generation(self) -> int:
-        """The generation committed now (one indexed read)."""
+        """The generation committed now (one indexed read); 0 when there is no index yet."""
+        if not self.exists():
+            return 0
         manifest = read_manifest(self._connections.get())
         return manifest.generation if manifest else 0
 

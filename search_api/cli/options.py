@@ -24,7 +24,7 @@ def default(field: str):
     return DEFAULTS[field].default
 
 
-index_dir_option = click.option(
+_index_dir_option = click.option(
     "--index-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="TAKES_INDEX_DIR",
@@ -32,6 +32,37 @@ index_dir_option = click.option(
     show_default=True,
     help="Index directory.",
 )
+
+
+def _remember_database_url(context: click.Context, parameter, value):
+    if value:
+        context.meta["takes.database_url"] = value
+    return value
+
+
+_database_url_option = click.option(
+    "--database-url",
+    envvar="TAKES_DATABASE_URL",
+    default=None,
+    expose_value=False,
+    callback=_remember_database_url,
+    help="postgresql://... : use this PostgreSQL database (pgvector) instead of --index-dir. "
+    "Its password is never printed.",
+)
+
+
+def index_dir_option(command):
+    """``--index-dir`` and ``--database-url``: where the corpus is, a folder or a database."""
+    return _index_dir_option(_database_url_option(command))
+
+
+def database_url_setting() -> dict:
+    """``{"database_url": ...}`` when the command was given a database URL, else nothing (Settings reads the environment)."""
+    context = click.get_current_context(silent=True)
+    url = context.meta.get("takes.database_url") if context is not None else None
+    return {"database_url": url} if url else {}
+
+
 model_option = click.option(
     "--model",
     envvar="TAKES_MODEL",
@@ -78,7 +109,7 @@ def open_index(index_dir: Path, **settings):
     """The ``Takes`` for a command: ``Settings`` (the environment) plus the command's options."""
     from search_api.settings import open_takes
 
-    return open_takes(Settings(index_dir=index_dir, **settings), notify=lambda line: click.echo(line, err=True))
+    return open_takes(Settings(index_dir=index_dir, **database_url_setting(), **settings), notify=lambda line: click.echo(line, err=True))
 
 
 def user_errors(command):

@@ -9,6 +9,7 @@ import click
 from search_api.cli.options import (
     backend_option,
     cli,
+    database_url_setting,
     default,
     index_dir_option,
     late_interaction_option,
@@ -99,6 +100,7 @@ def serve(host, port, index_dir, model, backend, token_file, reranker, late_inte
         reranker=reranker,
         late_interaction=late_interaction,
         workers=workers,
+        **database_url_setting(),
         **overrides,
     )
     listener = _bind(host, port)
@@ -109,10 +111,19 @@ def serve(host, port, index_dir, model, backend, token_file, reranker, late_inte
     else:
         count, serve_forever = _start_workers(settings, listener)
     where = f" in {settings.workers} worker processes" if settings.workers > 1 else ""
-    click.echo(f"serving {count} takes from {index_dir} on http://{host}:{port}{where}", err=True)
+    click.echo(f"serving {count} takes from {_location(settings)} on http://{host}:{port}{where}", err=True)
     if not is_loopback(host):
         click.echo(f"answering only Host {', '.join(settings.hosts())} (add names with TAKES_ALLOWED_HOSTS)", err=True)
     serve_forever()
+
+
+def _location(settings) -> str:
+    """Where the served corpus lives, for the start-up line: the folder, or the database URL without its password."""
+    if settings.database_url is not None and settings.database_url.get_secret_value():
+        from indexer.postgres.store import redact
+
+        return redact(settings.database_url.get_secret_value())
+    return str(settings.index_dir)
 
 
 def _load(settings):
@@ -176,5 +187,5 @@ def mcp(index_dir, model, backend):
     from search_api.settings import Settings, open_takes
 
     # A client may start us in any folder: resolve the index before anything else.
-    settings = Settings(index_dir=index_dir.resolve(), model=model, backend=backend)
+    settings = Settings(index_dir=index_dir.resolve(), model=model, backend=backend, **database_url_setting())
     run_stdio(open_takes(settings, notify=lambda line: click.echo(line, err=True)), reload_interval=settings.reload_interval)

@@ -45,11 +45,11 @@ def index(files, input_format, index_dir, model, backend, if_missing, replace):
 
     served = open_index(index_dir, model=model, backend=backend)
     if if_missing and served.exists():
-        click.echo(f"index already exists in {index_dir}")
+        click.echo(f"index already exists in {served.store.location}")
         return
     report = served.index(files or (SEED_CORPUS,), input_format, replace=replace, progress=True)
     click.echo(
-        f"indexed {report.added} takes in {report.threads} threads into {index_dir} "
+        f"indexed {report.added} takes in {report.threads} threads into {served.store.location} "
         f"(model {served.model_choice().model}, {report.embedded} embedded, {report.skipped} duplicates skipped)"
     )
 
@@ -212,9 +212,10 @@ def compact(index_dir, lock_timeout):
     Runs as a new generation with the same takes: searches keep working, and
     a crash leaves the previous generation whole.
     """
-    report = open_index(index_dir, lock_timeout=lock_timeout).compact()
+    served = open_index(index_dir, lock_timeout=lock_timeout)
+    report = served.compact()
     click.echo(
-        f"compacted {index_dir}: {report.bytes_before / 1024:.0f} kB -> {report.bytes_after / 1024:.0f} kB "
+        f"compacted {served.store.location}: {report.bytes_before / 1024:.0f} kB -> {report.bytes_after / 1024:.0f} kB "
         f"({report.purged} removed takes purged, {report.segments_before} segments -> {report.segments_after}, "
         f"generation {report.generation})"
     )
@@ -261,3 +262,16 @@ def repair(index_dir, lock_timeout):
     for problem in remaining:
         click.echo(f"not repaired: {problem}")
     return 1 if remaining else None
+
+
+@cli.command("copy")
+@click.option("--from", "source", required=True, help="The corpus to copy: an index folder or a postgresql:// URL.")
+@click.option("--to", "target", required=True, help="Where to copy it: an index folder or a postgresql:// URL.")
+@click.option("--replace", is_flag=True, help="Replace the takes the target already holds.")
+@lock_timeout_option
+@user_errors
+def copy_corpus(source, target, replace, lock_timeout):
+    """Copy a corpus between an index folder and a PostgreSQL database, vectors included (nothing is embedded)."""
+    from indexer.postgres.copy import copy_corpus as copy
+
+    click.echo(str(copy(source, target, replace=replace, lock_timeout=lock_timeout)))

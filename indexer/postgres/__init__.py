@@ -1,0 +1,8 @@
+"""The shared store: PostgreSQL with pgvector (``pip install 'takes[postgres]'``).
+
+Imported only when a database URL is given: the embedded store needs no driver.
+"""
+
+from indexer.postgres.store import DatabaseEmpty, DatabaseUnavailable, PostgresStore, is_database_url, redact
+
+__all__ = ["DatabaseEmpty", "DatabaseUnavailable", "PostgresStore", "is_database_url", "redact"]
