@@ -111,7 +111,7 @@ class Ranker:
             self._one_pass if encode_query is None and hasattr(embedder, "encode_with_tokens") else self._two_passes
         )
         self.reranker = reranker
-        self.late_interaction = late_interaction and hasattr(embedder, "token_vectors")
+        self.late_interaction = late_interaction
         self._token_cache = _TokenCache()
 
     def search(
@@ -165,7 +165,8 @@ class Ranker:
         """The query's vector and, when late interaction applies, its token vectors."""
         if mode == "lexical":
             return None, None
-        if not self.late_interaction:
+        # Checked per query: the embedder may be swapped after construction (a reload).
+        if not self.late_interaction or not hasattr(self.embedder, "token_vectors"):
             return self.encode_query(query), None
         return self.encode_query_with_tokens(query)
 
