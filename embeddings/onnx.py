@@ -268,6 +268,12 @@ class _LeanRuntime:
     def token_vectors(self, texts: list[str]) -> list[np.ndarray]:
         return [_unit_rows(self._tokens(text)) for text in texts]
 
+    def encode_with_tokens(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        tokens = self._tokens(text)
+        # The same mean pooling as encode(): the vector is the one encode([text]) gives.
+        pooled = tokens.mean(axis=0)
+        return (pooled / max(np.linalg.norm(pooled), 1e-12)).astype(np.float32), _unit_rows(tokens)
+
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float32)
@@ -628,6 +634,13 @@ class OnnxEmbedder:
             return self._runtime.token_vectors(texts)
         tokens = self._model.encode(texts, batch_size=1, output_value="token_embeddings", convert_to_numpy=False)
         return [_unit_rows(np.asarray(item, dtype=np.float32)) for item in tokens]
+
+    def encode_with_tokens(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """One text's unit vector (dim,) and unit token vectors (tokens, dim), from one model pass."""
+        if self._runtime is not None:
+            self.texts_encoded += 1
+            return self._runtime.encode_with_tokens(text)
+        return self.encode([text])[0], self.token_vectors([text])[0]
 
     def encode(self, texts: Sequence[str], *, progress: bool = False, batch_size: int = 64) -> np.ndarray:
         """Encode texts one per model run; ``batch_size`` is accepted for the protocol only.

@@ -53,6 +53,20 @@ class SentenceTransformerEmbedder:
             result.append(matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12))
         return result
 
+    def encode_with_tokens(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """One text's unit vector (dim,) and unit token vectors (tokens, dim), from one model pass."""
+        output = self._model.encode([text], output_value=None, convert_to_numpy=False)[0]
+        self.texts_encoded += 1
+
+        def array(value) -> np.ndarray:
+            return np.asarray(value.cpu().numpy() if hasattr(value, "cpu") else value, dtype=np.float32)
+
+        vector, tokens = array(output["sentence_embedding"]), array(output["token_embeddings"])
+        return (
+            vector / max(float(np.linalg.norm(vector)), 1e-12),
+            tokens / np.maximum(np.linalg.norm(tokens, axis=1, keepdims=True), 1e-12),
+        )
+
     def encode(self, texts: Sequence[str], *, progress: bool = False, batch_size: int = 64) -> np.ndarray:
         texts = list(texts)
         if not texts:

@@ -89,8 +89,8 @@ class Takes:
         backend: ``torch`` or ``onnx``; default: the index's own.
         reranker: a local cross-encoder folder that re-scores the top takes
             (slower; off by default), or an object with ``score(query, texts)``.
-        late_interaction: re-score the top takes by token-level similarity
-            with the same model (better on paraphrases; off by default).
+        late_interaction: score takes by token-level similarity with the
+            same model too (on by default; False: pooled vectors and BM25 only).
         threads: threads for ONNX Runtime, torch and FAISS per searching thread
             (0: the libraries' defaults). The library reads no environment:
             the CLI and the server pass ``Settings.threads`` (``TAKES_THREADS``).
@@ -110,7 +110,7 @@ class Takes:
         model: str | None = None,
         backend: str | None = None,
         reranker=None,
-        late_interaction: bool = False,
+        late_interaction: bool = True,
         threads: int = DEFAULT_THREADS,
         batch_queries: bool = False,
         lock_timeout: float = 30.0,

@@ -1,29 +1,33 @@
 """Fusion and calibration: every mode's results on one relevance scale from 0 to 1.
 
-A candidate carries two pieces of evidence, both on scales that mean the same
-thing from one query to the next:
+A candidate (a take in the dense or the lexical top 50) carries four pieces
+of evidence, each on a scale that means the same from one query to the next:
 
-- ``cosine``: the query's cosine with the take (unit vectors, so at most 1);
+- ``cosine``: the query's cosine with the take (unit vectors, so at most 1),
+  less ``CENTRING`` times the take's cosine with the corpus's mean direction;
 - ``lexical``: the take's BM25 divided by the query's *idf mass*, the sum of
   the inverse document frequencies of the query's content words, whether or
   not the corpus has them. A take that holds every rare word of the query
   scores about 1; one that shares only common words, or a query made of words
-  the corpus has never seen ("zzqqxx"), scores near 0. Dividing by the
-  query's own best BM25 instead (the fusion before this one) made the best
-  lexical match worth 1 on every query, so a take that matched only "change"
-  in "how do I change a tire" looked as good as an exact name.
+  the corpus has never seen ("zzqqxx"), scores near 0;
+- ``late``: late interaction, MaxSim of the query's word tokens with the
+  take's token vectors from the same model (``late_evidence``): a take that
+  says each thing the query asks somewhere in it scores high even when its
+  pooled vector is a blur of other things;
+- ``thread``: the best cosine of another candidate in the take's thread
+  (``thread_evidence``): whether the thread around the take is about the
+  query too.
 
-The score is a calibrated estimate of relevance,
-``P(relevant) = sigmoid(bias + cosine_weight * cosine + lexical_weight * lexical)``,
-fitted on graded judgments (tests/data: the dev set, our own paraphrase
-queries and off-topic queries) by ``python -m bench.ranking_fit``, which also
-prints the cross-validated table in docs/QUALITY.md. The weights come from a
-pairwise ranking fit (they order takes within a query); the bias and scale
-from a Platt fit of those scores to the judged labels (they say how likely a
-take at that score is to be relevant). Each mode has its own fit over the
-evidence it has, so a score means the same in hybrid, dense and lexical
-mode, with or without filters. A result is a *strong* match when its score
-reaches ``STRONG``.
+The score is a calibrated estimate of relevance, ``P(relevant) =
+sigmoid(bias + the weights times the evidence)``, fitted on graded judgments
+(tests/data: the dev set, our own paraphrase queries and off-topic queries) by
+``python -m bench.ranking_fit``, which also prints the cross-validated table in
+docs/QUALITY.md. The weights come from a pairwise ranking fit (they order
+takes within a query); the bias and scale from a Platt fit of those scores to
+the judged labels (they say how likely a take at that score is to be
+relevant). Each mode has its own fit over the evidence it has, so a score
+means the same in hybrid, dense and lexical mode, with or without filters. A
+result is a *strong* match when its score reaches ``STRONG``.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ class Candidate:
     row_id: int
     cosine: float
     lexical: float  # BM25 / the query's idf mass; 0 when no query word matched
-    late: float = 0.0  # late interaction (MaxSim), when that second stage is on
+    late: float = 0.0  # late interaction (MaxSim over the query's word tokens)
+    thread: float = 0.0  # the best cosine of another candidate in the take's thread (thread_evidence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,7 @@ class Calibration:
     cosine_weight: float
     lexical_weight: float
     late_weight: float = 0.0
+    thread_weight: float = 0.0
 
     def score(self, candidate: Candidate) -> float:
         logit = (
@@ -60,6 +66,7 @@ class Calibration:
             + self.cosine_weight * candidate.cosine
             + self.lexical_weight * candidate.lexical
             + self.late_weight * candidate.late
+            + self.thread_weight * candidate.thread
         )
         # Written so that neither branch overflows for a large |logit|.
         if logit >= 0:
@@ -71,17 +78,23 @@ class Calibration:
 # Fitted by `python -m bench.ranking_fit` on the int8 ONNX all-MiniLM-L6-v2
 # index of the seed (its output, pasted). Other models place cosines
 # differently; their scores still rank correctly but are calibrated for this
-# one (docs/QUALITY.md, "Scores").
+# one (docs/QUALITY.md, "Scores"). Cross-validated nDCG@10 of the hybrid fit:
+# 0.945 dev, 0.755 our paraphrases (the first stage alone 0.924, 0.696).
+# With late interaction and the thread in, BM25 adds nothing to the score
+# (its weight fits near 0): MaxSim already sees a rare name's tokens. It
+# still brings candidates the meaning misses.
 CALIBRATIONS = {
-    "hybrid": Calibration(bias=-3.028, cosine_weight=11.700, lexical_weight=2.428),
-    "dense": Calibration(bias=-2.965, cosine_weight=11.459, lexical_weight=0.000),
-    "lexical": Calibration(bias=-3.338, cosine_weight=0.000, lexical_weight=8.131),
+    "hybrid": Calibration(bias=-5.235, cosine_weight=4.315, lexical_weight=-0.145, late_weight=10.074, thread_weight=1.950),
+    "dense": Calibration(bias=-5.218, cosine_weight=4.380, lexical_weight=0.000, late_weight=10.000, thread_weight=1.919),
+    "lexical": Calibration(bias=-3.339, cosine_weight=0.000, lexical_weight=8.134),
 }
-# The opt-in second stage (Searcher(late_interaction=True)): the fused top
-# RERANK_DEPTH re-scored with MaxSim as a third piece of evidence. Fitted the
-# same way (`python -m bench.ranking_fit --late-interaction`): cross-validated
-# nDCG@10 0.938 dev, 0.743 own paraphrases (first stage alone 0.924, 0.696).
-LATE_INTERACTION = Calibration(bias=-5.870, cosine_weight=6.063, lexical_weight=0.528, late_weight=10.137)
+# Without token vectors (Searcher(late_interaction=False), or an embedder that
+# gives none): the pooled cosine and BM25 alone, fitted the same way.
+FIRST_STAGE = {
+    "hybrid": Calibration(bias=-3.030, cosine_weight=11.691, lexical_weight=2.400),
+    "dense": Calibration(bias=-2.965, cosine_weight=11.440, lexical_weight=0.000),
+    "lexical": CALIBRATIONS["lexical"],
+}
 # How much of a take's cosine with the corpus's mean direction is taken off
 # its cosine with the query. Takes close to that direction ("Most technical
 # people think policy can't matter for AI") are hubs: near every question
@@ -89,6 +102,13 @@ LATE_INTERACTION = Calibration(bias=-5.870, cosine_weight=6.063, lexical_weight=
 # reduction, as mean-centring embeddings does) lifted our own paraphrase
 # queries by 0.04 nDCG@10 without moving the dev set. Fitted with the weights.
 CENTRING = 0.118
+# How much of a take token's cosine with the corpus's mean direction is taken
+# off its MaxSim similarities (late_evidence). 0: none. Cross-validated, 0.5
+# lifts our paraphrase queries by 0.04 nDCG@10 but costs the dev set 0.008,
+# takes one dev query to 0.05 below the blend before (the issue's limit) and
+# lets an off-topic query reach "strong"; the fit would choose it, we do not
+# (bench.ranking_fit prints both; docs/QUALITY.md).
+TOKEN_CENTRING = 0.0
 # Scores at or above this are strong matches: no off-topic query reaches it,
 # every answer to a dev query ranked in the top 10 does (docs/QUALITY.md).
 STRONG = 0.5
@@ -99,6 +119,76 @@ def maxsim(query_tokens: np.ndarray, take_tokens: np.ndarray) -> float:
     if not len(query_tokens) or not len(take_tokens):
         return 0.0
     return float((query_tokens @ take_tokens.T).max(axis=1).mean())
+
+
+def word_tokens(query_tokens: np.ndarray) -> np.ndarray:
+    """The query's token vectors without the tokenizer's first and last markers ([CLS], [SEP]).
+
+    Every text has the same two markers and their vectors carry the whole
+    sentence, so in MaxSim they match every take's markers at about 0.75 and
+    made up a third of a short query's evidence whatever its words; without
+    them "GPU clusters for academic research" stopped losing its answer
+    (cross-validated dev nDCG@10 +0.005, paraphrases +0.013; docs/QUALITY.md).
+    """
+    return query_tokens[1:-1] if len(query_tokens) > 2 else query_tokens
+
+
+def late_evidence(
+    query_tokens: np.ndarray,
+    takes_tokens: Sequence[np.ndarray],
+    centroid: np.ndarray | None = None,
+    centring: float | None = None,
+) -> np.ndarray:
+    """MaxSim of the query's word tokens with each take's tokens.
+
+    With ``centroid`` (the corpus's mean direction), each similarity is less
+    ``centring`` (default ``TOKEN_CENTRING``) times the take token's cosine
+    with it: the hub correction of the dense evidence, at the token level.
+    Tokens near that direction (punctuation, "the", "policy" in a corpus about
+    policy) match every query word a little and every take has them; the
+    correction is a shift of the query's tokens, so it costs nothing. A model
+    that projects its pooled vectors (a Dense layer: 128 dimensions from
+    384-dimensional tokens) has no mean direction in token space: no
+    correction then.
+    """
+    query = word_tokens(query_tokens)
+    shift = TOKEN_CENTRING if centring is None else centring
+    if centroid is not None and shift and centroid.shape[-1] == query.shape[-1]:
+        query = query - shift * centroid
+    if not len(takes_tokens) or not len(query):
+        return np.zeros(len(takes_tokens))
+    lengths = np.array([len(tokens) for tokens in takes_tokens])
+    similarities = query @ np.vstack(takes_tokens).T  # (query tokens, all takes' tokens)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    # Best match of each query token within each take's span, then the mean over query tokens.
+    return np.maximum.reduceat(similarities, starts, axis=1).mean(axis=0)
+
+
+def thread_evidence(cosines: dict[int, float], threads: dict[int, str]) -> dict[int, float]:
+    """For each candidate, the best cosine of another candidate in its thread; else the lowest cosine seen.
+
+    A take in a thread that is otherwise about something else (a rare query
+    word in a side remark) is less likely to answer than one whose thread
+    mates also match: the thread is evidence about the take. Takes outside
+    the candidates were not retrieved, so their cosine is at most the lowest
+    one retrieved, which stands in for them (and for takes alone in a thread).
+    """
+    if not cosines:
+        return {}
+    floor = min(cosines.values())
+    best: dict[str, list[float]] = {}  # the two best cosines per thread
+    for row_id, cosine in cosines.items():
+        top = best.setdefault(threads.get(row_id, f"row-{row_id}"), [])
+        top.append(cosine)
+        top.sort(reverse=True)
+        del top[2:]
+    evidence = {}
+    for row_id, cosine in cosines.items():
+        top = best[threads.get(row_id, f"row-{row_id}")]
+        # The best other one: the second best when this take is the best.
+        other = top[1] if top[0] == cosine and len(top) > 1 else (top[0] if top[0] != cosine else floor)
+        evidence[row_id] = max(other, floor)
+    return evidence
 
 
 def match_label(score: float) -> str:
@@ -116,13 +206,16 @@ def idf_mass(total: int, document_counts: Iterable[int]) -> float:
     return sum(idf(total, count) for count in document_counts)
 
 
-def fuse(candidates: Sequence[Candidate], mode: str) -> list[tuple[int, float]]:
-    """(row id, calibrated score) best first, for ``mode``'s calibration."""
-    calibration = CALIBRATIONS[mode]
+def fuse(candidates: Sequence[Candidate], mode: str, *, late: bool = True) -> list[tuple[int, float]]:
+    """(row id, calibrated score) best first, for ``mode``'s calibration (``late``: the candidates carry late and thread evidence)."""
+    calibration = (CALIBRATIONS if late else FIRST_STAGE)[mode]
     scored = [(candidate.row_id, calibration.score(candidate)) for candidate in candidates]
     # Ties (a take scored the same twice over) keep retrieval order: stable sort.
     scored.sort(key=lambda item: item[1], reverse=True)
     return scored
 
 
-__all__ = ["CALIBRATIONS", "Calibration", "Candidate", "STRONG", "fuse", "idf", "idf_mass", "match_label"]
+__all__ = [
+    "CALIBRATIONS", "FIRST_STAGE", "Calibration", "Candidate", "STRONG", "fuse", "idf", "idf_mass",
+    "late_evidence", "match_label", "maxsim", "thread_evidence", "word_tokens",
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -89,7 +89,9 @@ class Ranker:
             say); default: ``embedder.encode``.
         reranker: an object with ``score(query, texts) -> relevance`` per text
             (embeddings.reranker.CrossEncoderReranker); None: off.
-        late_interaction: re-score with MaxSim over the same model's token vectors.
+        late_interaction: score with MaxSim over the same model's token vectors
+            and with the thread's evidence too (the default ranking); False, or
+            an embedder without token vectors: the first stage's evidence only.
     """
 
     def __init__(
@@ -97,17 +99,17 @@ class Ranker:
         embedder: Embedder,
         *,
         encode_query: Callable[[str], np.ndarray] | None = None,
+        encode_query_with_tokens: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None,
         reranker=None,
-        late_interaction: bool = False,
+        late_interaction: bool = True,
     ):
-        if late_interaction and not hasattr(embedder, "token_vectors"):
-            from embeddings import EmbeddingError
-
-            raise EmbeddingError(
-                f"late interaction needs token vectors, which the {getattr(embedder, 'backend', '')} embedder does not give"
-            )
         self.embedder = embedder
         self.encode_query = encode_query or (lambda query: embedder.encode([query]))
+        # (1, dim) vector and token vectors of a query; default: one model pass
+        # when the embedder offers it and no encode_query (a batching worker) is given.
+        self.encode_query_with_tokens = encode_query_with_tokens or (
+            self._one_pass if encode_query is None and hasattr(embedder, "encode_with_tokens") else self._two_passes
+        )
         self.reranker = reranker
         self.late_interaction = late_interaction
         self._token_cache = _TokenCache()
@@ -124,10 +126,11 @@ class Ranker:
         filters = filters or Filters()
         # Fetch more than k: duplicates are folded and fusion needs depth.
         depth = max(k * 2, FUSION_DEPTH)
-        candidates = self.candidates(query, mode, depth, filters, generation)
-        ranked = ranking.fuse(candidates, mode)
-        if self.late_interaction and mode != "lexical" and ranked:
-            ranked = self._late_interaction(generation, query, mode, ranked, max(2 * k, RERANK_DEPTH), candidates)
+        vector, query_tokens = self._encode(query, mode)
+        candidates = self.candidates(query, mode, depth, filters, generation, vector=vector)
+        if query_tokens is not None:
+            candidates = self._late_and_thread_evidence(generation, query_tokens, candidates)
+        ranked = ranking.fuse(candidates, mode, late=query_tokens is not None)
         if self.reranker is not None:
             ranked = self._rerank(generation, query, ranked[: max(2 * k, RERANK_DEPTH)])
         if filters.min_score is not None:
@@ -158,29 +161,38 @@ class Ranker:
                     return results
         return results
 
-    def _late_interaction(
-        self, generation: Generation, query: str, mode: str, ranked: list[tuple[int, float]], depth: int, candidates: list[Candidate]
-    ) -> list[tuple[int, float]]:
-        """Re-score the fused top ``depth`` with MaxSim as third evidence; the rest follow, below them."""
-        head = ranked[:depth]
-        takes = generation.takes([row_id for row_id, _ in head])
-        evidence = {candidate.row_id: candidate for candidate in candidates}
-        query_tokens = self.embedder.token_vectors([query])[0]
-        calibration = ranking.LATE_INTERACTION
-        if mode == "dense":
-            calibration = dataclasses.replace(calibration, lexical_weight=0.0)
-        rescored = []
-        for row_id, _ in head:
-            take = takes.get(row_id)
-            if take is None:
-                continue
-            late = ranking.maxsim(query_tokens, self._token_cache.get(take.text, self.embedder))
-            rescored.append((row_id, calibration.score(dataclasses.replace(evidence[row_id], late=late))))
-        rescored.sort(key=lambda item: item[1], reverse=True)
-        floor = rescored[-1][1] if rescored else 0.0
-        # Takes past the re-scored head keep their order, scaled under the head's lowest score.
-        tail = [(row_id, min(score, floor) * 0.999) for row_id, score in ranked[depth:]]
-        return rescored + tail
+    def _encode(self, query: str, mode: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The query's vector and, when late interaction applies, its token vectors."""
+        if mode == "lexical":
+            return None, None
+        # Checked per query: the embedder may be swapped after construction (a reload).
+        if not self.late_interaction or not hasattr(self.embedder, "token_vectors"):
+            return self.encode_query(query), None
+        return self.encode_query_with_tokens(query)
+
+    def _one_pass(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+        # The vector is the mean of the token outputs: one forward pass gives both.
+        vector, tokens = self.embedder.encode_with_tokens(query)
+        return vector[None, :], tokens
+
+    def _two_passes(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.encode_query(query), self.embedder.token_vectors([query])[0]
+
+    def _late_and_thread_evidence(
+        self, generation: Generation, query_tokens: np.ndarray, candidates: list[Candidate]
+    ) -> list[Candidate]:
+        """Every candidate with its MaxSim (late) and thread evidence filled in (indexer/ranking.py)."""
+        takes = generation.takes([candidate.row_id for candidate in candidates])
+        present = [candidate for candidate in candidates if candidate.row_id in takes]
+        tokens = self._token_cache.get_many([takes[c.row_id].text for c in present], self.embedder)
+        late = ranking.late_evidence(query_tokens, tokens, generation.mean_direction())
+        thread = ranking.thread_evidence(
+            {c.row_id: c.cosine for c in present}, {c.row_id: takes[c.row_id].thread_id for c in present}
+        )
+        return [
+            dataclasses.replace(candidate, late=float(value), thread=thread[candidate.row_id])
+            for candidate, value in zip(present, late)
+        ]
 
     def _rerank(self, generation: Generation, query: str, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
         """Re-score the fused top with the cross-encoder; its relevance (0 to 1) becomes the score."""
@@ -193,7 +205,8 @@ class Ranker:
 
 
     def candidates(
-        self, query: str, mode: str, depth: int, filters: Filters, generation: Generation, *, centring: float = ranking.CENTRING
+        self, query: str, mode: str, depth: int, filters: Filters, generation: Generation, *, centring: float = ranking.CENTRING,
+        vector: np.ndarray | None = None,
     ) -> list[Candidate]:
         """Each retriever's top ``depth`` for ``query``, with the evidence fusion scores them by.
 
@@ -203,7 +216,8 @@ class Ranker:
         enough to be in the lexical top ``depth``). The dense evidence is the
         cosine less ``centring`` times the take's cosine with the corpus's mean
         direction (indexer/ranking.py, "hubs"): one search with a shifted
-        query vector gives it for every take.
+        query vector gives it for every take. ``vector``: the query's, when
+        already encoded. The late and thread evidence are filled in by search().
         """
         lexical: dict[int, float] = {}
         if mode != "dense":
@@ -215,7 +229,7 @@ class Ranker:
                 lexical = {row_id: score / mass for row_id, score in lexical.items()}
         if mode == "lexical":
             return [Candidate(row_id, 0.0, evidence) for row_id, evidence in lexical.items()]
-        vector = np.ravel(self.encode_query(query))
+        vector = np.ravel(self.encode_query(query) if vector is None else vector)
         if centring:
             vector = vector - centring * generation.mean_direction()
         cosines = dict(generation.nearest(vector, depth, filters))
@@ -225,7 +239,13 @@ class Ranker:
 
 
 class _TokenCache:
-    """Token vectors of recently re-scored takes, by text, within a memory budget (float16)."""
+    """Token vectors of recently scored takes, by text, within a memory budget.
+
+    float32, as MaxSim multiplies them: converting float16 back for every
+    candidate of every query cost as much as the MaxSim itself. A take's
+    tokens are about 55 times its pooled vector (40 KB for 100 words), so the
+    budget holds a few thousand takes; past it the least recently used go.
+    """
 
     BUDGET_BYTES = 256 * 2**20
 
@@ -234,21 +254,28 @@ class _TokenCache:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, text: str, embedder) -> np.ndarray:
+    def get_many(self, texts: Sequence[str], embedder) -> list[np.ndarray]:
+        found: dict[str, np.ndarray] = {}
         with self._lock:
-            cached = self._vectors.pop(text, None)
-            if cached is not None:
-                self._vectors[text] = cached  # most recently used last
-                return cached.astype(np.float32)
-        tokens = embedder.token_vectors([text])[0]
-        stored = tokens.astype(np.float16)
-        with self._lock:
-            self._vectors[text] = stored
-            self._bytes += stored.nbytes
-            while self._bytes > self.BUDGET_BYTES and self._vectors:
-                oldest = next(iter(self._vectors))
-                self._bytes -= self._vectors.pop(oldest).nbytes
-        return tokens
+            for text in texts:
+                cached = self._vectors.pop(text, None)
+                if cached is not None:
+                    self._vectors[text] = cached  # most recently used last
+                    found[text] = cached
+        missing = list(dict.fromkeys(text for text in texts if text not in found))
+        if missing:
+            computed = embedder.token_vectors(missing)
+            with self._lock:
+                for text, tokens in zip(missing, computed):
+                    tokens = np.ascontiguousarray(tokens, dtype=np.float32)
+                    found[text] = tokens
+                    if text not in self._vectors:
+                        self._vectors[text] = tokens
+                        self._bytes += tokens.nbytes
+                while self._bytes > self.BUDGET_BYTES and self._vectors:
+                    oldest = next(iter(self._vectors))
+                    self._bytes -= self._vectors.pop(oldest).nbytes
+        return [found[text] for text in texts]
 
 
 __all__ = ["DEFAULT_K", "DEFAULT_MODE", "MAX_K", "MAX_NEIGHBOURS", "MAX_QUERY_CHARS", "MODES", "Ranker", "query_terms", "validate_query"]

@@ -62,7 +62,7 @@ class Searcher:
         query_encoder: Callable[[str], np.ndarray] | None = None,
         threads: int | None = None,
         reranker=None,
-        late_interaction: bool = False,
+        late_interaction: bool = True,
     ):
         if store is None:
             from indexer.index import EmbeddedStore
@@ -93,7 +93,13 @@ class Searcher:
         """Make ``generation`` the one answering (a new Ranker when the model changed)."""
         generation.mean_direction()  # here, not in the first request after the swap
         if getattr(self, "_ranker", None) is None or self._ranker.embedder is not embedder:
-            ranker = Ranker(embedder, encode_query=self.encode_query, reranker=self.reranker, late_interaction=self.late_interaction)
+            ranker = Ranker(
+                embedder,
+                encode_query=self.encode_query,
+                encode_query_with_tokens=self.encode_query_with_tokens,
+                reranker=self.reranker,
+                late_interaction=self.late_interaction,
+            )
         else:
             ranker = self._ranker
         # Reference assignment is atomic: a request sees one pair or the other.
@@ -151,6 +157,21 @@ class Searcher:
         if self.query_encoder is not None:
             return self.query_encoder(query)
         return self.embedder.encode([query])
+
+    def encode_query_with_tokens(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+        """The query's (1, dim) vector and its token vectors (late interaction).
+
+        One model pass gives both (the vector is the mean of the token outputs),
+        unless a ``query_encoder`` (the server's batching worker, vectors only)
+        is set: then the vector comes from it, as before, and the tokens from a
+        pass of their own.
+        """
+        self._prepare_thread()
+        embedder = self.embedder
+        if self.query_encoder is None and hasattr(embedder, "encode_with_tokens"):
+            vector, tokens = embedder.encode_with_tokens(query)
+            return vector[None, :], tokens
+        return self.encode_query(query), embedder.token_vectors([query])[0]
 
     def search(
         self, query: str, k: int = DEFAULT_K, *, mode: str = DEFAULT_MODE, filters: Filters | None = None, context: int = 0

@@ -59,10 +59,10 @@ class Settings(BaseSettings):
     threads: int = Field(1, ge=0)
     # Encode queries that arrive together in one model call (indexer/query_batching.py).
     query_batching: bool = True
-    # Second stages, off by default (docs/QUALITY.md): a local cross-encoder folder,
-    # and late interaction with the index's own model.
+    # A local cross-encoder folder re-scoring the top takes, off by default; late
+    # interaction with the index's own model, part of the default ranking (docs/QUALITY.md).
     reranker: Path | None = None
-    late_interaction: bool = False
+    late_interaction: bool = True
     # How often the server looks for a new generation written by `takes add`.
     reload_interval: float = Field(1.0, ge=0, allow_inf_nan=False)
     # POST/DELETE /takes are refused unless this is set; clients send it as a bearer token.

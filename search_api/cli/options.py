@@ -91,8 +91,8 @@ late_interaction_option = click.option(
     envvar="TAKES_LATE_INTERACTION",
     default=default("late_interaction"),
     show_default=True,
-    help="Re-score the top takes by token-level similarity with the same model: "
-    "better on paraphrased questions, about twice the time per query once warm (docs/QUALITY.md).",
+    help="Score takes by token-level similarity with the same model too (the default ranking); "
+    "--no-late-interaction: pooled vectors and BM25 only (docs/QUALITY.md).",
 )
 lock_timeout_option = click.option(
     "--lock-timeout",

@@ -115,14 +115,27 @@ def torch_searcher(tmp_path_factory, torch_embedder, seed_takes):
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torch"])
-def test_compute_governance_puts_the_go_after_compute_take_in_the_top_3(request, backend):
-    # The issue asks for both Jun 25, 2023 compute takes in the top 3; the "means of
-    # production (H100s)" take shares no word with the query and MiniLM does not link
-    # it to compute governance (docs/QUALITY.md, "The queries that still miss").
+def test_compute_governance_puts_the_go_after_compute_take_first(request, backend):
+    # The issue asks for both Jun 25, 2023 compute takes in the top 3. The "go after compute"
+    # one is first on both backends (3rd before late interaction was the default). The
+    # "means of production (H100s)" take is 6th-7th: it shares no word with the query, and
+    # MaxSim matches "compute" to its "AI" (docs/QUALITY.md, "The queries that still miss").
     searcher = request.getfixturevalue("searcher" if backend == "onnx" else "torch_searcher")
     top = searcher.search("what about compute governance", 3)
-    assert any(r.take.date == "2023-06-25" and "go after compute in the wrong ways" in r.take.text for r in top)
+    assert top[0].take.date == "2023-06-25" and "go after compute in the wrong ways" in top[0].take.text
     assert all(r.match == "strong" for r in top)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_gpu_clusters_query_ranks_both_answers_first(request, backend):
+    # The first stage alone put "an academic group at Tsinghua" 2nd on the rare word
+    # "academic" (dev nDCG 0.92); its thread is about language models, not academia, and
+    # the thread evidence says so.
+    searcher = request.getfixturevalue("searcher" if backend == "onnx" else "torch_searcher")
+    judged = next(j for j in load_judgments(DATA / "dev_queries.json") if j.query == "GPU clusters for academic research")
+    answers = [key for key, grade in judged.relevant.items() if grade == 2]
+    top = [fold(result.take.text) for result in searcher.search(judged.query, 2)]
+    assert all(any(key in text for text in top) for key in answers), top
 
 
 def test_the_python_api_takes_a_reranker_and_reports_the_signal(seed_index):
@@ -140,18 +153,19 @@ def test_the_python_api_takes_a_reranker_and_reports_the_signal(seed_index):
 
 
 @pytest.fixture(scope="module")
-def late_searcher(seed_index, embedder):
+def first_stage_searcher(seed_index, embedder):
     from indexer.serving import Searcher
 
-    return Searcher(seed_index, embedder=embedder, late_interaction=True)
+    return Searcher(seed_index, embedder=embedder, late_interaction=False)
 
 
-def test_late_interaction_keeps_the_scale_and_the_signal(late_searcher):
+def test_the_first_stage_alone_keeps_the_scale_and_the_signal(first_stage_searcher):
+    assert not first_stage_searcher.late_interaction
     for query in OFFTOPIC:
-        assert all(result.match == "weak" for result in late_searcher.search(query, 10)), query
+        assert all(result.match == "weak" for result in first_stage_searcher.search(query, 10)), query
     for judged in load_judgments(DATA / "dev_queries.json"):
         answers = {key for key, grade in judged.relevant.items() if grade == 2}
-        results = late_searcher.search(judged.query, 10)
+        results = first_stage_searcher.search(judged.query, 10)
         scores = [result.score for result in results]
         assert scores == sorted(scores, reverse=True) and all(0 <= score <= 1 for score in scores)
         for result in results:
@@ -159,9 +173,51 @@ def test_late_interaction_keeps_the_scale_and_the_signal(late_searcher):
                 assert result.match == "strong", (judged.query, result.score)
 
 
-def test_late_interaction_puts_the_go_after_compute_take_first(late_searcher):
-    top = late_searcher.search("what about compute governance", 1)[0]
-    assert top.take.date == "2023-06-25" and "go after compute in the wrong ways" in top.take.text
+def test_the_default_search_uses_late_and_thread_evidence(searcher, first_stage_searcher):
+    assert searcher.late_interaction
+    query = "what about compute governance"
+    default = [(r.take.id, r.score) for r in searcher.search(query, 10)]
+    first = [(r.take.id, r.score) for r in first_stage_searcher.search(query, 10)]
+    assert default != first
+    # Scores come from the full calibration, recomputed here from the evidence.
+    vector, tokens = searcher.embedder.encode_with_tokens(query)
+    generation = searcher.snapshot
+    candidates = searcher.ranker.candidates(query, "hybrid", 50, Filters(), generation, vector=vector[None, :])
+    takes = generation.takes([c.row_id for c in candidates])
+    scored = ranking.fuse(searcher.ranker._late_and_thread_evidence(generation, tokens, candidates), "hybrid")
+    row_of = {take.id: row_id for row_id, take in takes.items()}
+    expected = dict(scored)
+    for take_id, score in default:
+        assert score == pytest.approx(expected[row_of[take_id]])
+
+
+def test_late_evidence_is_maxsim_over_the_query_word_tokens():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    unit = lambda m: m / np.linalg.norm(m, axis=1, keepdims=True)
+    query = unit(rng.standard_normal((6, 8)))
+    takes = [unit(rng.standard_normal((n, 8))) for n in (3, 1, 7)]
+    # The first and last query tokens are the tokenizer's markers ([CLS], [SEP]): left out.
+    np.testing.assert_array_equal(ranking.word_tokens(query), query[1:-1])
+    expected = [ranking.maxsim(query[1:-1], take) for take in takes]
+    np.testing.assert_allclose(ranking.late_evidence(query, takes), expected, rtol=1e-6)
+    assert ranking.late_evidence(query, []).shape == (0,)
+    # Token centring is a shift of the query's tokens by the corpus's mean direction.
+    centroid = unit(rng.standard_normal((1, 8)))[0]
+    shifted = [ranking.maxsim(query[1:-1] - 0.5 * centroid, take) for take in takes]
+    np.testing.assert_allclose(ranking.late_evidence(query, takes, centroid, 0.5), shifted, rtol=1e-6)
+    # A model whose pooled vectors are projected to another dimension: no token-space shift.
+    np.testing.assert_allclose(ranking.late_evidence(query, takes, np.ones(3) / 3**0.5, 0.5), expected, rtol=1e-6)
+
+
+def test_thread_evidence_is_the_best_other_take_of_the_thread():
+    cosines = {1: 0.5, 2: 0.3, 3: 0.2, 4: 0.4, 5: 0.1}
+    threads = {1: "a", 2: "a", 3: "a", 4: "b", 5: "c"}
+    # 1's best mate is 2; 2's and 3's is 1; 4 and 5 have none among the candidates:
+    # the lowest cosine retrieved (5's) stands in for the takes not retrieved.
+    assert ranking.thread_evidence(cosines, threads) == {1: 0.3, 2: 0.5, 3: 0.5, 4: 0.1, 5: 0.1}
+    assert ranking.thread_evidence({}, {}) == {}
 
 
 @pytest.mark.parametrize("fixture", ["embedder", "torch_embedder"])
@@ -178,3 +234,7 @@ def test_token_vectors_are_unit_rows_whose_mean_is_the_take_vector(request, fixt
     pooled = model.encode([text])[0]
     mean = tokens.mean(axis=0)
     assert float(mean @ pooled / np.linalg.norm(mean)) > 0.9
+    # One pass gives both: the query's vector as encode() makes it, and its token vectors.
+    vector, same_tokens = model.encode_with_tokens(text)
+    assert float(vector @ pooled) == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(same_tokens, tokens, atol=1e-5)

@@ -63,9 +63,11 @@ def test_dev_ndcg_floor_and_hybrid_not_far_below_dense(run, seed_index):
     """Ranking cannot silently regress: floors sit just under the measured levels (docs/QUALITY.md)."""
     result = run("eval", DEV_JUDGMENTS, "--json", "--index-dir", seed_index)
     scores = json.loads(result.output)
-    assert scores["dense"]["mean"]["ndcg@10"] >= 0.89
-    assert scores["hybrid"]["mean"]["ndcg@10"] >= 0.91
-    assert scores["hybrid"]["mean"]["ndcg@10"] > scores["dense"]["mean"]["ndcg@10"]
+    assert scores["dense"]["mean"]["ndcg@10"] >= 0.93
+    assert scores["hybrid"]["mean"]["ndcg@10"] >= 0.93
+    # With MaxSim in both modes BM25 adds candidates, not score (its weight fits near 0):
+    # on the dev set the two modes tie at 0.945, within one near-tie of each other.
+    assert scores["hybrid"]["mean"]["ndcg@10"] >= scores["dense"]["mean"]["ndcg@10"] - 0.01
     for hybrid, dense in zip(scores["hybrid"]["queries"], scores["dense"]["queries"]):
         assert hybrid["ndcg"] >= dense["ndcg"] - 0.1, hybrid["query"]
 
