@@ -49,6 +49,7 @@ sleeps, so the test can ``kill -9`` it at exactly that point
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -58,10 +59,13 @@ from indexer import ann
 from indexer.index import reader
 from indexer.index.layout import database_path
 from indexer.index.manifest import Manifest, open_index_database, read_manifest
-from indexer.index.snapshot import Snapshot, inner_products, load_snapshot, nearest
+from indexer.index.snapshot import AllowedRows, Snapshot, inner_products, load_snapshot, nearest
 from indexer.index.writer import IndexWriter, new_takes
 from indexer.models import AuthorSummary, Take, ThreadSummary
 from indexer.storage import Filters
+
+# Filters whose passing rows a generation keeps (each at most 8 bytes a row plus a bitmap of 1 bit a row).
+_ALLOWED_CACHE_SIZE = 16
 
 __all__ = ["EmbeddedGeneration", "EmbeddedStore", "EmbeddedTakes", "IndexWriter", "Manifest", "Snapshot", "load_snapshot"]
 
@@ -140,6 +144,8 @@ class EmbeddedGeneration(EmbeddedTakes):
         self.snapshot = snapshot
         self._mean: np.ndarray | None = None
         self._mean_lock = threading.Lock()
+        self._allowed_cache: OrderedDict[tuple, AllowedRows] = OrderedDict()
+        self._allowed_lock = threading.Lock()
 
     @property
     def faiss_index(self):
@@ -148,10 +154,31 @@ class EmbeddedGeneration(EmbeddedTakes):
     # -- VectorSearch ---------------------------------------------------------
 
     def nearest(self, vector: np.ndarray, depth: int, filters: Filters) -> list[tuple[int, float]]:
-        allowed = reader.allowed_rows(self._connection(), self.generation, filters)
+        allowed = self._allowed(filters)
         if allowed is not None and len(allowed) == 0:
             return []
         return nearest(self.snapshot, vector, depth, allowed)
+
+    def _allowed(self, filters: Filters) -> AllowedRows | None:
+        """The rows passing ``filters``, from a small LRU: a generation never changes, so neither do they.
+
+        Finding half of a million takes in SQL costs far more than the search
+        itself; the same filter over and over (a user paging, a dashboard) pays it once.
+        """
+        if not filters.restricts_rows():
+            return None
+        key = (filters.author, filters.handle, filters.thread_id, filters.since, filters.until)
+        with self._allowed_lock:
+            cached = self._allowed_cache.get(key)
+            if cached is not None:
+                self._allowed_cache.move_to_end(key)
+                return cached
+        allowed = AllowedRows(reader.allowed_rows(self._connection(), self.generation, filters))
+        with self._allowed_lock:
+            self._allowed_cache[key] = allowed
+            while len(self._allowed_cache) > _ALLOWED_CACHE_SIZE:
+                self._allowed_cache.popitem(last=False)
+        return allowed
 
     def inner_products(self, vector: np.ndarray, row_ids: Sequence[int]) -> dict[int, float]:
         return inner_products(self.snapshot, vector, row_ids)

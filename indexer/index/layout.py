@@ -82,6 +82,10 @@ CREATE TABLE IF NOT EXISTS takes (
 CREATE UNIQUE INDEX IF NOT EXISTS takes_live_id ON takes(id) WHERE removed_generation IS NULL;
 CREATE INDEX IF NOT EXISTS takes_live_text_key ON takes(text_key) WHERE removed_generation IS NULL;
 CREATE INDEX IF NOT EXISTS takes_thread ON takes(thread_id, position);
+-- Filters: the author, handle and day expressions reader.filter_sql compares.
+CREATE INDEX IF NOT EXISTS takes_author ON takes(author);
+CREATE INDEX IF NOT EXISTS takes_handle ON takes(lower(handle));
+CREATE INDEX IF NOT EXISTS takes_day ON takes(substr(date, 1, 10));
 CREATE VIRTUAL TABLE IF NOT EXISTS takes_fts USING fts5(
     text, content='takes', content_rowid='row_id', tokenize='porter unicode61 remove_diacritics 2'
 );

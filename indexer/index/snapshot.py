@@ -10,6 +10,7 @@ a server start reuses a trained approximate index saved by an earlier load.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -171,17 +172,100 @@ def _manifest_changed(connection, manifest: Manifest) -> bool:
 # -- vector search over a loaded snapshot ----------------------------------------
 
 
-def nearest(snapshot: Snapshot, vector: np.ndarray, depth: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-    """The ``depth`` stored vectors nearest ``vector`` (among ``allowed`` row ids if given), best first."""
-    import faiss
+# A filter passing at most this many takes is searched exactly over just
+# their vectors: gathering 20k vectors and one matrix product cost a few
+# milliseconds, and an approximate index restricted to so few takes would
+# find fewer than k of them in the lists it probes (docs/PERFORMANCE.md,
+# "Filters at 1M takes").
+EXACT_FILTER_LIMIT = 20_000
+# An IVF search restricted to a filter probes enough lists to meet this many
+# times the depth asked among the passing takes, and probes four times more
+# while fewer than the depth come back.
+_IVF_OVERFETCH = 4
 
+
+class AllowedRows:
+    """The row ids a filter lets through, with the bitmap a FAISS selector reads (built once, kept with the rows)."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = np.ascontiguousarray(rows, dtype=np.int64)
+        self._bitmap: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def selector(self):
+        """A ``faiss.IDSelectorBitmap`` over the rows: one bit test per candidate (IDSelectorBatch hashes)."""
+        import faiss
+
+        if self._bitmap is None:
+            size = int(self.rows.max()) + 1 if len(self.rows) else 1
+            bits = np.zeros(size, dtype=bool)
+            bits[self.rows] = True
+            self._bitmap = np.packbits(bits, bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(self._bitmap), faiss.swig_ptr(self._bitmap))
+        selector.referenced_bitmap = self._bitmap  # FAISS does not copy the bitmap: keep it alive with the selector
+        return selector
+
+
+def nearest(snapshot: Snapshot, vector: np.ndarray, depth: int, allowed: AllowedRows | np.ndarray | None = None) -> list[tuple[int, float]]:
+    """The ``depth`` stored vectors nearest ``vector`` (among ``allowed`` row ids if given), best first.
+
+    With a filter, ``min(depth, len(allowed))`` results come back whatever the
+    index type: exactly over the passing vectors when they are few, else
+    FAISS restricted to them (an IVF index probing more lists as needed).
+    """
     index = snapshot.faiss_index
     if index.ntotal == 0:
         return []
-    selector = faiss.IDSelectorBatch(allowed) if allowed is not None else None
-    params = ann.search_parameters(snapshot.manifest.index_type, selector)
-    scores, ids = index.search(np.atleast_2d(vector).astype(np.float32), min(depth, index.ntotal), params=params)
+    query = np.atleast_2d(vector).astype(np.float32)
+    if allowed is None:
+        params = ann.search_parameters(snapshot.manifest.index_type)
+        return _search(index, query, min(depth, index.ntotal), params)
+    if not isinstance(allowed, AllowedRows):
+        allowed = AllowedRows(allowed)
+    if len(allowed) <= max(EXACT_FILTER_LIMIT, depth):
+        return _exact(index, query, depth, allowed.rows)
+    return _restricted(snapshot, query, min(depth, len(allowed)), allowed)
+
+
+def _search(index, query: np.ndarray, depth: int, params) -> list[tuple[int, float]]:
+    scores, ids = index.search(query, depth, params=params)
     return [(int(row_id), float(score)) for row_id, score in zip(ids[0], scores[0]) if row_id >= 0]
+
+
+def _exact(index, query: np.ndarray, depth: int, rows: np.ndarray) -> list[tuple[int, float]]:
+    """Exact inner products with the vectors of ``rows`` (gathered by id inside FAISS), best ``depth``."""
+    if len(rows) == 0:
+        return []
+    vectors = index.reconstruct_batch(rows)
+    scores = vectors @ query[0]
+    if depth < len(rows):
+        top = np.argpartition(-scores, depth - 1)[:depth]
+    else:
+        top = np.arange(len(rows))
+    # Ties break by row id so the order is the same on every call.
+    top = top[np.lexsort((rows[top], -scores[top]))]
+    return [(int(rows[position]), float(scores[position])) for position in top]
+
+
+def _restricted(snapshot: Snapshot, query: np.ndarray, wanted: int, allowed: AllowedRows) -> list[tuple[int, float]]:
+    """FAISS search restricted to ``allowed``; an IVF index probes more lists until ``wanted`` come back."""
+    import faiss
+
+    index = snapshot.faiss_index
+    params = ann.search_parameters(snapshot.manifest.index_type, allowed.selector())
+    if not isinstance(params, faiss.SearchParametersIVF):
+        return _search(index, query, wanted, params)
+    lists = faiss.extract_index_ivf(index).nlist
+    # The probed lists hold about nprobe/nlist of the passing takes.
+    probes = max(params.nprobe, math.ceil(_IVF_OVERFETCH * wanted * lists / len(allowed)))
+    while True:
+        params.nprobe = min(probes, lists)
+        found = _search(index, query, wanted, params)
+        if len(found) >= wanted or params.nprobe == lists:
+            return found
+        probes *= 4
 
 
 def inner_products(snapshot: Snapshot, vector: np.ndarray, row_ids: Sequence[int]) -> dict[int, float]:
