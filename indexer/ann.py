@@ -12,7 +12,6 @@ cosine because vectors are L2-normalized.
 from __future__ import annotations
 
 import math
-import os
 import re
 
 import numpy as np
@@ -33,28 +32,12 @@ IVF_NPROBE = 16
 _TYPE = re.compile(r"^(flat|hnsw(\d+)|ivf(\d+))$")
 
 
-def threshold() -> int:
-    """Take count from which a new generation is served approximately (``TAKES_ANN_THRESHOLD``)."""
-    raw = os.environ.get("TAKES_ANN_THRESHOLD", "").strip()
-    if not raw:
-        return DEFAULT_THRESHOLD
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        from indexer.errors import TakesError
-
-        raise TakesError(f"TAKES_ANN_THRESHOLD must be a whole number of takes (0 or more), got {raw!r}")
-    return value
-
-
-def index_type_for(count: int) -> str:
+def index_type_for(count: int, threshold: int = DEFAULT_THRESHOLD) -> str:
     """``flat`` below the threshold; above it IVF with about 2*sqrt(count) lists (a power of two).
 
     At 1M takes that is ivf2048: nprobe 16 scans ~0.8% of the vectors.
     """
-    if count < threshold():
+    if count < threshold:
         return "flat"
     lists = 2 ** max(6, round(math.log2(2 * math.sqrt(count))))
     return f"ivf{lists}"
@@ -172,4 +155,4 @@ def search_parameters(index_type: str, selector=None):
     return params
 
 
-__all__ = ["DEFAULT_THRESHOLD", "build_index", "index_type_for", "search_parameters", "threshold"]
+__all__ = ["DEFAULT_THRESHOLD", "build_index", "index_type_for", "search_parameters"]

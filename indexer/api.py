@@ -117,6 +117,7 @@ class Takes:
         notify: Callable[[str], None] | None = None,
         searcher: Searcher | None = None,
         store: Store | None = None,
+        ann_threshold: int | None = None,
     ):
         if isinstance(reranker, (str, Path)):
             from embeddings.reranker import CrossEncoderReranker
@@ -136,6 +137,8 @@ class Takes:
         self.model, self.requested_backend = model, backend
         self.reranker, self.late_interaction = reranker, late_interaction
         self.compute_threads, self.lock_timeout = threads, lock_timeout
+        # None: the embedded store's default (indexer/ann.py DEFAULT_THRESHOLD).
+        self._store_options = {} if ann_threshold is None else {"ann_threshold": ann_threshold}
         self._notify = notify or (lambda line: None)
         self._batch_queries = batch_queries
         self.query_batcher = None
@@ -159,7 +162,7 @@ class Takes:
         if self._store is None:
             from indexer.index import EmbeddedStore
 
-            self._store = EmbeddedStore(self.index_dir)
+            self._store = EmbeddedStore(self.index_dir, **self._store_options)
         return self._store
 
     def _open_searcher(self) -> Searcher:

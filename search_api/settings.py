@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # Threads for torch and FAISS each; one measured best on two cores
     # (docs/PERFORMANCE.md, "Thread settings"). 0 leaves the libraries' defaults.
     threads: int = Field(1, ge=0)
+    # Take count from which a new generation is searched approximately; None: 50,000 (indexer/ann.py).
+    ann_threshold: int | None = Field(None, ge=0)
     # Encode queries that arrive together in one model call (indexer/query_batching.py).
     query_batching: bool = True
     # A local cross-encoder folder re-scoring the top takes, off by default; late
@@ -175,6 +177,7 @@ def open_takes(
         threads=settings.threads,
         batch_queries=batch_queries,
         lock_timeout=settings.lock_timeout,
+        ann_threshold=settings.ann_threshold,
         notify=notify,
         searcher=searcher,
     )

@@ -194,8 +194,9 @@ class EmbeddedGeneration(EmbeddedTakes):
 class EmbeddedStore:
     """An index directory as a ``Store``: generations loaded from it, a writer for the next."""
 
-    def __init__(self, index_dir: Path | str):
+    def __init__(self, index_dir: Path | str, *, ann_threshold: int = ann.DEFAULT_THRESHOLD):
         self.index_dir = Path(index_dir)
+        self.ann_threshold = ann_threshold
         self.location = str(self.index_dir)
         self._connections = reader.ThreadConnections(self.index_dir)
 
@@ -228,7 +229,7 @@ class EmbeddedStore:
         return EmbeddedGeneration(snapshot, self._connections, self.index_dir)
 
     def writer(self, *, lock_timeout: float = 30.0) -> IndexWriter:
-        return IndexWriter(self.index_dir, lock_timeout=lock_timeout)
+        return IndexWriter(self.index_dir, lock_timeout=lock_timeout, ann_threshold=self.ann_threshold)
 
     def new_takes(self, takes: Sequence[Take]) -> list[Take]:
         """Which of ``takes`` an add would store, without the writer lock (a dry run)."""

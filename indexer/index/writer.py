@@ -58,8 +58,17 @@ class IndexWriter(GenerationTransaction, Compaction, Tidying):
     a file that is already indexed never loads the model.
     """
 
-    def __init__(self, index_dir: Path | str, *, lock_timeout: float = 30.0, recover: bool = False):
+    def __init__(
+        self,
+        index_dir: Path | str,
+        *,
+        lock_timeout: float = 30.0,
+        recover: bool = False,
+        ann_threshold: int = ann.DEFAULT_THRESHOLD,
+    ):
         self.index_dir = Path(index_dir)
+        # Take count from which a new generation is served approximately (indexer/ann.py).
+        self.ann_threshold = ann_threshold
         self._lock_handle = None
         self._written: list[Path] = []
         self.recovery: RecoveryReport | None = None
@@ -70,8 +79,6 @@ class IndexWriter(GenerationTransaction, Compaction, Tidying):
             raise not_an_index(self.index_dir, foreign)
         if not os.access(self.index_dir, os.W_OK):
             raise IndexReadOnly(f"{self.index_dir} is read-only: searching works, changes need write access")
-        # A bad setting fails here, before any text is embedded.
-        ann.threshold()
         with translated(self.index_dir, None):
             self._lock_handle = acquire_lock(self.index_dir / LOCK_NAME, lock_timeout)
         try:

@@ -21,12 +21,12 @@ def _clustered_unit_vectors(count: int, dim: int = 384, topics: int = 50, seed: 
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def test_index_type_follows_the_threshold(monkeypatch):
-    monkeypatch.setenv("TAKES_ANN_THRESHOLD", "1000")
-    assert ann.index_type_for(999) == "flat"
-    approximate = ann.index_type_for(1000)
+def test_index_type_follows_the_threshold():
+    assert ann.index_type_for(999, 1000) == "flat"
+    approximate = ann.index_type_for(1000, 1000)
     assert approximate != "flat"
     assert ann.index_type_for(2_000_000) != "flat"
+    assert ann.index_type_for(ann.DEFAULT_THRESHOLD - 1) == "flat"
 
 
 def test_unknown_index_type_is_a_named_error():
@@ -34,15 +34,14 @@ def test_unknown_index_type_is_a_named_error():
         ann.build_index("annoy", 4, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
 
 
-def test_approximate_top_ten_matches_exact_on_5k_vectors(monkeypatch):
-    monkeypatch.setenv("TAKES_ANN_THRESHOLD", "1000")
+def test_approximate_top_ten_matches_exact_on_5k_vectors():
     vectors = _clustered_unit_vectors(5000)
     ids = np.arange(10_000, 15_000, dtype=np.int64)
     rng = np.random.default_rng(1)
     queries = vectors[rng.integers(0, 5000, 200)] + 0.05 * rng.standard_normal((200, 384)).astype(np.float32)
     queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
     exact = ann.build_index("flat", 384, vectors, ids)
-    index_type = ann.index_type_for(len(vectors))
+    index_type = ann.index_type_for(len(vectors), 1000)
     assert index_type != "flat"
     approximate = ann.build_index(index_type, 384, vectors, ids)
     _, truth = exact.search(queries, 10)
@@ -63,15 +62,14 @@ def test_approximate_top_ten_matches_exact_on_5k_vectors(monkeypatch):
 def approximate_index(tmp_path, monkeypatch, embedder, seed_takes):
     from embeddings import DEFAULT_MODEL
 
-    monkeypatch.setenv("TAKES_ANN_THRESHOLD", "10")
-    with IndexWriter(tmp_path / "index") as writer:
+    with IndexWriter(tmp_path / "index", ann_threshold=10) as writer:
         writer.replace_all(seed_takes, embedder, model=DEFAULT_MODEL)
     return tmp_path / "index"
 
 
 def test_manifest_records_the_approximate_type_and_search_agrees_with_exact(approximate_index, embedder, searcher):
     manifest = json.loads((approximate_index / "manifest.json").read_text())
-    assert manifest["index_type"] == ann.index_type_for(manifest["count"]) != "flat"
+    assert manifest["index_type"] == ann.index_type_for(manifest["count"], 10) != "flat"
     assert searcher.manifest.index_type == "flat"
     approximate = Searcher(approximate_index, embedder=embedder)
     assert approximate.stats()["index_type"] == manifest["index_type"]
@@ -116,7 +114,7 @@ def test_the_saved_index_is_brought_up_to_date_or_set_aside(approximate_index, e
 
     _ranking(approximate_index, embedder)  # trains and saves generation 1
     new_take = dataclasses.replace(seed_takes[0], id="new-1", text="Compute thresholds are a blunt but workable lever.")
-    with IndexWriter(approximate_index) as writer:
+    with IndexWriter(approximate_index, ann_threshold=10) as writer:
         writer.add([new_take], embedder, model=DEFAULT_MODEL)
     with caplog.at_level("INFO", logger="indexer.index.snapshot"):
         added = _ranking(approximate_index, embedder)
@@ -125,7 +123,7 @@ def test_the_saved_index_is_brought_up_to_date_or_set_aside(approximate_index, e
     assert added == _ranking(approximate_index, embedder)  # from scratch: the same answers
 
     # A removal is applied to the saved index too: no training again.
-    with IndexWriter(approximate_index) as writer:
+    with IndexWriter(approximate_index, ann_threshold=10) as writer:
         writer.remove([seed_takes[5].id])
     caplog.clear()
     with caplog.at_level("INFO", logger="indexer.index.snapshot"):
@@ -136,7 +134,7 @@ def test_the_saved_index_is_brought_up_to_date_or_set_aside(approximate_index, e
     assert removed == _ranking(approximate_index, embedder)
 
     # A rebuild writes new segments: the saved index no longer applies and is not used.
-    with IndexWriter(approximate_index) as writer:
+    with IndexWriter(approximate_index, ann_threshold=10) as writer:
         writer.rebuild(embedder, model=DEFAULT_MODEL)
     caplog.clear()
     with caplog.at_level("INFO", logger="indexer.index.snapshot"):
@@ -161,7 +159,7 @@ def test_a_served_approximate_index_takes_a_removal_without_a_full_load(approxim
     searcher = Searcher(approximate_index, embedder=embedder)
     served = searcher.snapshot
     gone = searcher.search("what about compute governance", 1, mode="dense")[0].take.id
-    with IndexWriter(approximate_index) as writer:
+    with IndexWriter(approximate_index, ann_threshold=10) as writer:
         writer.remove([gone])
     fresh = load_snapshot(approximate_index)
     # The served generation, minus the removed take, without training: what a refresh does.

@@ -302,8 +302,7 @@ def test_an_unreadable_cache_file_is_ignored_and_rebuilt(index_copy, embedder):
 
 
 def test_random_bytes_in_the_saved_trained_index_are_discarded(index_copy, embedder, monkeypatch):
-    monkeypatch.setenv("TAKES_ANN_THRESHOLD", "10")
-    with IndexWriter(index_copy) as writer:
+    with IndexWriter(index_copy, ann_threshold=10) as writer:
         writer.rebuild(embedder, model=DEFAULT_MODEL)
     assert load_snapshot(index_copy).manifest.index_type.startswith("ivf")
     trained = index_copy / "ann-cache.faiss"
@@ -529,7 +528,7 @@ def test_disk_full_at_every_write_point_of_sqlite_and_the_segments(small_disk, s
 
 def test_a_bad_ann_threshold_is_one_line(index_copy, unroll):
     line = one_line_error(run_takes(index_copy, "add", unroll, TAKES_ANN_THRESHOLD="abc"))
-    assert "TAKES_ANN_THRESHOLD must be a whole number" in line and "'abc'" in line
+    assert "TAKES_ANN_THRESHOLD" in line and "'abc'" in line and "integer" in line
 
 
 def test_rebuild_on_an_empty_index_and_an_empty_database(tmp_path, embedder):

@@ -83,3 +83,23 @@ def test_the_servers_thread_setting_reaches_the_onnx_model(seed_index, monkeypat
     with TestClient(create_app(settings)) as client:
         embedder = client.app.state.takes.searcher.embedder
         assert embedder._runtime._session.get_session_options().intra_op_num_threads == 2
+
+
+def test_the_ann_threshold_comes_from_the_environment_through_settings_to_the_writer(run, tmp_path, unroll):
+    from indexer.index import EmbeddedStore
+
+    index_dir = tmp_path / "index"
+    result = run("add", unroll, "--index-dir", index_dir, TAKES_ANN_THRESHOLD="1")
+    assert result.exit_code == 0, result.output
+    assert EmbeddedStore(index_dir).committed_info().index_type.startswith("ivf")
+    result = run("add", unroll, "--index-dir", tmp_path / "exact")
+    assert result.exit_code == 0, result.output
+    assert EmbeddedStore(tmp_path / "exact").committed_info().index_type == "flat"
+
+
+def test_a_threshold_set_in_code_reaches_the_writer(tmp_path, unroll):
+    from indexer.index import EmbeddedStore
+    from search_api.settings import open_takes
+
+    open_takes(Settings(index_dir=tmp_path / "index", ann_threshold=1)).add(unroll)
+    assert EmbeddedStore(tmp_path / "index").committed_info().index_type.startswith("ivf")
