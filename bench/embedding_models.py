@@ -17,7 +17,7 @@ import time
 
 from bench.common import machine
 from embeddings import DEFAULT_MODEL, load_embedder
-from embeddings.base import threads_from_environment
+from search_api.settings import Settings
 from indexer.openmp import limit_threads
 
 QUERIES = [
@@ -42,7 +42,7 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
 
 
 def measure(specs: list[str], rounds: int) -> dict:
-    limit_threads(threads_from_environment())
+    limit_threads(Settings().threads)
     embedders = {}
     for spec in specs:
         model, backend, cache_dir = parse_spec(spec)
@@ -50,7 +50,7 @@ def measure(specs: list[str], rounds: int) -> dict:
         embedders[spec] = load_embedder(model, backend, cache_dir=cache_dir)
         print(f"loaded {spec} in {time.perf_counter() - started:.1f}s (dim {embedders[spec].dim})", flush=True)
     # torch may have been imported by a later load: apply the thread limit again.
-    limit_threads(threads_from_environment())
+    limit_threads(Settings().threads)
     timings: dict[str, list[float]] = {spec: [] for spec in specs}
     # CPU seconds too: on shared cores the wall clock also counts waiting for a core.
     cpu_timings: dict[str, list[float]] = {spec: [] for spec in specs}

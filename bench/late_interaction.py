@@ -32,7 +32,7 @@ import numpy as np
 from bench.common import machine
 from bench.fixtures import DEV_JUDGMENTS, bench_dir, build_seed_index, seed_takes
 from embeddings import DEFAULT_BACKEND, DEFAULT_MODEL
-from embeddings.base import threads_from_environment
+from search_api.settings import Settings
 from embeddings.sentence_transformer import _load_sentence_transformer
 from indexer.evaluation import Judged, load_judgments, score_ranking
 from indexer.serving import Searcher
@@ -98,7 +98,7 @@ def run(judgments: list[Judged], index_dir: Path, first_stage_mode: str = "dense
     """Score every (variant, weight) on every query, and the cross-validated blend."""
     searcher = Searcher(index_dir)
     model = _load_sentence_transformer(DEFAULT_MODEL)
-    limit_threads(threads_from_environment())
+    limit_threads(Settings().threads)
     # numpy's BLAS too: its second thread only waits for a core on a shared machine.
     from threadpoolctl import threadpool_limits
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.common import machine
 from bench.fixtures import DEV_JUDGMENTS, bench_dir, build_seed_index
 from embeddings import DEFAULT_BACKEND, resolve_model_path
-from embeddings.base import threads_from_environment
+from search_api.settings import Settings
 from embeddings.reranker import CrossEncoderReranker
 from indexer.evaluation import load_judgments, mean, score_ranking
 from indexer.serving import Searcher
@@ -46,7 +46,7 @@ def run(reranker_path: Path, judgments_path: Path, index_dir: Path, repeats: int
     judgments = load_judgments(judgments_path)
     searcher = Searcher(index_dir)
     reranker = CrossEncoderReranker(reranker_path)
-    limit_threads(threads_from_environment())  # torch is loaded now: one thread, as the product runs
+    limit_threads(Settings().threads)  # torch is loaded now: one thread, as the product runs
     depth = max(DEPTHS)
     first_stage = {j.query: [r.take.text for r in searcher.search(j.query, k=depth, mode="dense")] for j in judgments}
     rows = {"dense": [score_ranking(j, first_stage[j.query]) for j in judgments]}

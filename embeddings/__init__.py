@@ -69,12 +69,12 @@ def load_embedder(
         name: the default model, a sentence-transformers model name, or a local folder.
         backend: ``onnx`` (int8-quantized ONNX Runtime, the default) or ``torch`` (fp32).
         cache_dir: where a derived model (the quantized ONNX export) is kept.
-        threads: ONNX Runtime's intra-op threads (0: its default); None: ``TAKES_THREADS`` or 1.
+        threads: ONNX Runtime's intra-op threads (0: its default); None: 1, measured best on two cores.
     """
-    from embeddings.base import threads_from_environment
+    from embeddings.base import DEFAULT_THREADS
 
     # Resolved before the cache: "not said" and the count it means are one model.
-    return _load_embedder(name, backend, cache_dir, threads_from_environment() if threads is None else threads)
+    return _load_embedder(name, backend, cache_dir, DEFAULT_THREADS if threads is None else threads)
 
 
 @functools.lru_cache(maxsize=4)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
@@ -32,24 +31,6 @@ class ProjectError(Exception):
 
 class EmbeddingError(ProjectError):
     """A model could not be created or used; the message says what to do."""
-
-
-def threads_from_environment() -> int:
-    """``TAKES_THREADS``, or the measured default; 0 leaves each library its own default.
-
-    Only for callers that pass no thread count (scripts, benchmarks); the
-    server and the CLI pass ``Settings.threads`` down instead.
-    """
-    value = os.environ.get("TAKES_THREADS", "").strip()
-    if not value:
-        return DEFAULT_THREADS
-    try:
-        threads = int(value)
-    except ValueError:
-        threads = -1
-    if threads < 0:
-        raise EmbeddingError(f"TAKES_THREADS must be a whole number (0 for the libraries' defaults), not {value!r}")
-    return threads
 
 
 @runtime_checkable

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from embeddings.base import EmbeddingError, threads_from_environment
+from embeddings.base import DEFAULT_THREADS, EmbeddingError
 from embeddings.sentence_transformer import _load_sentence_transformer
 
 logger = logging.getLogger(__name__)
@@ -605,7 +605,7 @@ class OnnxEmbedder:
             )
         session_options = onnxruntime.SessionOptions()
         # 0 (TAKES_THREADS=0) is ONNX Runtime's own default.
-        session_options.intra_op_num_threads = threads_from_environment() if threads is None else threads
+        session_options.intra_op_num_threads = DEFAULT_THREADS if threads is None else threads
         session_options.inter_op_num_threads = 1
         # How many texts went through the model: lets tests and `takes add`
         # prove that cached or duplicate takes were not embedded again.

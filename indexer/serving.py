@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from embeddings import Embedder, load_embedder
-from embeddings.base import threads_from_environment
+from embeddings.base import DEFAULT_THREADS
 from indexer.api import choose_model
 from indexer.models import AuthorSummary, SearchResult, Take, ThreadSummary
 from indexer.openmp import limit_threads
@@ -47,7 +47,7 @@ class Searcher:
             batching worker); None: the embedder directly.
         threads: FAISS and torch threads per searching thread, applied in each
             thread before its first query (OpenMP's count belongs to the
-            calling thread). None: TAKES_THREADS or 1; 0: the libraries' defaults.
+            calling thread). None: 1 (Settings.threads reads TAKES_THREADS); 0: the libraries' defaults.
         reranker, late_interaction: second stages (``indexer.search.Ranker``).
     """
 
@@ -70,7 +70,7 @@ class Searcher:
             store = EmbeddedStore(index_dir)
         self.store = store
         self.index_dir = Path(index_dir) if index_dir is not None else getattr(store, "index_dir", None)
-        self.threads = threads_from_environment() if threads is None else threads
+        self.threads = DEFAULT_THREADS if threads is None else threads
         self.query_encoder = query_encoder
         self.reranker, self.late_interaction = reranker, late_interaction
         self._local = threading.local()

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
 from embeddings import DEFAULT_MODEL, EmbeddingError, resolve_model_path  # noqa: E402
-from embeddings.base import Embedder, threads_from_environment  # noqa: E402
+from embeddings.base import Embedder  # noqa: E402
 from embeddings.onnx import (  # noqa: E402
     MANIFEST_NAME,
     OnnxEmbedder,
@@ -182,15 +182,18 @@ def test_quantization_config_follows_the_cpu():
 
 
 def test_thread_count_comes_from_the_environment(monkeypatch):
-    assert threads_from_environment() == 1
+    from search_api.settings import Settings, SettingsError
+
+    monkeypatch.delenv("TAKES_THREADS", raising=False)
+    assert Settings().threads == 1
     monkeypatch.setenv("TAKES_THREADS", "2")
-    assert threads_from_environment() == 2
+    assert Settings().threads == 2
     monkeypatch.setenv("TAKES_THREADS", "0")  # the libraries' own defaults
-    assert threads_from_environment() == 0
+    assert Settings().threads == 0
     for bad in ("many", "-1"):
         monkeypatch.setenv("TAKES_THREADS", bad)
-        with pytest.raises(EmbeddingError, match="TAKES_THREADS"):
-            threads_from_environment()
+        with pytest.raises(SettingsError, match="TAKES_THREADS"):
+            Settings()
 
 
 def test_the_lean_runtime_matches_sentence_transformers_own_onnx_path(onnx_embedder, onnx_cache, seed_texts, monkeypatch):
