@@ -91,7 +91,8 @@ def _fill_embedded_cache(index_dir: Path, takes: Sequence[Take], vectors: np.nda
 
 def _target_holds(target: str | Path) -> int:
     """How many takes ``target`` already holds (0 when it is new or empty)."""
-    from indexer.postgres.store import PostgresStore, is_database_url
+    from indexer.postgres.connection import is_database_url
+    from indexer.postgres.store import PostgresStore
 
     if is_database_url(str(target)):
         store = PostgresStore(str(target))
@@ -117,7 +118,8 @@ def copy_corpus(source: str | Path, target: str | Path, *, replace: bool = False
 
     A target that already holds takes is replaced only with ``replace``.
     """
-    from indexer.postgres.store import PostgresStore, is_database_url, redact
+    from indexer.postgres.connection import is_database_url, redact
+    from indexer.postgres.store import PostgresStore
 
     if str(source) == str(target):
         raise TakesError(f"--from and --to are the same ({redact(str(source))}): nothing was copied")

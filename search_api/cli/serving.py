@@ -120,7 +120,7 @@ def serve(host, port, index_dir, model, backend, token_file, reranker, late_inte
 def _location(settings) -> str:
     """Where the served corpus lives, for the start-up line: the folder, or the database URL without its password."""
     if settings.database_url is not None and settings.database_url.get_secret_value():
-        from indexer.postgres.store import redact
+        from indexer.postgres.connection import redact
 
         return redact(settings.database_url.get_secret_value())
     return str(settings.index_dir)

@@ -102,15 +102,15 @@ def test_each_commit_notifies_listeners(seeded, embedder):
 
 def test_a_filter_just_past_the_exact_scan_limit_still_fills_the_depth(database_url, embedder, monkeypatch):
     """The approximate path with a filter: HNSW's iterative scan keeps going until the depth is filled."""
-    from indexer.postgres import store as store_module
+    from indexer.postgres import generation as generation_module
     from tests.indexer.test_store_contract import new_take
 
     takes = [new_take(n, thread="even" if n % 2 else "odd") for n in range(1, 81)]
     store = PostgresStore(database_url)
     with store.writer() as writer:
         writer.replace_all(takes, embedder, model=DEFAULT_MODEL)
-    monkeypatch.setattr(store_module, "EXACT_SCAN_LIMIT", 5)
-    monkeypatch.setattr(store_module, "MIN_EF_SEARCH", 10)
+    monkeypatch.setattr(generation_module, "EXACT_SCAN_LIMIT", 5)
+    monkeypatch.setattr(generation_module, "MIN_EF_SEARCH", 10)
     generation = store.load()
     vector = embedder.encode(["auditors for frontier AI"])[0]
     found = generation.takes([row for row, _ in generation.nearest(vector, 30, Filters(thread_id="odd"))])

@@ -1,0 +1,356 @@
+"""The read side of the shared store: one generation's takes, BM25 over its text, its nearest vectors."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from indexer.errors import ModelMismatch, TakeNotFound
+from indexer.models import AuthorSummary, Take, ThreadSummary, first_words
+from indexer.postgres.corpus import COLUMNS, CorpusRow, filter_sql, take_from_row, visible
+from indexer.storage import Filters
+
+if TYPE_CHECKING:
+    from indexer.postgres.store import PostgresStore
+
+# BM25 as FTS5 computes it (indexer/ranking.py divides by the idf mass).
+BM25_K1 = 1.2
+BM25_B = 0.75
+
+# A filter passed by at most this many takes is answered by an exact scan of
+# them (cheaper and exact); a broader one by the HNSW index with iterative
+# scan, which keeps walking the graph until enough takes pass the filter.
+EXACT_SCAN_LIMIT = 2000
+# Candidates HNSW keeps while walking (pgvector's ef_search): at least twice
+# what is asked, so recall at the fusion depth stays near exact.
+MIN_EF_SEARCH = 100
+
+
+class PostgresGeneration:
+    """One generation of the corpus for reading (``Generation``); every query names its number."""
+
+    def __init__(self, store: PostgresStore, info: CorpusRow):
+        self.store = store
+        self.info = info
+        self._document_counts: dict[str, int] = {}
+        self._lexemes: dict[str, tuple[str, ...]] = {}
+        self._mean: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def generation(self) -> int:
+        return self.info.generation
+
+    @property
+    def manifest(self) -> CorpusRow:
+        return self.info
+
+    def _visible(self) -> tuple[str, list]:
+        return visible(self.info.generation)
+
+    # -- TakeLookup ---------------------------------------------------------------
+
+    def takes(self, row_ids: Sequence[int]) -> dict[int, Take]:
+        if not row_ids:
+            return {}
+        clause, params = self._visible()
+        with self.store.reading() as connection:
+            rows = connection.execute(
+                f"SELECT row_id, {COLUMNS} FROM takes WHERE row_id = ANY(%s) AND {clause}",
+                [list(map(int, row_ids)), *params],
+            ).fetchall()
+        return {row[0]: take_from_row(row[1:]) for row in rows}
+
+    def take(self, take_id: str) -> Take:
+        clause, params = self._visible()
+        with self.store.reading() as connection:
+            row = connection.execute(f"SELECT {COLUMNS} FROM takes WHERE id = %s AND {clause}", [take_id, *params]).fetchone()
+        if row is None:
+            raise TakeNotFound(f"no take with id {take_id!r}")
+        return take_from_row(row)
+
+    def thread(self, thread_id: str) -> list[Take]:
+        clause, params = self._visible()
+        with self.store.reading() as connection:
+            rows = connection.execute(
+                f"SELECT {COLUMNS} FROM takes WHERE thread_id = %s AND {clause} ORDER BY position, row_id",
+                [thread_id, *params],
+            ).fetchall()
+        if not rows:
+            raise TakeNotFound(f"no thread with id {thread_id!r}")
+        return [take_from_row(row) for row in rows]
+
+    def neighbours(self, take: Take, size: int) -> tuple[tuple[Take, ...], tuple[Take, ...]]:
+        if size <= 0:
+            return (), ()
+        clause, params = self._visible()
+        with self.store.reading() as connection:
+            before = connection.execute(
+                f"SELECT {COLUMNS} FROM takes WHERE thread_id = %s AND position < %s AND {clause} "
+                f"ORDER BY position DESC LIMIT %s",
+                [take.thread_id, take.position, *params, size],
+            ).fetchall()
+            after = connection.execute(
+                f"SELECT {COLUMNS} FROM takes WHERE thread_id = %s AND position > %s AND {clause} "
+                f"ORDER BY position LIMIT %s",
+                [take.thread_id, take.position, *params, size],
+            ).fetchall()
+        return tuple(take_from_row(row) for row in reversed(before)), tuple(take_from_row(row) for row in after)
+
+    def _term_lexemes(self, connection, terms: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """Each term's lexemes, as the text search indexes words (usually one: its stem)."""
+        missing = [term for term in dict.fromkeys(terms) if term not in self._lexemes]
+        if missing:
+            rows = connection.execute(
+                "SELECT term, array(SELECT lexeme FROM unnest(takes_document(term)) ORDER BY lexeme) "
+                "FROM unnest(%s::text[]) AS term",
+                [missing],
+            ).fetchall()
+            with self._lock:
+                for term, lexemes in rows:
+                    self._lexemes[term] = tuple(lexemes)
+        return {term: self._lexemes[term] for term in terms}
+
+    def _posting_visible(self) -> tuple[str, list]:
+        """SQL condition for postings of takes in this generation (postings are never changed)."""
+        generation = self.info.generation
+        return (
+            "p.added_generation <= %s AND NOT EXISTS (SELECT 1 FROM takes r WHERE r.row_id = p.row_id "
+            "AND r.removed_generation IS NOT NULL AND r.removed_generation <= %s)",
+            [generation, generation],
+        )
+
+    def _counts(self, connection, lexemes: Sequence[str]) -> dict[str, int]:
+        """How many takes of the generation hold each lexeme (from the postings, for the missing ones)."""
+        missing = [lexeme for lexeme in dict.fromkeys(lexemes) if lexeme not in self._document_counts]
+        if missing:
+            clause, params = self._posting_visible()
+            found = dict(
+                connection.execute(
+                    f"SELECT p.lexeme, count(*) FROM takes_postings p WHERE p.lexeme = ANY(%s) AND {clause} GROUP BY p.lexeme",
+                    [missing, *params],
+                ).fetchall()
+            )
+            with self._lock:
+                if len(self._document_counts) > 10_000:
+                    self._document_counts.clear()
+                self._document_counts.update({lexeme: found.get(lexeme, 0) for lexeme in missing})
+        return {lexeme: self._document_counts[lexeme] for lexeme in lexemes}
+
+    def document_counts(self, terms: Sequence[str]) -> list[int]:
+        if not terms:
+            return []
+        with self.store.reading() as connection:
+            lexemes = self._term_lexemes(connection, terms)
+            counts = self._counts(connection, [lexeme for values in lexemes.values() for lexeme in values])
+        # A term the text search splits ("gpt_4") counts as its rarest part.
+        return [min((counts[lexeme] for lexeme in lexemes[term]), default=0) for term in terms]
+
+    def lexical(self, terms: Sequence[str], depth: int, filters: Filters) -> list[tuple[int, float]]:
+        """BM25 computed in SQL from term frequencies and document lengths, as FTS5's bm25() does.
+
+        (ts_rank is not BM25: it has no idf and a different length norm, and
+        the calibrated scores of indexer/ranking.py assume BM25.) The postings
+        give each matching take's counts; with filters, only the takes passing
+        them are scored.
+        """
+        if not terms or self.info.count == 0:
+            return []
+        from indexer.ranking import idf
+
+        with self.store.reading() as connection:
+            lexemes = sorted({lexeme for values in self._term_lexemes(connection, terms).values() for lexeme in values})
+            if not lexemes:
+                return []
+            counts = self._counts(connection, lexemes)
+            idfs = [idf(self.info.count, counts[lexeme]) for lexeme in lexemes]
+            clause, params = self._posting_visible()
+            passing, join, passing_params = "", "", []
+            if filters.restricts_rows():
+                # The takes passing the filters first, once: joining them to the
+                # postings by row id costs what they number (a correlated check
+                # per posting cost a row lookup for every take holding a common word).
+                visible_clause, visible_params = self._visible()
+                filter_clause, filter_params = filter_sql(filters)
+                passing = f"WITH passing AS MATERIALIZED (SELECT takes.row_id FROM takes WHERE {visible_clause} AND {filter_clause})"
+                join = "JOIN passing ON passing.row_id = p.row_id"
+                passing_params = [*visible_params, *filter_params]
+            rows = connection.execute(
+                f"""{passing}
+                    SELECT p.row_id,
+                           sum(q.idf * p.tf * {BM25_K1 + 1} / (p.tf + {BM25_K1} * ({1 - BM25_B} + {BM25_B} * p.length / %s))) AS score
+                    FROM unnest(%s::text[], %s::float8[]) AS q(lexeme, idf)
+                    JOIN takes_postings p ON p.lexeme = q.lexeme {join}
+                    WHERE {clause}
+                    GROUP BY p.row_id ORDER BY score DESC, p.row_id LIMIT %s""",
+                [*passing_params, self.info.average_length, lexemes, idfs, *params, depth],
+            ).fetchall()
+        return [(int(row_id), float(score)) for row_id, score in rows]
+
+    def authors(self) -> list[AuthorSummary]:
+        clause, params = self._visible()
+        with self.store.reading() as connection:
+            rows = connection.execute(
+                f"""SELECT min(author), min(handle), count(*), count(DISTINCT thread_id) FROM takes WHERE {clause}
+                    GROUP BY lower(coalesce(author, '')), lower(coalesce(handle, ''))
+                    ORDER BY count(*) DESC, lower(coalesce(min(author), min(handle), '')) COLLATE "C" """,
+                params,
+            ).fetchall()
+        return [AuthorSummary(author, handle, takes, threads) for author, handle, takes, threads in rows]
+
+    def threads(self, filters: Filters) -> list[ThreadSummary]:
+        clause, params = self._visible()
+        filter_clause, filter_params = filter_sql(filters or Filters())
+        # The first take passing the filters stands for its thread, as in the embedded store.
+        with self.store.reading() as connection:
+            rows = connection.execute(
+                f"""WITH passing AS (SELECT row_id, thread_id, author, handle, date, text, position, thread_size
+                                 FROM takes WHERE {clause} AND {filter_clause}),
+                         firsts AS (SELECT DISTINCT ON (thread_id) thread_id, author, handle, date, text
+                                    FROM passing ORDER BY thread_id, position, row_id),
+                         sizes AS (SELECT thread_id, count(*) AS takes, max(thread_size) AS size FROM passing GROUP BY thread_id)
+                    SELECT firsts.thread_id, author, handle, date, sizes.takes, sizes.size, text
+                    FROM firsts JOIN sizes USING (thread_id)
+                    ORDER BY date COLLATE "C" DESC NULLS LAST, firsts.thread_id COLLATE "C" """,
+                [*params, *filter_params],
+            ).fetchall()
+        return [
+            ThreadSummary(thread_id, author, handle, day, takes, size, first_words(text))
+            for thread_id, author, handle, day, takes, size, text in rows
+        ]
+
+    def texts(self, limit: int) -> list[str]:
+        """Up to ``limit`` texts of the generation (word statistics for the search page)."""
+        clause, params = self._visible()
+        with self.store.reading() as connection:
+            return [row[0] for row in connection.execute(f"SELECT text FROM takes WHERE {clause} ORDER BY row_id LIMIT %s", [*params, limit])]
+
+    def stats(self) -> dict:
+        clause, params = self._visible()
+        with self.store.reading() as connection:
+            threads = connection.execute(f"SELECT count(DISTINCT thread_id) FROM takes WHERE {clause}", params).fetchone()[0]
+            sizes = connection.execute(
+                """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)
+                   FROM pg_class c WHERE c.relname IN ('takes', 'takes_corpus') AND c.relkind = 'r'"""
+            ).fetchone()[0]
+            removed = connection.execute(
+                "SELECT count(*) FROM takes WHERE removed_generation IS NOT NULL"
+            ).fetchone()[0]
+            stored = connection.execute("SELECT count(*) FROM takes").fetchone()[0]
+            dead = connection.execute(
+                "SELECT coalesce(n_dead_tup, 0) FROM pg_stat_user_tables WHERE relname = 'takes'"
+            ).fetchone()
+        per_row = sizes / max(stored, 1)
+        return {
+            "takes": self.info.count,
+            "threads": threads,
+            "model": self.info.model,
+            "dim": self.info.dim,
+            "index_bytes": int(sizes),
+            "reclaimable_bytes": int(per_row * (removed + (dead[0] if dead else 0))),
+            "index_type": self.info.index_type,
+            "generation": self.info.generation,
+            "backend": self.info.backend,
+        }
+
+    # -- VectorSearch -------------------------------------------------------------
+
+    def nearest(self, vector: np.ndarray, depth: int, filters: Filters) -> list[tuple[int, float]]:
+        """Filters and vector search in one SQL statement; exact when few takes pass the filters."""
+        if self.info.count == 0 or depth <= 0:
+            return []
+        query = np.ascontiguousarray(np.ravel(vector), dtype=np.float32)
+        if len(query) != self.info.dim:
+            raise ModelMismatch(self.info.model, self.info.dim, self.info.model, len(query))
+        dim = int(self.info.dim)
+        clause, params = self._visible()
+        filter_clause, filter_params = filter_sql(filters)
+        # Every take visible in a generation has its dimension; the HNSW index is
+        # partial on it, so the approximate query names it (reading each row's
+        # vector to check it would slow the scans below: not there).
+        where = f"{clause} AND {filter_clause}"
+        indexed = f"vector_dims(takes.embedding) = {dim} AND {where}"
+        from pgvector import Vector
+
+        query_value = Vector(query)
+        with self.store.reading("search") as connection:
+            exact = False
+            if filters.restricts_rows():
+                passing = connection.execute(
+                    f"SELECT count(*) FROM (SELECT 1 FROM takes WHERE {where} LIMIT {EXACT_SCAN_LIMIT + 1}) AS passing",
+                    [*params, *filter_params],
+                ).fetchone()[0]
+                if passing == 0:
+                    return []
+                exact = passing <= EXACT_SCAN_LIMIT
+            rows = [] if exact else self._approximate(connection, query_value, dim, indexed, [*params, *filter_params], depth)
+            wanted = min(depth, self.info.count)
+            if exact or len(rows) < wanted:
+                # Ordering by the float32 distance (no index on it) is an exact scan of the passing takes.
+                rows = connection.execute(
+                    f"""SELECT row_id, -(embedding <#> %s) AS score FROM takes WHERE {where}
+                        ORDER BY embedding <#> %s, row_id LIMIT %s""",
+                    [query_value, *params, *filter_params, query_value, depth],
+                ).fetchall()
+        return [(int(row_id), float(score)) for row_id, score in rows]
+
+    def _approximate(self, connection, query_value, dim: int, where: str, params: list, depth: int):
+        self.store.set_ef_search(connection, min(max(MIN_EF_SEARCH, 2 * depth), 1000))
+        # relaxed_order iterative scan: HNSW keeps walking until ``depth`` rows
+        # pass the WHERE; the outer ORDER BY restores exact order by the float32 score.
+        return connection.execute(
+            f"""WITH nearest AS MATERIALIZED (
+                    SELECT row_id, embedding FROM takes WHERE {where}
+                    ORDER BY embedding::halfvec({dim}) <#> %s::halfvec({dim}) LIMIT %s)
+                SELECT row_id, -(embedding <#> %s) AS score FROM nearest ORDER BY score DESC, row_id""",
+            [*params, query_value, depth, query_value],
+        ).fetchall()
+
+    def inner_products(self, vector: np.ndarray, row_ids: Sequence[int]) -> dict[int, float]:
+        if not row_ids:
+            return {}
+        from pgvector import Vector
+
+        query = Vector(np.ascontiguousarray(np.ravel(vector), dtype=np.float32))
+        with self.store.reading("search") as connection:
+            rows = connection.execute(
+                "SELECT row_id, -(embedding <#> %s) FROM takes WHERE row_id = ANY(%s)", [query, list(map(int, row_ids))]
+            ).fetchall()
+        return {int(row_id): float(score) for row_id, score in rows}
+
+    def mean_direction(self) -> np.ndarray:
+        if self._mean is not None:
+            return self._mean
+        clause, params = self._visible()
+        with self.store.reading("search") as connection:
+            row = connection.execute(
+                f"SELECT avg(embedding) FROM takes WHERE vector_dims(embedding) = {int(self.info.dim)} AND {clause}", params
+            ).fetchone()
+        mean = np.zeros(self.info.dim, np.float32) if row[0] is None else np.asarray(row[0].to_numpy(), dtype=np.float32)
+        norm = float(np.linalg.norm(mean))
+        self._mean = mean / norm if norm > 0 else mean
+        return self._mean
+
+    def vectors(self, row_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored float32 vectors of these takes (``takes copy`` moves them as they are)."""
+        with self.store.reading() as connection:
+            rows = connection.execute(
+                "SELECT row_id, embedding FROM takes WHERE row_id = ANY(%s)", [list(map(int, row_ids))]
+            ).fetchall()
+        return {int(row_id): np.asarray(embedding.to_numpy(), dtype=np.float32) for row_id, embedding in rows}
+
+    def row_ids(self) -> list[int]:
+        """Every row id of the generation, in insertion order."""
+        clause, params = self._visible()
+        with self.store.reading() as connection:
+            return [row[0] for row in connection.execute(f"SELECT row_id FROM takes WHERE {clause} ORDER BY row_id", params)]
+
+
+def _tsquery(lexemes: Sequence[str]) -> str:
+    """A tsquery matching any of ``lexemes``, each quoted: words are data, never query syntax."""
+    return " | ".join("'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'" for lexeme in lexemes)
+
+
+# -- writing ------------------------------------------------------------------------
