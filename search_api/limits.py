@@ -150,79 +150,87 @@ class RequestGuard:
         await self.app(scope, replaying, send)
 
 
+class _ProtocolGuards:
+    """The header deadline and the connection cap, mixed in before uvicorn's protocol class."""
+
+    _header_timeout: float
+    _max_connections: int
+    _head_deadline: asyncio.TimerHandle | None = None
+    _idle_since = 0.0
+    _head_bytes = 0
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._idle_since = self.loop.time()
+        self._arm_head_deadline()
+        self._make_room()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._serving():
+            self._disarm_head_deadline()
+            self._head_bytes = 0
+            return
+        # A partial head: the deadline counts from its first byte, not
+        # the last, so a byte every few seconds does not keep it open.
+        self._arm_head_deadline()
+        # httptools sets no size limit on a head (h11 stops at 16 kB).
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+            self.transport.close()
+
+    def on_response_complete(self) -> None:
+        self._idle_since = self.loop.time()
+        super().on_response_complete()
+
+    def connection_lost(self, exc) -> None:
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
+
+    def _serving(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _arm_head_deadline(self) -> None:
+        if self._head_deadline is None:
+            self._head_deadline = self.loop.call_later(self._header_timeout, self._head_too_slow)
+
+    def _disarm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if not self._serving() and not self.transport.is_closing():
+            self.transport.close()
+
+    def _make_room(self) -> None:
+        # uvicorn's own limit_concurrency answers 503 to every new request
+        # once idle sockets fill it; closing the longest-idle connections
+        # instead keeps the server reachable and its descriptors bounded.
+        excess = len(self.connections) - self._max_connections
+        if excess <= 0:
+            return
+        idle = sorted(
+            (connection for connection in self.connections if connection is not self and not connection._serving()),
+            key=lambda connection: connection._idle_since,
+        )
+        for connection in idle[:excess]:
+            self.connections.discard(connection)
+            connection.transport.close()
+        if len(idle) < excess:
+            # Every other connection is mid-request: this one waits its turn elsewhere.
+            self.connections.discard(self)
+            self.transport.close()
+
+
 def guarded_protocol(settings: Settings, base: type | None = None) -> type:
     """uvicorn's HTTP protocol class (httptools, else h11) with a header deadline and a connection cap."""
     if base is None:
         from uvicorn.protocols.http.auto import AutoHTTPProtocol as base
-    header_timeout, max_connections = settings.header_timeout, settings.max_connections
 
-    class GuardedProtocol(base):  # type: ignore[misc, valid-type]
-        _head_deadline: asyncio.TimerHandle | None = None
-        _idle_since = 0.0
-        _head_bytes = 0
-
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self._idle_since = self.loop.time()
-            self._arm_head_deadline()
-            self._make_room()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self._serving():
-                self._disarm_head_deadline()
-                self._head_bytes = 0
-                return
-            # A partial head: the deadline counts from its first byte, not
-            # the last, so a byte every few seconds does not keep it open.
-            self._arm_head_deadline()
-            # httptools sets no size limit on a head (h11 stops at 16 kB).
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-                self.transport.close()
-
-        def on_response_complete(self) -> None:
-            self._idle_since = self.loop.time()
-            super().on_response_complete()
-
-        def connection_lost(self, exc) -> None:
-            self._disarm_head_deadline()
-            super().connection_lost(exc)
-
-        def _serving(self) -> bool:
-            return self.cycle is not None and not self.cycle.response_complete
-
-        def _arm_head_deadline(self) -> None:
-            if self._head_deadline is None:
-                self._head_deadline = self.loop.call_later(header_timeout, self._head_too_slow)
-
-        def _disarm_head_deadline(self) -> None:
-            if self._head_deadline is not None:
-                self._head_deadline.cancel()
-                self._head_deadline = None
-
-        def _head_too_slow(self) -> None:
-            self._head_deadline = None
-            if not self._serving() and not self.transport.is_closing():
-                self.transport.close()
-
-        def _make_room(self) -> None:
-            # uvicorn's own limit_concurrency answers 503 to every new request
-            # once idle sockets fill it; closing the longest-idle connections
-            # instead keeps the server reachable and its descriptors bounded.
-            excess = len(self.connections) - max_connections
-            if excess <= 0:
-                return
-            idle = sorted(
-                (connection for connection in self.connections if connection is not self and not connection._serving()),
-                key=lambda connection: connection._idle_since,
-            )
-            for connection in idle[:excess]:
-                self.connections.discard(connection)
-                connection.transport.close()
-            if len(idle) < excess:
-                # Every other connection is mid-request: this one waits its turn elsewhere.
-                self.connections.discard(self)
-                self.transport.close()
+    class GuardedProtocol(_ProtocolGuards, base):  # type: ignore[misc, valid-type]
+        _header_timeout = settings.header_timeout
+        _max_connections = settings.max_connections
 
     return GuardedProtocol

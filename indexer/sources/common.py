@@ -172,6 +172,12 @@ def takes_from_records(records: Iterable[tuple[int, Mapping[str, Any]]], source:
     size another record of it declares, else its count of takes (or its highest
     position, if that is higher). Raises ParseError naming the record's line.
     """
+    rows = _identified(records, source)
+    return _built_takes(rows, _thread_sizes(rows), source)
+
+
+def _identified(records: Iterable[tuple[int, Mapping[str, Any]]], source: str) -> list[tuple[int, dict[str, Any], str, str, int]]:
+    """Each record validated, with its take id, thread id and position (given, else derived: see takes_from_records)."""
     stem = source_slug(source)
     next_position: dict[str, int] = {}
     rows = []
@@ -192,8 +198,11 @@ def takes_from_records(records: Iterable[tuple[int, Mapping[str, Any]]], source:
             next_position[thread_id] = position
             take_id = take_id or f"{thread_id}-{position}-{digest(fields['text'], fields['author'], length=8)}"
         rows.append((line, fields, take_id, thread_id, position))
+    return rows
 
-    sizes = _thread_sizes(rows)
+
+def _built_takes(rows: list[tuple[int, dict[str, Any], str, str, int]], sizes: dict[str, int], source: str) -> list[Take]:
+    """The takes of the identified ``rows``; ParseError when one id names two different takes."""
     first_of_id: dict[str, tuple[int, Take]] = {}
     takes = []
     for line, fields, take_id, thread_id, position in rows:
