@@ -32,6 +32,18 @@ if TYPE_CHECKING:
     from indexer.models import AuthorSummary, Take, ThreadSummary
 
 
+# Characters that separate the words of a name ("Clark, Jack", "Jack Clark (Anthropic)").
+NAME_SEPARATORS = ",.;:()[]/|"
+
+
+def name_words_sql(column: str) -> str:
+    """SQL (the same in SQLite and PostgreSQL) for ``column`` lower-cased, its name separators made spaces."""
+    name = f"lower({column})"
+    for separator in NAME_SEPARATORS:
+        name = f"replace({name}, '{separator}', ' ')"
+    return name
+
+
 @dataclass(frozen=True)
 class Filters:
     """Restrictions applied before the top k is cut.
@@ -60,6 +72,21 @@ class Filters:
                 raise InvalidQuery(f"{name} must be an ISO date like 2023-06-25, got {value!r}")
         if self.since and self.until and self.since > self.until:
             raise InvalidQuery(f"since ({self.since}) is after until ({self.until})")
+
+    def author_match(self) -> tuple[str, str]:
+        """(LIKE pattern for the author's words, handle) that ``author`` matches, for every store's SQL.
+
+        The pattern is matched against ``' ' || name_words_sql(author) || ' '``
+        with ``ESCAPE '\\'``; the handle against ``lower(handle)``.
+        """
+        wanted = " ".join(self.author.split()).lower()
+        # LIKE treats % and _ as wildcards: escape them so a name is matched literally.
+        words = wanted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return f"% {words} %", "@" + wanted.lstrip("@")
+
+    def handle_match(self) -> str:
+        """The lower-cased handle, with its '@', that ``handle`` matches against ``lower(handle)``."""
+        return "@" + self.handle.strip().lstrip("@").lower()
 
     def restricts_rows(self) -> bool:
         return any(getattr(self, name) for name in ("author", "handle", "thread_id", "since", "until"))

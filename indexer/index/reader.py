@@ -18,7 +18,7 @@ from indexer.index.layout import COLUMNS, connect, damaged_database, database_pa
 from indexer.index.manifest import Manifest
 from indexer.index.sizes import named_files_bytes, reclaimable_bytes
 from indexer.models import AuthorSummary, Take, ThreadSummary, first_words
-from indexer.storage import Filters
+from indexer.storage import Filters, name_words_sql
 
 
 class ThreadConnections:
@@ -57,31 +57,22 @@ def fts_match(terms: Sequence[str]) -> str | None:
     return " OR ".join(f'"{term}"' for term in terms) if terms else None
 
 
-# Characters that separate the words of a name ("Clark, Jack", "Jack Clark (Anthropic)").
-_NAME_SEPARATORS = ",.;:()[]/|"
-
-
-def author_clause(author: str) -> tuple[str, list[str]]:
-    """SQL matching ``author`` against the name (all of it, or any of its words) or the handle.
+def author_clause(filters: Filters) -> tuple[str, list[str]]:
+    """SQL matching ``filters.author`` against the name (all of it, or any of its words) or the handle.
 
     Case-insensitive (SQLite's lower(): ASCII letters); the handle matches
     with or without its '@'. ``Clark``, ``jack clark``, ``@jackclarkSF`` and
     ``jackclarksf`` all find Jack Clark (@jackclarkSF).
     """
-    wanted = " ".join(author.split()).lower()
-    name = "lower(takes.author)"
-    for separator in _NAME_SEPARATORS:
-        name = f"replace({name}, '{separator}', ' ')"
-    # LIKE treats % and _ as wildcards: escape them so a name is matched literally.
-    words = wanted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern, handle = filters.author_match()
     # Authors are few and takes many: the name is matched once per distinct
     # author (the subquery, read from the takes_author index), and the takes
     # are then found through that index and takes_handle, not by running
     # LIKE over every row.
     return (
         f"(takes.author IN (SELECT author FROM (SELECT DISTINCT author FROM takes) AS takes"
-        f" WHERE (' ' || {name} || ' ') LIKE ? ESCAPE '\\') OR lower(takes.handle) = ?)",
-        [f"% {words} %", "@" + wanted.lstrip("@")],
+        f" WHERE (' ' || {name_words_sql('takes.author')} || ' ') LIKE ? ESCAPE '\\') OR lower(takes.handle) = ?)",
+        [pattern, handle],
     )
 
 
@@ -89,12 +80,12 @@ def filter_sql(filters: Filters) -> tuple[str, tuple]:
     """SQL condition (and parameters) for the takes passing ``filters``."""
     clauses, params = ["1"], []
     if filters.author:
-        clause, author_params = author_clause(filters.author)
+        clause, author_params = author_clause(filters)
         clauses.append(clause)
         params += author_params
     if filters.handle:
         clauses.append("lower(takes.handle) = ?")
-        params.append("@" + filters.handle.strip().lstrip("@").lower())
+        params.append(filters.handle_match())
     if filters.thread_id:
         clauses.append("takes.thread_id = ?")
         params.append(filters.thread_id)

@@ -7,7 +7,7 @@ from typing import Sequence
 
 from indexer.errors import ModelMismatch
 from indexer.models import TAKE_FIELDS, Take
-from indexer.storage import Filters
+from indexer.storage import Filters, name_words_sql
 
 INDEX_TYPE = "pgvector-hnsw"
 NOTIFY_CHANNEL = "takes_generation"
@@ -53,9 +53,6 @@ def read_corpus(connection) -> CorpusRow | None:
 
 # -- SQL pieces -----------------------------------------------------------------
 
-_NAME_SEPARATORS = ",.;:()[]/|"
-
-
 def visible(generation: int) -> tuple[str, list]:
     """SQL condition for rows of ``generation`` (added by it, not removed by it)."""
     return (
@@ -72,16 +69,13 @@ def filter_sql(filters: Filters) -> tuple[str, list]:
     """
     clauses, params = ["true"], []
     if filters.author:
-        wanted = " ".join(filters.author.split()).lower()
-        name = "lower(takes.author)"
-        for separator in _NAME_SEPARATORS:
-            name = f"replace({name}, '{separator}', ' ')"
-        words = wanted.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern, handle = filters.author_match()
+        name = name_words_sql("takes.author")
         clauses.append(f"((' ' || {name} || ' ') LIKE %s ESCAPE '\\' OR lower(takes.handle) = %s)")
-        params += [f"% {words} %", "@" + wanted.lstrip("@")]
+        params += [pattern, handle]
     if filters.handle:
-        clauses.append("lower(takes.handle) = lower(%s)")
-        params.append("@" + filters.handle.strip().lstrip("@"))
+        clauses.append("lower(takes.handle) = %s")
+        params.append(filters.handle_match())
     if filters.thread_id:
         clauses.append("takes.thread_id = %s")
         params.append(filters.thread_id)
