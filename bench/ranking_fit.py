@@ -9,6 +9,9 @@ Searcher for each judged query's hybrid candidates and their evidence, then:
    queries (dev set and our own paraphrase queries; four repeats with
    different folds): parameters are fitted on four folds and scored on the
    fifth, so no figure is of a query its parameters saw;
+   the rows "the same, ... contextual tokens" are late chunking, tried and
+   not kept (docs/QUALITY.md, "Contextual token vectors"), and the ranks of
+   the answers to "what about compute governance" are printed for them;
 2. checks the strong/weak signal the same way: off-topic queries with a
    strong result, and answers (grade 2) in a dev top 10 that are not strong;
 3. fits the final constants on every query and prints them for
@@ -34,6 +37,11 @@ from indexer.storage import Filters
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 # The token centrings of late interaction that the fit chooses among (indexer/ranking.py, TOKEN_CENTRING).
 TOKEN_CENTRINGS = (0.0, 0.25, 0.5, 0.75)
+# Contextual ("late chunking") token vectors, tried and not kept (docs/QUALITY.md): the thread
+# neighbours each side of a take in its window (None: as much of the thread as fits), and the
+# most tokens a window holds, its markers included (all-MiniLM-L6-v2's sequence limit).
+CONTEXT_RADII = (1, 2, None)
+CONTEXT_TOKENS = 256
 FOLDS, REPEATS = 5, 4
 
 
@@ -41,9 +49,10 @@ FOLDS, REPEATS = 5, 4
 class Judgment:
     judged: Judged
     kind: str  # dev | own | offtopic
-    # (candidates, 4 + len(TOKEN_CENTRINGS)): cosine, lexical, cosine with the corpus's mean
-    # direction, MaxSim over the query's word tokens for each token centring, MaxSim over all
-    # its tokens uncentred (the markers too: the opt-in stage before)
+    # (candidates, 4 + len(TOKEN_CENTRINGS) + len(CONTEXT_RADII)): cosine, lexical, cosine with
+    # the corpus's mean direction, MaxSim over the query's word tokens for each token centring,
+    # MaxSim over all its tokens uncentred (the markers too: the opt-in stage before), MaxSim over
+    # the query's word tokens and the takes' contextual token vectors for each context radius
     features: np.ndarray
     grades: np.ndarray
     texts: list[str]
@@ -57,6 +66,48 @@ def judged_queries() -> list[tuple[str, Judged]]:
     return queries + [("offtopic", Judged(query, {})) for query in offtopic]
 
 
+def context_window(counts: list[int], index: int, radius: int | None) -> list[int]:
+    """Positions of the takes in take ``index``'s window: up to ``radius`` each side, nearest first, the one before first, within CONTEXT_TOKENS.
+
+    A neighbour too long for what is left is passed over; one farther out may still fit.
+    """
+    budget = CONTEXT_TOKENS - 2 - counts[index]  # the window's [CLS] and [SEP]
+    if budget < 0:
+        return [index]
+    chosen = [index]
+    for step in range(1, (len(counts) if radius is None else radius) + 1):
+        for neighbour in (index - step, index + step):
+            if 0 <= neighbour < len(counts) and counts[neighbour] <= budget:
+                chosen.append(neighbour)
+                budget -= counts[neighbour]
+    return sorted(chosen)
+
+
+def contextual_tokens(embedder, snapshot, radius: int | None) -> dict[str, np.ndarray]:
+    """Each take's contextual token vectors, by text: one pass over its window of the thread, the take's span kept.
+
+    Late chunking (Günther et al. 2024): the window depends on the take's
+    thread and position only. A WordPiece tokenizer splits texts joined by
+    white space into their own tokens, concatenated, so the take's span
+    starts after its predecessors' counts; when the total says otherwise,
+    the take's own vectors stand in.
+    """
+    result = {}
+    for summary in snapshot.threads(Filters()):
+        thread = [take.text for take in snapshot.thread(summary.thread_id)]
+        own = embedder.token_vectors(thread)
+        counts = [len(tokens) - 2 for tokens in own]
+        for index, text in enumerate(thread):
+            chosen = context_window(counts, index, radius)
+            result[text] = own[index]
+            if len(chosen) > 1:
+                tokens = embedder.token_vectors(["\n".join(thread[j] for j in chosen)])[0]
+                start = 1 + sum(counts[j] for j in chosen if j < index)
+                if len(tokens) == 2 + sum(counts[j] for j in chosen):
+                    result[text] = tokens[start : start + counts[index]]
+    return result
+
+
 def collect(searcher: Searcher) -> list[Judgment]:
     """Each judged query's candidates and their evidence (the columns of ``Judgment.features``)."""
     from indexer.ranking import late_evidence, maxsim
@@ -64,6 +115,7 @@ def collect(searcher: Searcher) -> list[Judgment]:
     snapshot = searcher.snapshot
     collected = []
     token_cache: dict[str, np.ndarray] = {}
+    in_context = {radius: contextual_tokens(searcher.embedder, snapshot, radius) for radius in CONTEXT_RADII}
     for kind, judged in judged_queries():
         # Raw cosines (no centring): the fit chooses how much of the hub direction to take off.
         candidates: list[Candidate] = searcher.ranker.candidates(judged.query, "hybrid", 50, Filters(), snapshot, centring=0.0)
@@ -82,7 +134,11 @@ def collect(searcher: Searcher) -> list[Judgment]:
         centroid = snapshot.mean_direction()
         words = [late_evidence(query_tokens, takes_tokens, centroid, centring) for centring in TOKEN_CENTRINGS]
         every_token = np.array([maxsim(query_tokens, tokens) for tokens in takes_tokens])
-        features = np.column_stack([features, *words, every_token])
+        contextual = [
+            late_evidence(query_tokens, [in_context[radius][text] for text in texts], centroid, TOKEN_CENTRING)
+            for radius in CONTEXT_RADII
+        ]
+        features = np.column_stack([features, *words, every_token, *contextual])
         threads = [takes[c.row_id].thread_id for c in candidates]
         collected.append(Judgment(judged, kind, features, grades, texts, threads))
     return collected
@@ -154,8 +210,17 @@ def fit_centring(train: list[Judgment]) -> float:
     return float(-weights[2] / weights[0])
 
 
-def centred(judgments: list[Judgment], centring: float, token_centring: float = TOKEN_CENTRING) -> list[Judgment]:
-    """The judgments with the product's evidence, in the columns named above."""
+# Raw columns of Judgment.features past the centred MaxSims.
+EVERY_TOKEN_RAW = 3 + len(TOKEN_CENTRINGS)
+# Which token vectors of the takes a MaxSim reads: their own (the product's), their contextual
+# ones only, or the better of the two MaxSims.
+OWN, CONTEXTUAL, BETTER = "own", "contextual", "better"
+
+
+def centred(
+    judgments: list[Judgment], centring: float, token_centring: float = TOKEN_CENTRING, tokens: str = OWN, radius: int | None = 1
+) -> list[Judgment]:
+    """The judgments with the product's evidence, in the columns named above (``tokens``, ``radius``: late evidence tried)."""
     from indexer.ranking import thread_evidence
 
     result = []
@@ -164,7 +229,10 @@ def centred(judgments: list[Judgment], centring: float, token_centring: float = 
         evidence = thread_evidence(dict(enumerate(cosine.tolist())), dict(enumerate(j.threads)))
         thread = np.array([evidence[i] for i in range(len(cosine))])
         late = j.features[:, 3 + TOKEN_CENTRINGS.index(token_centring)]
-        features = np.column_stack([cosine, j.features[:, 1], late, thread, j.features[:, -1]])
+        if tokens != OWN:  # measured at TOKEN_CENTRING only
+            contextual = j.features[:, EVERY_TOKEN_RAW + 1 + CONTEXT_RADII.index(radius)]
+            late = contextual if tokens == CONTEXTUAL else np.maximum(late, contextual)
+        features = np.column_stack([cosine, j.features[:, 1], late, thread, j.features[:, EVERY_TOKEN_RAW]])
         result.append(Judgment(j.judged, j.kind, features, j.grades, j.texts, j.threads))
     return result
 
@@ -182,7 +250,9 @@ def calibrated(calibration: Calibration, judgment: Judgment, late_column: int = 
     return 1 / (1 + np.exp(-logits))
 
 
-def calibrated_method(columns: list[int], late_column: int = LATE, token_centring: float | None = 0.0):
+def calibrated_method(
+    columns: list[int], late_column: int = LATE, token_centring: float | None = 0.0, tokens: str = OWN, radius: int | None = 1
+):
     """Fit the centring and a calibration over ``columns`` on the training queries; score every candidate.
 
     ``token_centring`` None: chosen among TOKEN_CENTRINGS on the training
@@ -190,8 +260,8 @@ def calibrated_method(columns: list[int], late_column: int = LATE, token_centrin
     """
 
     def fitted(train: list[Judgment], centring: float, token: float):
-        calibration = fit_calibration(centred(train, centring, token), columns)
-        return lambda j: calibrated(calibration, centred([j], centring, token)[0], late_column)
+        calibration = fit_calibration(centred(train, centring, token, tokens, radius), columns)
+        return lambda j: calibrated(calibration, centred([j], centring, token, tokens, radius)[0], late_column)
 
     def method(train: list[Judgment]):
         centring = fit_centring(train)
@@ -270,6 +340,14 @@ def build_seed_index(backend: str) -> Path:
 
 
 KEPT = "+ late interaction (word tokens) + thread evidence (kept: the default)"
+# Late evidence from contextual token vectors (tried, not kept): (tokens, radius, row label).
+CONTEXT_VARIANTS = [
+    (kind, radius, f"{label} contextual tokens ({'the thread' if radius is None else f'+-{radius}'})")
+    for kind, label in ((CONTEXTUAL, "MaxSim over"), (BETTER, "the better MaxSim of own and"))
+    for radius in CONTEXT_RADII
+]
+# The query whose two answers the contextual tokens were tried for: their ranks are printed.
+RANKS_OF = "what about compute governance"
 
 
 def main() -> None:
@@ -300,6 +378,10 @@ def main() -> None:
             chooser := calibrated_method([COSINE, LEXICAL, LATE, THREAD], token_centring=None)
         ),
         KEPT: calibrated_method([COSINE, LEXICAL, LATE, THREAD], token_centring=TOKEN_CENTRING),
+        **{
+            f"  the same, {label}": calibrated_method([COSINE, LEXICAL, LATE, THREAD], tokens=tokens, radius=radius)
+            for tokens, radius, label in CONTEXT_VARIANTS
+        },
     }
     results = {name: cross_validate(judgments, method) for name, method in methods.items()}
     baseline = results["before: 0.9 cosine + 0.1 BM25/best"]
@@ -330,6 +412,7 @@ def main() -> None:
           f"dev answers in a top 10: {totals[1]}, of them weak: {totals[2]}")
 
     print("\nFitted on every query (paste into indexer/ranking.py):")
+    everything = judgments
     centring = fit_centring(judgments)
     judged = [j for j in judgments if j.kind != "offtopic"]
     token_scores = {token: np.mean([ndcg(j, s) for j, s in zip(judged, map(calibrated_method([COSINE, LEXICAL, LATE, THREAD], token_centring=token)(judgments), judged))]) for token in TOKEN_CENTRINGS}
@@ -363,6 +446,14 @@ def main() -> None:
         for i in np.argsort(-calibrated(final, j))[:10] if j.grades[i] == 2
     ]
     print(f"Highest off-topic score {top_offtopic:.3f}; lowest dev answer in a top 10 {min(answer_scores):.3f}")
+    print(f"\nRanks of the answers (grade 2) to {RANKS_OF!r}, each method fitted on every query:")
+    raw = [j for j in everything if j.judged.query == RANKS_OF]
+    for name, tokens, radius in [(KEPT, OWN, 1)] + [(f"  the same, {label}", tokens, radius) for tokens, radius, label in CONTEXT_VARIANTS]:
+        judgment = raw[0]
+        scores = calibrated_method([COSINE, LEXICAL, LATE, THREAD], tokens=tokens, radius=radius)(everything)(judgment)
+        order = list(np.argsort(-scores, kind="stable"))
+        ranks = sorted(1 + order.index(i) for i in np.flatnonzero(judgment.grades == 2))
+        print(f"  {ranks}  {name.strip()}")
 
 
 if __name__ == "__main__":
