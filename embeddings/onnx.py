@@ -220,7 +220,8 @@ class _LeanRuntime:
             return None
         return cls(session, tokenizer, dim)
 
-    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+    def encode(self, texts: list[str], progress: bool = False, tokens: list | None = None) -> np.ndarray:
+        """Unit vectors of ``texts``; with ``tokens`` (a list as long as ``texts``) also each text's unit token vectors."""
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         bar = None
         if progress:
@@ -229,7 +230,7 @@ class _LeanRuntime:
             bar = tqdm(total=len(texts), desc="Embedding", unit="take")
         workers = min(BULK_WORKERS, len(texts) // BULK_MIN_TEXTS_PER_WORKER) if BULK_WORKERS > 1 else 1
         if workers <= 1:
-            self._encode_rows(texts, range(len(texts)), vectors, bar)
+            self._encode_rows(texts, range(len(texts)), vectors, tokens, bar)
         else:
             # Bulk work (indexing): one text per run keeps a vector a function
             # of its text alone, so use the cores by running several texts at
@@ -238,7 +239,7 @@ class _LeanRuntime:
 
             with ThreadPoolExecutor(workers) as pool:
                 for future in [
-                    pool.submit(self._encode_rows, texts, range(start, len(texts), workers), vectors, bar)
+                    pool.submit(self._encode_rows, texts, range(start, len(texts), workers), vectors, tokens, bar)
                     for start in range(workers)
                 ]:
                     future.result()
@@ -246,12 +247,14 @@ class _LeanRuntime:
             bar.close()
         return vectors
 
-    def _encode_rows(self, texts: list[str], rows: range, vectors: np.ndarray, bar) -> None:
+    def _encode_rows(self, texts: list[str], rows: range, vectors: np.ndarray, tokens: list | None, bar) -> None:
         for row in rows:
-            tokens = self._tokens(texts[row])
+            outputs = self._tokens(texts[row])
             # Unpadded (one text per run), so every token counts in the mean.
-            pooled = tokens.mean(axis=0)
+            pooled = outputs.mean(axis=0)
             vectors[row] = pooled / max(np.linalg.norm(pooled), 1e-12)
+            if tokens is not None:
+                tokens[row] = _unit_rows(outputs)
             if bar is not None:
                 bar.update(1)
 
@@ -610,6 +613,9 @@ class OnnxEmbedder:
         # How many texts went through the model: lets tests and `takes add`
         # prove that cached or duplicate takes were not embedded again.
         self.texts_encoded = 0
+        # How many texts went through the model for their token vectors alone
+        # (a search scoring takes whose token vectors are not stored).
+        self.token_texts_encoded = 0
         self._model = None
         self._runtime = _LeanRuntime.open(self.model_dir, manifest, session_options, onnxruntime)
         if self._runtime is not None:
@@ -630,6 +636,7 @@ class OnnxEmbedder:
     def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Each text's unit-length token vectors, (tokens, dim): late interaction's input (indexer/ranking.py)."""
         texts = list(texts)
+        self.token_texts_encoded += len(texts)
         if self._runtime is not None:
             return self._runtime.token_vectors(texts)
         tokens = self._model.encode(texts, batch_size=1, output_value="token_embeddings", convert_to_numpy=False)
@@ -641,6 +648,18 @@ class OnnxEmbedder:
             self.texts_encoded += 1
             return self._runtime.encode_with_tokens(text)
         return self.encode([text])[0], self.token_vectors([text])[0]
+
+    def encode_with_token_vectors(self, texts: Sequence[str], *, progress: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``encode(texts)`` and each text's unit token vectors, from the same model runs (one text per run)."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32), []
+        if self._runtime is None:
+            return self.encode(texts, progress=progress), self.token_vectors(texts)
+        tokens: list = [None] * len(texts)
+        vectors = self._runtime.encode(texts, progress=progress and sys.stderr.isatty(), tokens=tokens)
+        self.texts_encoded += len(texts)
+        return vectors, tokens
 
     def encode(self, texts: Sequence[str], *, progress: bool = False, batch_size: int = 64) -> np.ndarray:
         """Encode texts one per model run; ``batch_size`` is accepted for the protocol only.

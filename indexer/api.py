@@ -118,6 +118,7 @@ class Takes:
         searcher: Searcher | None = None,
         store: Store | None = None,
         ann_threshold: int | None = None,
+        store_token_vectors: bool = True,
     ):
         if isinstance(reranker, (str, Path)):
             from embeddings.reranker import CrossEncoderReranker
@@ -139,6 +140,9 @@ class Takes:
         self.compute_threads, self.lock_timeout = threads, lock_timeout
         # None: the embedded store's default (indexer/ann.py DEFAULT_THRESHOLD).
         self._store_options = {} if ann_threshold is None else {"ann_threshold": ann_threshold}
+        if not store_token_vectors:
+            # Writers keep no token vectors: late interaction computes them at query time.
+            self._store_options["store_token_vectors"] = False
         self._notify = notify or (lambda line: None)
         self._batch_queries = batch_queries
         self.query_batcher = None

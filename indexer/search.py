@@ -184,7 +184,9 @@ class Ranker:
         """Every candidate with its MaxSim (late) and thread evidence filled in (indexer/ranking.py)."""
         takes = generation.takes([candidate.row_id for candidate in candidates])
         present = [candidate for candidate in candidates if candidate.row_id in takes]
-        tokens = self._token_cache.get_many([takes[c.row_id].text for c in present], self.embedder)
+        tokens = self._token_cache.get_many(
+            [takes[c.row_id].text for c in present], self.embedder, [c.row_id for c in present], generation.token_vectors
+        )
         late = ranking.late_evidence(query_tokens, tokens, generation.mean_direction())
         thread = ranking.thread_evidence(
             {c.row_id: c.cosine for c in present}, {c.row_id: takes[c.row_id].thread_id for c in present}
@@ -241,10 +243,13 @@ class Ranker:
 class _TokenCache:
     """Token vectors of recently scored takes, by text, within a memory budget.
 
-    float32, as MaxSim multiplies them: converting float16 back for every
-    candidate of every query cost as much as the MaxSim itself. A take's
-    tokens are about 55 times its pooled vector (40 KB for 100 words), so the
-    budget holds a few thousand takes; past it the least recently used go.
+    A take's come from memory, else from the store (kept there at indexing,
+    int8: indexer/token_vectors.py), else from the model: one pass per take,
+    2 to 5 ms, for takes stored before they were kept. float32 here, as
+    MaxSim multiplies them: converting float16 back for every candidate of
+    every query cost as much as the MaxSim itself. A take's tokens are about
+    55 times its pooled vector (40 KB for 100 words), so the budget holds a
+    few thousand takes; past it the least recently used go.
     """
 
     BUDGET_BYTES = 256 * 2**20
@@ -254,7 +259,14 @@ class _TokenCache:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get_many(self, texts: Sequence[str], embedder) -> list[np.ndarray]:
+    def get_many(
+        self,
+        texts: Sequence[str],
+        embedder,
+        row_ids: Sequence[int] = (),
+        read_stored: Callable[[list[int]], dict[int, np.ndarray]] | None = None,
+    ) -> list[np.ndarray]:
+        """The token vectors of each of ``texts`` (the takes ``row_ids``, whose stored ones ``read_stored`` reads)."""
         found: dict[str, np.ndarray] = {}
         with self._lock:
             for text in texts:
@@ -263,10 +275,20 @@ class _TokenCache:
                     self._vectors[text] = cached  # most recently used last
                     found[text] = cached
         missing = list(dict.fromkeys(text for text in texts if text not in found))
+        if missing and read_stored is not None:
+            row_of = dict(zip(texts, row_ids))
+            stored = read_stored([row_of[text] for text in missing])
+            fresh = {text: stored[row_of[text]] for text in missing if row_of[text] in stored}
+            self._keep(fresh, found)
+            missing = [text for text in missing if text not in fresh]
         if missing:
-            computed = embedder.token_vectors(missing)
+            self._keep(dict(zip(missing, embedder.token_vectors(missing))), found)
+        return [found[text] for text in texts]
+
+    def _keep(self, fresh: dict[str, np.ndarray], found: dict[str, np.ndarray]) -> None:
+        if fresh:
             with self._lock:
-                for text, tokens in zip(missing, computed):
+                for text, tokens in fresh.items():
                     tokens = np.ascontiguousarray(tokens, dtype=np.float32)
                     found[text] = tokens
                     if text not in self._vectors:
@@ -275,7 +297,6 @@ class _TokenCache:
                 while self._bytes > self.BUDGET_BYTES and self._vectors:
                     oldest = next(iter(self._vectors))
                     self._bytes -= self._vectors.pop(oldest).nbytes
-        return [found[text] for text in texts]
 
 
 __all__ = ["DEFAULT_K", "DEFAULT_MODE", "MAX_K", "MAX_NEIGHBOURS", "MAX_QUERY_CHARS", "MODES", "Ranker", "query_terms", "validate_query"]

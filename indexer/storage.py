@@ -143,6 +143,14 @@ class TakeLookup(Protocol):
     def takes(self, row_ids: Sequence[int]) -> dict[int, Take]:
         """The takes with these row ids (ids not in the generation are left out)."""
 
+    def token_vectors(self, row_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored token vectors, float32 (tokens, dim), of these takes: one round trip for all.
+
+        Takes stored without them (written before they were kept, or with
+        storing turned off) and values failing their checksum are left out:
+        ranking computes those with the model.
+        """
+
     def take(self, take_id: str) -> Take:
         """One take by its id; raises TakeNotFound."""
 

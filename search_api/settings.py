@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     # interaction with the index's own model, part of the default ranking (docs/QUALITY.md).
     reranker: Path | None = None
     late_interaction: bool = True
+    # Writers keep each take's token vectors (about 390 bytes a token, 21 kB a
+    # seed take) so late interaction reads them instead of running the model
+    # per candidate; off (TAKES_STORE_TOKENS=0) they are computed at query time.
+    store_tokens: bool = True
     # How often the server looks for a new generation written by `takes add`.
     reload_interval: float = Field(1.0, ge=0, allow_inf_nan=False)
     # POST/DELETE /takes are refused unless this is set; clients send it as a bearer token.
@@ -166,7 +170,7 @@ def open_takes(
     if settings.database_url is not None and settings.database_url.get_secret_value():
         from indexer.postgres import PostgresStore
 
-        store = PostgresStore(settings.database_url.get_secret_value())
+        store = PostgresStore(settings.database_url.get_secret_value(), store_token_vectors=settings.store_tokens)
     return Takes(
         settings.index_dir if store is None else None,
         store=store,
@@ -178,6 +182,7 @@ def open_takes(
         batch_queries=batch_queries,
         lock_timeout=settings.lock_timeout,
         ann_threshold=settings.ann_threshold,
+        store_token_vectors=settings.store_tokens,
         notify=notify,
         searcher=searcher,
     )

@@ -30,7 +30,8 @@ names, our temporaries).
 
 Every file the index relies on carries a checksum (CRC-32: damage, not tampering): segments in the manifest,
 the saved trained index in its own trailer, the ONNX model copy in its
-``takes-onnx.json``, each embedding-cache entry in its row. Loading verifies
+``takes-onnx.json``, each embedding-cache entry in its row, each take's
+stored token vectors in their value (indexer/token_vectors.py). Loading verifies
 them once per file per process (fsutil.cached_checksum); a segment that fails is
 IndexCorrupt naming `takes repair`, a cache entry or trained index that fails
 is discarded and rebuilt. Format 1 indexes (no checksums) still load; their
@@ -98,6 +99,13 @@ class EmbeddedTakes:
 
     def takes(self, row_ids: Sequence[int]) -> dict[int, Take]:
         return reader.takes_by_row(self._connection(), row_ids)
+
+    def token_vectors(self, row_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        return reader.token_vectors(self._connection(), row_ids, self.manifest.dim, str(self.index_dir))
+
+    def stored_token_values(self, row_ids: Sequence[int]) -> dict[int, bytes]:
+        """The stored token vectors of these takes as stored (``takes copy`` moves them as they are)."""
+        return {row_id: value for row_id, _, value in reader.token_rows(self._connection(), row_ids)}
 
     def take(self, take_id: str) -> Take:
         return reader.take(self._connection(), self.generation, take_id)
@@ -194,9 +202,11 @@ class EmbeddedGeneration(EmbeddedTakes):
 class EmbeddedStore:
     """An index directory as a ``Store``: generations loaded from it, a writer for the next."""
 
-    def __init__(self, index_dir: Path | str, *, ann_threshold: int = ann.DEFAULT_THRESHOLD):
+    def __init__(self, index_dir: Path | str, *, ann_threshold: int = ann.DEFAULT_THRESHOLD, store_token_vectors: bool = True):
         self.index_dir = Path(index_dir)
         self.ann_threshold = ann_threshold
+        # Whether writers keep each new take's token vectors (indexer/token_vectors.py).
+        self.store_token_vectors = store_token_vectors
         self.location = str(self.index_dir)
         self._connections = reader.ThreadConnections(self.index_dir)
 
@@ -229,7 +239,9 @@ class EmbeddedStore:
         return EmbeddedGeneration(snapshot, self._connections, self.index_dir)
 
     def writer(self, *, lock_timeout: float = 30.0) -> IndexWriter:
-        return IndexWriter(self.index_dir, lock_timeout=lock_timeout, ann_threshold=self.ann_threshold)
+        return IndexWriter(
+            self.index_dir, lock_timeout=lock_timeout, ann_threshold=self.ann_threshold, store_token_vectors=self.store_token_vectors
+        )
 
     def new_takes(self, takes: Sequence[Take]) -> list[Take]:
         """Which of ``takes`` an add would store, without the writer lock (a dry run)."""

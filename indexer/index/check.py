@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from indexer import token_vectors
 from indexer.errors import IndexCorrupt, IndexNotFound
 from indexer.fsutil import forget_digests
 from indexer.index.embedding_cache import EmbeddingCache, cache_model_name
@@ -19,8 +20,10 @@ from indexer.index.layout import (
     MANIFEST_NAME,
     SEGMENT_FILE,
     SEGMENTS_DIR,
+    TOKEN_COLUMN,
     TRAINED_INDEX_NAME,
     connect,
+    has_token_column,
     database_path,
     iter_live_rows,
 )
@@ -35,7 +38,7 @@ class Problem:
 
     path: str
     message: str
-    # What `takes repair` does about it: text, fts, segments, cache, trained, model, mirror, database.
+    # What `takes repair` does about it: text, fts, segments, tokens, cache, trained, model, mirror, database.
     kind: str
 
     def __str__(self) -> str:
@@ -104,6 +107,7 @@ def _check_database(index_dir: Path, findings: _Findings) -> Manifest | None:
             findings.problem(database, f"the manifest counts {manifest.count} takes but the database holds {len(live)}: `takes repair` re-embeds them", "segments")
         _check_text_index(connection, database, findings)
         _check_segments(index_dir, manifest, live, findings)
+        _check_token_vectors(connection, database, manifest, findings)
     finally:
         connection.close()
     return manifest
@@ -142,6 +146,28 @@ def _check_segments(index_dir: Path, manifest: Manifest, live: np.ndarray, findi
     missing = np.setdiff1d(live, covered)
     if len(missing) and not any(p.kind == "segments" for p in findings.problems):
         findings.problem(index_dir / DATABASE_NAME, f"{len(missing)} takes have no vector in any segment: `takes repair` re-embeds them", "segments")
+
+
+def _check_token_vectors(connection: sqlite3.Connection, database: Path, manifest: Manifest, findings: _Findings) -> None:
+    """Every stored token vector value must pass its checksum (one bound to its take's text)."""
+    if not has_token_column(connection):
+        findings.notes.append(f"{database}: made before token vectors were stored: the next writer adds their column")
+        return
+    damaged = absent = 0
+    for text, value in connection.execute(f"SELECT text, {TOKEN_COLUMN} FROM takes WHERE {LIVE}"):
+        if value is None:
+            absent += 1
+        elif not token_vectors.is_sound(value, text, manifest.dim):
+            damaged += 1
+    if damaged:
+        findings.problem(
+            database,
+            f"the stored token vectors of {damaged} takes fail their checksum (search computes those with the model): "
+            f"`takes repair` stores them again",
+            "tokens",
+        )
+    if absent:
+        findings.notes.append(f"{absent} takes have no stored token vectors (indexed before they were kept): search computes them with the model")
 
 
 def _check_trained_index(index_dir: Path, findings: _Findings) -> None:
@@ -230,6 +256,9 @@ def repair_index(
         if "fts" in kinds and writer.recovery is None:
             writer.rebuild_text_index()
             actions.append("rebuilt the FTS5 text index from the live takes")
+        if "tokens" in kinds and not reembed:
+            restored = writer.restore_token_vectors(embedder_for(manifest.model, manifest.backend))
+            actions.append(f"stored the token vectors of {restored} takes again (their stored ones failed their checksum)")
         if reembed:
             report = writer.rebuild(embedder_for(manifest.model, manifest.backend), model=manifest.model, backend=manifest.backend)
             actions.append(

@@ -39,8 +39,13 @@ class EmbeddingCache:
                 "CREATE TABLE IF NOT EXISTS vectors (model TEXT, text_hash TEXT, vector BLOB, checksum TEXT, "
                 "PRIMARY KEY (model, text_hash))"
             )
-            if "checksum" not in {row[1] for row in connection.execute("PRAGMA table_info(vectors)")}:
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(vectors)")}
+            if "checksum" not in columns:
                 connection.execute("ALTER TABLE vectors ADD COLUMN checksum TEXT")
+            # The text's token vectors (indexer/token_vectors.py, checksummed
+            # on their own); NULL in entries written before they were kept.
+            if "token_vectors" not in columns:
+                connection.execute("ALTER TABLE vectors ADD COLUMN token_vectors BLOB")
             self._connection = connection
         except sqlite3.Error as error:
             logger.warning("ignoring the embedding cache %s (%s): `takes repair` rebuilds it", self.path, error)
@@ -54,7 +59,10 @@ class EmbeddingCache:
         # Entries written before checksums: accept only finite unit vectors.
         return bool(unit_rows(np.frombuffer(blob, dtype=np.float32)[None, :])[0])
 
-    def get_many(self, model: str, hashes: Sequence[str], dim: int | None = None) -> dict[str, np.ndarray]:
+    def get_many(
+        self, model: str, hashes: Sequence[str], dim: int | None = None, tokens: dict[str, bytes] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Sound vectors by text hash; with ``tokens``, fills it with their stored token vectors (where kept)."""
         found: dict[str, np.ndarray] = {}
         if self._connection is None:
             return found
@@ -62,14 +70,16 @@ class EmbeddingCache:
             for start in range(0, len(hashes), 500):
                 chunk = list(hashes[start : start + 500])
                 placeholders = ",".join("?" * len(chunk))
-                for text_digest, blob, checksum in self._connection.execute(
-                    f"SELECT text_hash, vector, checksum FROM vectors WHERE model = ? AND text_hash IN ({placeholders})",
+                for text_digest, blob, checksum, token_value in self._connection.execute(
+                    f"SELECT text_hash, vector, checksum, token_vectors FROM vectors WHERE model = ? AND text_hash IN ({placeholders})",
                     [model, *chunk],
                 ):
                     if not self.entry_is_sound(model, text_digest, blob, checksum) or (dim and len(blob) != 4 * dim):
                         self.rejected += 1
                         continue
                     found[text_digest] = np.frombuffer(blob, dtype=np.float32)
+                    if tokens is not None and token_value is not None:
+                        tokens[text_digest] = bytes(token_value)
         except sqlite3.Error as error:
             logger.warning("ignoring the embedding cache %s (%s): `takes repair` rebuilds it", self.path, error)
             return {}
@@ -77,17 +87,20 @@ class EmbeddingCache:
             logger.warning("%d damaged entries in %s are embedded again", self.rejected, self.path)
         return found
 
-    def put_many(self, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
+    def put_many(self, model: str, items: Iterable[tuple]) -> None:
+        """Keep (text hash, vector) or (text hash, vector, stored token vectors or None) items."""
         if self._connection is None:
             return
         rows = []
-        for digest, vector in items:
+        for digest, vector, *token_value in items:
             blob = np.asarray(vector, np.float32).tobytes()
-            rows.append((model, digest, blob, _cache_checksum(model, digest, blob)))
+            rows.append((model, digest, blob, _cache_checksum(model, digest, blob), token_value[0] if token_value else None))
         try:
             with self._connection:
                 self._connection.execute("BEGIN")
-                self._connection.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", rows)
+                self._connection.executemany(
+                    "INSERT OR REPLACE INTO vectors (model, text_hash, vector, checksum, token_vectors) VALUES (?, ?, ?, ?, ?)", rows
+                )
         except sqlite3.Error as error:
             # Only a speed-up is lost: the vectors still go into the segment.
             logger.warning("cannot write the embedding cache %s: %s", self.path, error)

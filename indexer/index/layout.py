@@ -77,7 +77,10 @@ CREATE TABLE IF NOT EXISTS takes (
     source TEXT NOT NULL,
     text_key TEXT NOT NULL,
     added_generation INTEGER NOT NULL,
-    removed_generation INTEGER
+    removed_generation INTEGER,
+    -- The take's token vectors as the model made them (indexer/token_vectors.py);
+    -- NULL for rows written before they were stored: computed at query time.
+    token_vectors BLOB
 );
 CREATE UNIQUE INDEX IF NOT EXISTS takes_live_id ON takes(id) WHERE removed_generation IS NULL;
 CREATE INDEX IF NOT EXISTS takes_live_text_key ON takes(text_key) WHERE removed_generation IS NULL;
@@ -90,6 +93,26 @@ CREATE VIRTUAL TABLE IF NOT EXISTS takes_fts USING fts5(
     text, content='takes', content_rowid='row_id', tokenize='porter unicode61 remove_diacritics 2'
 );
 """
+
+TOKEN_COLUMN = "token_vectors"
+
+
+def has_token_column(connection: sqlite3.Connection) -> bool:
+    return TOKEN_COLUMN in {row[1] for row in connection.execute("PRAGMA table_info(takes)")}
+
+
+def add_token_column(connection: sqlite3.Connection) -> bool:
+    """Give an index made before token vectors were stored their column (NULL in every row); whether it was missing.
+
+    ADD COLUMN of a nullable column rewrites nothing: old rows read NULL, and
+    a takes that predates the column still reads the database (it names its
+    columns), so the format version stays.
+    """
+    if has_token_column(connection):
+        return False
+    connection.execute(f"ALTER TABLE takes ADD COLUMN {TOKEN_COLUMN} BLOB")
+    return True
+
 
 REPAIR_HINT = "`takes repair` rebuilds what is damaged from what is intact (`takes check` lists it)"
 

@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from indexer.errors import TakeNotFound
-from indexer.index.layout import COLUMNS, connect, damaged_database, database_path, take_from_row, visible_clause
+from indexer import token_vectors as stored_token_vectors
+from indexer.index.layout import COLUMNS, TOKEN_COLUMN, connect, damaged_database, database_path, take_from_row, visible_clause
 from indexer.index.manifest import Manifest
 from indexer.index.sizes import named_files_bytes, reclaimable_bytes
 from indexer.models import AuthorSummary, Take, ThreadSummary, first_words
@@ -143,6 +144,29 @@ def takes_by_row(connection, row_ids: Sequence[int]) -> dict[int, Take]:
     placeholders = ",".join("?" * len(row_ids))
     rows = connection.execute(f"SELECT rowid, {COLUMNS} FROM takes WHERE rowid IN ({placeholders})", list(row_ids))
     return {row[0]: take_from_row(row[1:]) for row in rows}
+
+
+def token_vectors(connection, row_ids: Sequence[int], dim: int, where: str) -> dict[int, np.ndarray]:
+    """The stored token vectors of these rows, one query for all; rows without (or damaged) are left out."""
+    return stored_token_vectors.decode_rows(token_rows(connection, row_ids), dim, where)
+
+
+def token_rows(connection, row_ids: Sequence[int]) -> list[tuple[int, str, bytes]]:
+    """(row id, text, stored token vectors) of those of these rows that have them."""
+    if not row_ids:
+        return []
+    placeholders = ",".join("?" * len(row_ids))
+    try:
+        rows = connection.execute(
+            f"SELECT rowid, text, {TOKEN_COLUMN} FROM takes WHERE rowid IN ({placeholders}) AND {TOKEN_COLUMN} IS NOT NULL",
+            list(row_ids),
+        ).fetchall()
+    except sqlite3.OperationalError as error:
+        # An index made before the column, opened by a reader (only a writer adds it).
+        if TOKEN_COLUMN in str(error):
+            return []
+        raise
+    return rows
 
 
 def take(connection, generation: int, take_id: str) -> Take:

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from embeddings import Embedder
-from indexer import ann
+from indexer import ann, token_vectors
 from indexer.errors import IndexCorrupt, IndexNotFound, IndexReadOnly, ModelMismatch, TakeNotFound
 from indexer.index.compaction import Compaction
 from indexer.index.embedding_cache import EmbeddingCache, cache_model_name
@@ -28,6 +28,8 @@ from indexer.index.layout import (
     LOCK_NAME,
     SCHEMA,
     SQLITE_SUFFIXES,
+    TOKEN_COLUMN,
+    add_token_column,
     connect,
     database_path,
     existing,
@@ -65,8 +67,12 @@ class IndexWriter(GenerationTransaction, Compaction, Tidying):
         lock_timeout: float = 30.0,
         recover: bool = False,
         ann_threshold: int = ann.DEFAULT_THRESHOLD,
+        store_token_vectors: bool = True,
     ):
         self.index_dir = Path(index_dir)
+        # Keep each new take's token vectors (about 390 bytes a token) so that
+        # late interaction reads them instead of running the model per candidate.
+        self.store_token_vectors = store_token_vectors
         # Take count from which a new generation is served approximately (indexer/ann.py).
         self.ann_threshold = ann_threshold
         self._lock_handle = None
@@ -113,6 +119,7 @@ class IndexWriter(GenerationTransaction, Compaction, Tidying):
             # Lets `takes compact` hand freed pages back without a full VACUUM.
             self._connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
         self._connection.executescript(SCHEMA)
+        add_token_column(self._connection)
         self.manifest = read_manifest(self._connection)
 
     # -- context management -------------------------------------------------
@@ -256,6 +263,31 @@ class IndexWriter(GenerationTransaction, Compaction, Tidying):
         self._cache.delete(damaged)
         return len(damaged)
 
+    def restore_token_vectors(self, embedder: EmbedderFactory | Embedder) -> int:
+        """Compute again the token vectors of live takes whose stored ones fail their checksum; how many.
+
+        They are derived from the text alone, so writing them in place changes
+        nothing a reader of any generation sees but the time it takes.
+        """
+        dim = self.manifest.dim
+        with translated(self.index_dir, self.generation):
+            damaged = [
+                (rowid, text)
+                for rowid, text, value in self._connection.execute(
+                    f"SELECT rowid, text, {TOKEN_COLUMN} FROM takes WHERE {LIVE} AND {TOKEN_COLUMN} IS NOT NULL"
+                )
+                if not token_vectors.is_sound(value, text, dim)
+            ]
+        if not damaged:
+            return 0
+        matrices = embedder_instance(embedder).token_vectors([text for _, text in damaged])
+        with self._transaction():
+            self._connection.executemany(
+                f"UPDATE takes SET {TOKEN_COLUMN} = ? WHERE rowid = ?",
+                [(token_vectors.encode(tokens, text), rowid) for (rowid, text), tokens in zip(damaged, matrices)],
+            )
+        return len(damaged)
+
     def forget_cached_vectors(self, cache_model: str) -> None:
         """Forget every cached vector of one model (its copy changed: the old vectors are not its own)."""
         self._cache.delete(model=cache_model)
@@ -268,8 +300,13 @@ class IndexWriter(GenerationTransaction, Compaction, Tidying):
 
     def _embed(
         self, takes: Sequence[Take], embedder: EmbedderFactory | Embedder, model: str, backend: str, progress: bool
-    ) -> tuple[np.ndarray, int]:
-        """Vectors for ``takes``, from the cache where possible; returns (vectors, texts embedded)."""
+    ) -> tuple[np.ndarray, list[bytes | None], int]:
+        """Vectors and stored token vectors for ``takes``, from the cache where possible; (vectors, token values, texts embedded).
+
+        A cached text's token vectors come from the cache too; an entry
+        written before they were kept gives None (the take's are then
+        computed at query time), so known text is still never embedded again.
+        """
         # Each take is embedded alone: adding its thread's opening take measured
         # better on the dev judgments but biased every query toward long threads
         # (docs/QUALITY.md, "Thread context").
@@ -278,26 +315,40 @@ class IndexWriter(GenerationTransaction, Compaction, Tidying):
         # Backends give slightly different vectors: never mix them in the cache.
         cache_model = cache_model_name(model, backend)
         dim = self.manifest.dim if self.manifest and self.manifest.model == model else 0
-        cached = self._cache.get_many(cache_model, hashes, dim or None)
+        token_values: dict[str, bytes] = {}
+        cached = self._cache.get_many(cache_model, hashes, dim or None, tokens=token_values)
         missing = sorted({digest for digest in hashes if digest not in cached})
         if missing:
             model_instance = embedder_instance(embedder)
             text_by_hash = dict(zip(hashes, texts))
-            fresh = model_instance.encode([text_by_hash[digest] for digest in missing], progress=progress)
-            self._cache.put_many(cache_model, zip(missing, fresh))
+            missing_texts = [text_by_hash[digest] for digest in missing]
+            fresh_tokens: list[bytes | None] = [None] * len(missing)
+            if self.store_token_vectors and hasattr(model_instance, "encode_with_token_vectors"):
+                fresh, token_matrices = model_instance.encode_with_token_vectors(missing_texts, progress=progress)
+                fresh_tokens = [token_vectors.encode(tokens, text) for tokens, text in zip(token_matrices, missing_texts)]
+            else:
+                fresh = model_instance.encode(missing_texts, progress=progress)
+            self._cache.put_many(cache_model, zip(missing, fresh, fresh_tokens))
             cached.update(zip(missing, fresh))
+            token_values.update((digest, value) for digest, value in zip(missing, fresh_tokens) if value is not None)
             dim = model_instance.dim
         if not takes:
-            return np.zeros((0, dim), np.float32), 0
+            return np.zeros((0, dim), np.float32), [], 0
         vectors = np.stack([cached[digest] for digest in hashes]).astype(np.float32, copy=False)
-        return vectors, len(missing)
+        dim = vectors.shape[1]
+        stored: list[bytes | None] = []
+        for digest, text in zip(hashes, texts):
+            value = token_values.get(digest) if self.store_token_vectors else None
+            # A damaged cache entry's token vectors are left out, never stored.
+            stored.append(value if value is not None and token_vectors.is_sound(value, text, dim) else None)
+        return vectors, stored, len(missing)
 
     def _commit(self, takes: Sequence[Take], embedder, *, model: str, remove_live: bool, backend: str | None, progress: bool) -> ChangeReport:
         # An embedder object knows its backend; a factory's caller says it.
         backend = backend or getattr(embedder, "backend", None) or (self.manifest.backend if self.manifest else "torch")
         model = normalize_model_name(model)
         with translated(self.index_dir, self.generation):
-            vectors, embedded = self._embed(takes, embedder, model, backend, progress)
+            vectors, token_values, embedded = self._embed(takes, embedder, model, backend, progress)
         current = self.manifest
         dim = vectors.shape[1] if len(takes) else (current.dim if current else 0)
         if not takes and dim == 0:
@@ -310,7 +361,7 @@ class IndexWriter(GenerationTransaction, Compaction, Tidying):
         with self._generation(generation):
             if remove_live:
                 self._retire([row[0] for row in self._connection.execute(f"SELECT rowid FROM takes WHERE {LIVE}")], generation)
-            rowids = self._insert(takes, generation)
+            rowids = self._insert(takes, token_values, generation)
             segments = () if remove_live else (current.segments if current else ())
             if takes:
                 segments = (*segments, self._write_segment(generation, flat_index(dim, vectors, np.asarray(rowids)), len(takes)))
@@ -322,13 +373,14 @@ class IndexWriter(GenerationTransaction, Compaction, Tidying):
             added=len(takes), embedded=embedded, threads=threads, generation=generation, added_ids=[t.id for t in takes]
         )
 
-    def _insert(self, takes: Sequence[Take], generation: int) -> list[int]:
-        """Insert ``takes`` as added by ``generation``, text indexed too; their new row ids."""
+    def _insert(self, takes: Sequence[Take], token_values: Sequence[bytes | None], generation: int) -> list[int]:
+        """Insert ``takes`` (with their stored token vectors) as added by ``generation``, text indexed too; their new row ids."""
         rowids = []
-        for take in takes:
+        for take, token_value in zip(takes, token_values, strict=True):
             cursor = self._connection.execute(
-                f"INSERT INTO takes ({COLUMNS}, text_key, added_generation) VALUES ({','.join('?' * (len(TAKE_FIELDS) + 2))})",
-                (*(getattr(take, name) for name in TAKE_FIELDS), text_key(take.text, take.author), generation),
+                f"INSERT INTO takes ({COLUMNS}, text_key, added_generation, {TOKEN_COLUMN}) "
+                f"VALUES ({','.join('?' * (len(TAKE_FIELDS) + 3))})",
+                (*(getattr(take, name) for name in TAKE_FIELDS), text_key(take.text, take.author), generation, token_value),
             )
             rowids.append(cursor.lastrowid)
             self._connection.execute("INSERT INTO takes_fts(rowid, text) VALUES (?, ?)", (cursor.lastrowid, take.text))

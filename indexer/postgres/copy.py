@@ -1,4 +1,4 @@
-"""`takes copy`: move a corpus between an index folder and a database, vectors included.
+"""`takes copy`: move a corpus between an index folder and a database, vectors (and token vectors) included.
 
 Nothing is embedded again: the source's vectors go into the target's
 embedding cache under the source's model and backend, then the target's
@@ -43,8 +43,8 @@ class _NoEmbedding:
         raise TakesError("takes copy found a take without its vector in the source; nothing was copied")
 
 
-def read_embedded(index_dir: Path) -> tuple[list[Take], np.ndarray, str, str]:
-    """(takes, vectors, model, backend) of an index folder's current generation, in row order."""
+def read_embedded(index_dir: Path) -> tuple[list[Take], np.ndarray, list[bytes | None], str, str]:
+    """(takes, vectors, stored token vectors, model, backend) of an index folder's current generation, in row order."""
     from indexer import ann
     from indexer.index import EmbeddedStore
 
@@ -58,33 +58,46 @@ def read_embedded(index_dir: Path) -> tuple[list[Take], np.ndarray, str, str]:
         vectors = (
             np.stack([generation.faiss_index.reconstruct(row_id) for row_id in row_ids]) if row_ids else np.zeros((0, dim), np.float32)
         )
-        return [found[row_id] for row_id in row_ids], vectors.astype(np.float32), generation.info.model, generation.info.backend
+        token_values: dict[int, bytes] = {}
+        for start in range(0, len(row_ids), 2000):
+            token_values.update(generation.stored_token_values(row_ids[start : start + 2000]))
+        return (
+            [found[row_id] for row_id in row_ids],
+            vectors.astype(np.float32),
+            [token_values.get(row_id) for row_id in row_ids],
+            generation.info.model,
+            generation.info.backend,
+        )
     finally:
         store.close()
 
 
-def read_postgres(store) -> tuple[list[Take], np.ndarray, str, str]:
+def read_postgres(store) -> tuple[list[Take], np.ndarray, list[bytes | None], str, str]:
+    """(takes, vectors, stored token vectors, model, backend) of a database's current generation, in row order."""
     generation = store.load()
     row_ids = generation.row_ids()
-    takes, vectors = [], []
+    takes, vectors, token_values = [], [], []
     for start in range(0, len(row_ids), 2000):
         chunk = row_ids[start : start + 2000]
-        found, stored = generation.takes(chunk), generation.vectors(chunk)
+        found, stored, tokens = generation.takes(chunk), generation.vectors(chunk), generation.stored_token_values(chunk)
         for row_id in chunk:
             takes.append(found[row_id])
             vectors.append(stored[row_id])
+            token_values.append(tokens.get(row_id))
     matrix = np.stack(vectors) if vectors else np.zeros((0, generation.info.dim), np.float32)
-    return takes, matrix.astype(np.float32), generation.info.model, generation.info.backend
+    return takes, matrix.astype(np.float32), token_values, generation.info.model, generation.info.backend
 
 
-def _fill_embedded_cache(index_dir: Path, takes: Sequence[Take], vectors: np.ndarray, model: str, backend: str) -> None:
+def _fill_embedded_cache(
+    index_dir: Path, takes: Sequence[Take], vectors: np.ndarray, token_values: Sequence[bytes | None], model: str, backend: str
+) -> None:
     from indexer.index.embedding_cache import EmbeddingCache, cache_model_name
     from indexer.index.layout import CACHE_NAME, text_hash
 
     Path(index_dir).mkdir(parents=True, exist_ok=True)
     cache = EmbeddingCache(Path(index_dir) / CACHE_NAME)
     try:
-        cache.put_many(cache_model_name(model, backend), zip((text_hash(take.text) for take in takes), vectors))
+        cache.put_many(cache_model_name(model, backend), zip((text_hash(take.text) for take in takes), vectors, token_values))
     finally:
         cache.close()
 
@@ -133,18 +146,18 @@ def copy_corpus(source: str | Path, target: str | Path, *, replace: bool = False
     if is_database_url(str(source)):
         source_store = PostgresStore(str(source))
         try:
-            takes, vectors, model, backend = read_postgres(source_store)
+            takes, vectors, token_values, model, backend = read_postgres(source_store)
         finally:
             source_store.close()
         source_name = source_store.location
     else:
-        takes, vectors, model, backend = read_embedded(Path(source))
+        takes, vectors, token_values, model, backend = read_embedded(Path(source))
         source_name = str(source)
     if is_database_url(str(target)):
         target_store = PostgresStore(str(target))
         try:
             with target_store.writer(lock_timeout=lock_timeout) as writer:
-                writer.fill_cache(takes, vectors, model=model, backend=backend)
+                writer.fill_cache(takes, vectors, model=model, backend=backend, token_values=token_values)
                 report = writer.replace_all(takes, _NoEmbedding(), model=model, backend=backend)
         finally:
             target_store.close()
@@ -153,7 +166,7 @@ def copy_corpus(source: str | Path, target: str | Path, *, replace: bool = False
         from indexer.index import EmbeddedStore
 
         with EmbeddedStore(Path(target)).writer(lock_timeout=lock_timeout) as writer:
-            _fill_embedded_cache(Path(target), takes, vectors, model, backend)
+            _fill_embedded_cache(Path(target), takes, vectors, token_values, model, backend)
             report = writer.replace_all(takes, _NoEmbedding(), model=model, backend=backend)
         target_name = str(target)
     return CopyReport(report.added, model, backend, report.generation, source_name, target_name)

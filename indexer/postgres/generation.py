@@ -333,6 +333,32 @@ class PostgresGeneration:
         self._mean = mean / norm if norm > 0 else mean
         return self._mean
 
+    def token_vectors(self, row_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        from indexer import token_vectors
+
+        rows = self._token_rows(row_ids)
+        return token_vectors.decode_rows(rows, self.info.dim, self.store.location)
+
+    def stored_token_values(self, row_ids: Sequence[int]) -> dict[int, bytes]:
+        """The stored token vectors of these takes as stored (``takes copy`` moves them as they are)."""
+        return {int(row_id): value for row_id, _, value in self._token_rows(row_ids)}
+
+    def _token_rows(self, row_ids: Sequence[int]) -> list[tuple[int, str, bytes]]:
+        import psycopg
+
+        if not row_ids:
+            return []
+        with self.store.reading("search") as connection:
+            try:
+                rows = connection.execute(
+                    "SELECT row_id, text, token_vectors FROM takes WHERE row_id = ANY(%s) AND token_vectors IS NOT NULL",
+                    [list(map(int, row_ids))],
+                ).fetchall()
+            except psycopg.errors.UndefinedColumn:
+                # A database not yet migrated to schema 3 (readers never migrate).
+                return []
+        return [(int(row_id), text, bytes(value)) for row_id, text, value in rows]
+
     def vectors(self, row_ids: Sequence[int]) -> dict[int, np.ndarray]:
         """The stored float32 vectors of these takes (``takes copy`` moves them as they are)."""
         with self.store.reading() as connection:

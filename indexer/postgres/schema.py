@@ -124,6 +124,19 @@ CREATE UNIQUE INDEX takes_postings_lexeme ON takes_postings (lexeme, row_id) INC
 CREATE INDEX takes_postings_row ON takes_postings (row_id);
 """,
     ),
+    (
+        3,
+        "token vectors: each take's, kept at indexing for late interaction",
+        """
+-- The take's token vectors as the model made them, int8 with a scale per
+-- token and a checksum (indexer/token_vectors.py, the same bytes as the
+-- embedded store's): late interaction reads them instead of running the
+-- model for every candidate. NULL for takes written before: computed at
+-- query time. Adding a nullable column rewrites no row.
+ALTER TABLE takes ADD COLUMN token_vectors bytea;
+ALTER TABLE takes_embedding_cache ADD COLUMN token_vectors bytea;
+""",
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -50,7 +50,9 @@ from indexer.postgres.writer import PostgresWriter
 class PostgresStore:
     """A corpus in one PostgreSQL database (``Store``); safe to share between threads."""
 
-    def __init__(self, url: str, *, application: str = "takes"):
+    def __init__(self, url: str, *, application: str = "takes", store_token_vectors: bool = True):
+        # Whether writers keep each new take's token vectors (indexer/token_vectors.py).
+        self.store_token_vectors = store_token_vectors
         try:
             import pgvector  # noqa: F401
             import psycopg  # noqa: F401

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from indexer import token_vectors
 from indexer.errors import IndexConflict, IndexLocked, ModelMismatch, TakeNotFound, TakesError
 from indexer.models import TAKE_FIELDS, Take
 from indexer.postgres import schema
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 PAUSE_POINTS = ("before-transaction", "inside-transaction", "after-commit")
 
-_INSERT_COLUMNS = (*TAKE_FIELDS, "text_key", "added_generation", "embedding")
+_INSERT_COLUMNS = (*TAKE_FIELDS, "text_key", "added_generation", "embedding", "token_vectors")
 
 
 def _pause_point(name: str) -> None:
@@ -49,6 +50,8 @@ class _Prepared:
     model: str
     backend: str
     dim: int
+    # Each take's stored token vectors (indexer/token_vectors.py), None where not kept.
+    token_values: list | None = None
 
 
 class PostgresWriter:
@@ -58,6 +61,8 @@ class PostgresWriter:
         import psycopg
 
         self.store = store
+        # Keep each new take's token vectors, as the embedded writer does.
+        self.store_token_vectors = getattr(store, "store_token_vectors", True)
         self.location = store.location
         holder = f"takes writer pid {os.getpid()} on {socket.gethostname()}"
         self._connection = store.connect(autocommit=True, application=holder[:63])
@@ -154,8 +159,10 @@ class PostgresWriter:
             ).fetchall()
         return self._commit(self._prepare([take_from_row(row) for row in rows], embedder, model, backend, progress), replace=True)
 
-    def add_vectors(self, takes: Sequence[Take], vectors: np.ndarray, *, model: str, backend: str) -> ChangeReport:
-        """Add takes with vectors already made by ``model`` (``takes copy``): nothing is embedded."""
+    def add_vectors(
+        self, takes: Sequence[Take], vectors: np.ndarray, *, model: str, backend: str, token_values: Sequence[bytes | None] | None = None
+    ) -> ChangeReport:
+        """Add takes with vectors (and stored token vectors) already made by ``model``: nothing is embedded."""
         from indexer.index.layout import normalize_model_name
 
         self._check_model(model)
@@ -164,6 +171,8 @@ class PostgresWriter:
         selected = np.asarray([vector for take, vector in zip(takes, vectors) if id(take) in keep], dtype=np.float32)
         dim = int(vectors.shape[1]) if len(vectors) else (self.info.dim if self.info else 0)
         prepared = _Prepared(list(fresh), selected.reshape(len(fresh), dim), 0, normalize_model_name(model), backend, dim)
+        if token_values is not None:
+            prepared.token_values = [value for take, value in zip(takes, token_values) if id(take) in keep]
         if not fresh and self.info is not None:
             return ChangeReport(skipped=len(takes), generation=self.info.generation)
         report = self._commit(prepared, replace=False)
@@ -270,36 +279,60 @@ class PostgresWriter:
         hashes = [text_hash(take.text) for take in takes]
         dim = self.info.dim if self.info and self.info.model == model else 0
         cached: dict[str, np.ndarray] = {}
+        cached_tokens: dict[str, bytes] = {}
         unique = list(dict.fromkeys(hashes))
         with self._translated("read the embedding cache in"):
             for start in range(0, len(unique), 1000):
-                for digest, embedding in self._connection.execute(
-                    "SELECT text_hash, embedding FROM takes_embedding_cache WHERE model = %s AND text_hash = ANY(%s)",
+                for digest, embedding, token_value in self._connection.execute(
+                    "SELECT text_hash, embedding, token_vectors FROM takes_embedding_cache WHERE model = %s AND text_hash = ANY(%s)",
                     (cache_model, unique[start : start + 1000]),
                 ):
                     vector = np.asarray(embedding.to_numpy(), dtype=np.float32)
                     if not dim or len(vector) == dim:
                         cached[digest] = vector
+                        if token_value is not None:
+                            cached_tokens[digest] = bytes(token_value)
         missing = [digest for digest in unique if digest not in cached]
         if missing:
             instance = _instance(embedder)
             text_by_hash = dict(zip(hashes, (take.text for take in takes)))
-            fresh = instance.encode([text_by_hash[digest] for digest in missing], progress=progress)
+            missing_texts = [text_by_hash[digest] for digest in missing]
+            fresh_tokens: list[bytes | None] = [None] * len(missing)
+            if self.store_token_vectors and hasattr(instance, "encode_with_token_vectors"):
+                fresh, matrices = instance.encode_with_token_vectors(missing_texts, progress=progress)
+                fresh_tokens = [token_vectors.encode(tokens, text) for tokens, text in zip(matrices, missing_texts)]
+            else:
+                fresh = instance.encode(missing_texts, progress=progress)
             cached.update(zip(missing, fresh))
+            cached_tokens.update((digest, value) for digest, value in zip(missing, fresh_tokens) if value is not None)
             dim = instance.dim
-            self._cache(cache_model, list(zip(missing, fresh)))
+            self._cache(cache_model, list(zip(missing, fresh, fresh_tokens)))
         if not takes:
             dim = dim or (self.info.dim if self.info and self.info.model == model else 0) or _instance(embedder).dim
             return _Prepared([], np.zeros((0, dim), np.float32), 0, model, backend, dim)
         vectors = np.stack([cached[digest] for digest in hashes]).astype(np.float32, copy=False)
-        return _Prepared(list(takes), vectors, len(missing), model, backend, int(vectors.shape[1]))
+        dim = int(vectors.shape[1])
+        stored = []
+        for digest, take in zip(hashes, takes):
+            value = cached_tokens.get(digest) if self.store_token_vectors else None
+            # A cache entry written before token vectors were kept (or damaged) gives none: computed at query time.
+            stored.append(value if value is not None and token_vectors.is_sound(value, take.text, dim) else None)
+        return _Prepared(list(takes), vectors, len(missing), model, backend, dim, stored)
 
-    def fill_cache(self, takes: Sequence[Take], vectors: np.ndarray, *, model: str, backend: str) -> None:
-        """Put vectors made elsewhere (another store) in the embedding cache: writing those takes then embeds nothing."""
+    def fill_cache(
+        self, takes: Sequence[Take], vectors: np.ndarray, *, model: str, backend: str, token_values: Sequence[bytes | None] | None = None
+    ) -> None:
+        """Put vectors (and stored token vectors) made elsewhere in the embedding cache: writing those takes then embeds nothing."""
         from indexer.index.embedding_cache import cache_model_name
         from indexer.index.layout import normalize_model_name, text_hash
 
-        items = list({text_hash(take.text): vector for take, vector in zip(takes, vectors)}.items())
+        values = token_values if token_values is not None else [None] * len(takes)
+        items = [
+            (digest, vector, value)
+            for digest, (vector, value) in {
+                text_hash(take.text): (vector, value) for take, vector, value in zip(takes, vectors, values)
+            }.items()
+        ]
         for start in range(0, len(items), 5000):
             self._cache(cache_model_name(normalize_model_name(model), backend), items[start : start + 5000])
 
@@ -311,9 +344,10 @@ class PostgresWriter:
             with self._connection.transaction():
                 with self._connection.cursor() as cursor:
                     cursor.executemany(
-                        "INSERT INTO takes_embedding_cache (model, text_hash, embedding) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (model, text_hash) DO UPDATE SET embedding = excluded.embedding",
-                        [(cache_model, digest, np.asarray(vector, np.float32)) for digest, vector in items],
+                        "INSERT INTO takes_embedding_cache (model, text_hash, embedding, token_vectors) VALUES (%s, %s, %s, %s) "
+                        "ON CONFLICT (model, text_hash) DO UPDATE SET embedding = excluded.embedding, "
+                        "token_vectors = excluded.token_vectors",
+                        [(cache_model, digest, np.asarray(vector, np.float32), value) for digest, vector, value in items],
                     )
         except psycopg.Error as error:
             # Only a speed-up is lost.
@@ -393,10 +427,13 @@ class PostgresWriter:
                 with connection.cursor().copy(
                     f"COPY takes ({', '.join(_INSERT_COLUMNS)}) FROM STDIN WITH (FORMAT BINARY)"
                 ) as copy:
-                    copy.set_types(["text", "text", "text", "text", "text", "text", "int4", "int4", "text", "text", "text", "int8", "vector"])
-                    for take, vector in zip(prepared.takes, prepared.vectors):
+                    copy.set_types(
+                        ["text", "text", "text", "text", "text", "text", "int4", "int4", "text", "text", "text", "int8", "vector", "bytea"]
+                    )
+                    token_values = prepared.token_values or [None] * len(prepared.takes)
+                    for take, vector, token_value in zip(prepared.takes, prepared.vectors, token_values, strict=True):
                         copy.write_row(
-                            (*(getattr(take, name) for name in TAKE_FIELDS), text_key(take.text, take.author), generation, vector)
+                            (*(getattr(take, name) for name in TAKE_FIELDS), text_key(take.text, take.author), generation, vector, token_value)
                         )
                 connection.execute(
                     """INSERT INTO takes_postings (lexeme, row_id, tf, length, added_generation)

@@ -127,9 +127,12 @@ def test_copy_moves_a_corpus_to_the_database_and_back_without_embedding(seed_ind
     original, copied = read_embedded(seed_index), read_embedded(tmp_path / "back")
     assert original[0] == copied[0] and original[2:] == copied[2:]
     assert np.array_equal(original[1], copied[1])
+    # Token vectors travel as stored, both ways: every take has its own.
+    assert all(value is not None for value in original[2])
     store = PostgresStore(database_url)
-    takes, vectors, model, _ = read_postgres(store)
-    assert takes == original[0] and np.array_equal(vectors, original[1]) and model == original[2]
+    takes, vectors, token_values, model, _ = read_postgres(store)
+    assert takes == original[0] and np.array_equal(vectors, original[1]) and model == original[3]
+    assert token_values == original[2]
     store.close()
 
 
@@ -176,3 +179,32 @@ def test_the_served_generation_offers_what_the_front_door_reads(seeded, seed_tak
     assert generation.generation == generation.manifest.generation == 1
     assert generation.texts(3) == [take.text for take in seed_takes[:3]]
     assert seeded.committed_info().count == 99 and seeded.lookup().info.count == 99
+
+
+def test_a_database_made_before_token_vectors_searches_then_migrates_without_losing_takes(seeded, embedder, seed_takes):
+    from indexer.search import Ranker
+    from tests.indexer.test_store_contract import QUERY, live_row_ids, new_take
+
+    with psycopg.connect(seeded.url, autocommit=True) as connection:
+        connection.execute("ALTER TABLE takes DROP COLUMN token_vectors")
+        connection.execute("ALTER TABLE takes_embedding_cache DROP COLUMN token_vectors")
+        connection.execute("DELETE FROM takes_schema_version WHERE version = 3")
+    reader = PostgresStore(seeded.url)
+    try:
+        generation = reader.load()
+        assert generation.token_vectors(live_row_ids(generation)) == {}
+        before = embedder.token_texts_encoded
+        assert len(Ranker(embedder).search(generation, QUERY, 10)) == 10
+        assert embedder.token_texts_encoded > before
+        with reader.writer() as writer:
+            report = writer.add([new_take(1)], embedder, model=DEFAULT_MODEL)
+        assert report.added == 1 and report.skipped == 0
+        with psycopg.connect(seeded.url) as connection:
+            assert schema.schema_version(connection) == schema.LATEST_VERSION
+        generation = reader.load()
+        row_ids = live_row_ids(generation)
+        assert len(row_ids) == len(seed_takes) + 1
+        stored = generation.token_vectors(row_ids)
+        assert [generation.takes(list(stored))[row_id].id for row_id in stored] == ["dana-1"]
+    finally:
+        reader.close()

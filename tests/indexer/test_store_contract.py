@@ -316,6 +316,11 @@ def test_a_writer_killed_mid_add_leaves_nothing_half_written(seeded, location, t
     # The lock died with the writer: the next one goes ahead.
     with seeded.writer(lock_timeout=30) as writer:
         assert writer.new_takes([new_take(1)]) == [new_take(1)]
+        writer.add([new_take(1)], lambda: pytest.fail("the killed writer's vectors are in the embedding cache"), model=DEFAULT_MODEL)
+    # No take without its vector or its token vectors.
+    generation = seeded.load()
+    row_ids = live_row_ids(generation)
+    assert len(row_ids) == 100 and sorted(generation.token_vectors(row_ids)) == sorted(row_ids)
 
 
 def test_two_writers_at_once_make_two_whole_generations(seeded, location):
@@ -350,3 +355,47 @@ def test_readers_on_threads_share_one_generation(seeded, embedder):
     for worker in workers:
         worker.join()
     assert not errors and all(result == expected for result in results)
+
+
+def live_row_ids(generation) -> list[int]:
+    """Every row id of a generation, found through the interface (the nearest of all takes)."""
+    return [row_id for row_id, _ in generation.nearest(np.ones(generation.info.dim, np.float32), generation.info.count, Filters())]
+
+
+def within_int8_rounding(stored: np.ndarray, fresh: np.ndarray) -> bool:
+    """Whether ``stored`` is ``fresh`` quantized per token (scale max|x| / 127: every component within half a step)."""
+    steps = np.max(np.abs(fresh), axis=1, keepdims=True) / 127
+    return stored.shape == fresh.shape and bool(np.all(np.abs(stored - fresh) <= steps / 2 + 1e-6))
+
+
+def test_stored_token_vectors_are_a_fresh_model_pass_within_int8_rounding(seeded, embedder):
+    generation = seeded.load()
+    row_ids = live_row_ids(generation)
+    stored = generation.token_vectors(row_ids)
+    assert sorted(stored) == sorted(row_ids)
+    takes = generation.takes(row_ids)
+    for row_id in row_ids[:20]:
+        (fresh,) = embedder.token_vectors([takes[row_id].text])
+        assert within_int8_rounding(stored[row_id], fresh), takes[row_id].id
+    assert generation.token_vectors([]) == {} and generation.token_vectors([10**9]) == {}
+
+
+def test_a_search_runs_the_model_for_no_candidate(seeded, embedder):
+    from indexer.search import Ranker
+
+    generation = seeded.load()
+    before = embedder.token_texts_encoded
+    results = Ranker(embedder).search(generation, QUERY, 10)
+    assert len(results) == 10
+    assert embedder.token_texts_encoded == before
+
+
+def test_takes_embedded_before_keep_their_token_vectors_from_the_cache(seeded, embedder, seed_takes):
+    """A text already embedded is not embedded again, and its take still gets its token vectors."""
+    with seeded.writer() as writer:
+        rebuilt = writer.rebuild(embedder, model=DEFAULT_MODEL)
+        again = writer.add([dataclasses.replace(seed_takes[0], id="same-text", author="Someone Else")], embedder, model=DEFAULT_MODEL)
+    assert rebuilt.embedded == 0 and (again.added, again.embedded) == (1, 0)
+    generation = seeded.load()
+    row_ids = live_row_ids(generation)
+    assert len(row_ids) == 100 and sorted(generation.token_vectors(row_ids)) == sorted(row_ids)

@@ -1,0 +1,58 @@
+"""Stored token vectors (indexer/token_vectors.py): their size and the MaxSim error of int8 against float32.
+
+For every judged query (dev and paraphrase sets) and every seed take, MaxSim
+(``indexer.ranking.late_evidence``, with the corpus's mean direction, as
+ranking runs it) over the take's float32 token vectors and over the stored
+int8 ones; prints the largest and mean absolute difference, how often the
+order of two takes for a query flips, and the bytes a take's value takes.
+
+Usage: python -m bench.token_vectors
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import numpy as np
+
+from bench.common import machine
+from embeddings import load_embedder
+from indexer import SEED_CORPUS, ranking, token_vectors
+from indexer.sources import read_takes
+from tests.conftest import REPO
+
+JUDGMENTS = (REPO / "tests" / "data" / "dev_queries.json", REPO / "tests" / "data" / "paraphrase_queries.json")
+
+
+def main() -> None:
+    embedder = load_embedder()
+    texts = [take.text for take in read_takes(SEED_CORPUS)]
+    vectors, exact = embedder.encode_with_token_vectors(texts)
+    values = [token_vectors.encode(tokens, text) for tokens, text in zip(exact, texts)]
+    rounded = [token_vectors.decode(value, text, embedder.dim) for value, text in zip(values, texts)]
+    mean = vectors.mean(axis=0)
+    mean /= np.linalg.norm(mean)
+    queries = [item["query"] for path in JUDGMENTS for item in json.loads(path.read_text())["queries"]]
+    differences, flips, pairs = [], 0, 0
+    for query in queries:
+        _, query_tokens = embedder.encode_with_tokens(query)
+        full = ranking.late_evidence(query_tokens, exact, mean)
+        quantized = ranking.late_evidence(query_tokens, rounded, mean)
+        differences.append(np.abs(full - quantized))
+        order = np.sign(full[:, None] - full[None, :])
+        flips += int(np.sum((order * np.sign(quantized[:, None] - quantized[None, :])) < 0)) // 2
+        pairs += len(texts) * (len(texts) - 1) // 2
+    difference = np.concatenate(differences)
+    lengths = [len(tokens) for tokens in exact]
+    print(machine())
+    print(f"{len(texts)} seed takes, {len(queries)} queries")
+    print(f"tokens per take: mean {statistics.mean(lengths):.1f}, max {max(lengths)}")
+    print(f"bytes per take: mean {statistics.mean(map(len, values)):.0f} ({embedder.dim} + 4 a token, + 4)")
+    print(f"float32 for comparison: mean {statistics.mean(lengths) * embedder.dim * 4:.0f}")
+    print(f"MaxSim |int8 - float32|: max {difference.max():.5f}, mean {difference.mean():.6f}")
+    print(f"pairs of takes whose MaxSim order flips: {flips} of {pairs}")
+
+
+if __name__ == "__main__":
+    main()
