@@ -6,13 +6,23 @@ ranking runs it) over the take's float32 token vectors and over the stored
 int8 ones; prints the largest and mean absolute difference, how often the
 order of two takes for a query flips, and the bytes a take's value takes.
 
-Usage: python -m bench.token_vectors
+With ``--timing`` it also indexes the seed into a scratch folder and times,
+over rounds, what late interaction spends to get every candidate's token
+vectors: reading the stored ones of all 99 takes (one query, checksums,
+int8 to float32) against computing them with the model.
+
+Usage: python -m bench.token_vectors [--timing]
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +30,7 @@ from bench.common import machine
 from embeddings import load_embedder
 from indexer import SEED_CORPUS, ranking, token_vectors
 from indexer.sources import read_takes
+from indexer.storage import Filters
 from tests.conftest import REPO
 
 JUDGMENTS = (REPO / "tests" / "data" / "dev_queries.json", REPO / "tests" / "data" / "paraphrase_queries.json")
@@ -52,6 +63,33 @@ def main() -> None:
     print(f"float32 for comparison: mean {statistics.mean(lengths) * embedder.dim * 4:.0f}")
     print(f"MaxSim |int8 - float32|: max {difference.max():.5f}, mean {difference.mean():.6f}")
     print(f"pairs of takes whose MaxSim order flips: {flips} of {pairs}")
+    if "--timing" in sys.argv:
+        timing(embedder, texts)
+
+
+def timing(embedder, texts, rounds: int = 20) -> None:
+    from embeddings import DEFAULT_MODEL
+    from indexer.index import EmbeddedStore
+
+    with tempfile.TemporaryDirectory() as folder:
+        store = EmbeddedStore(Path(folder) / "index")
+        with store.writer() as writer:
+            writer.replace_all(read_takes(SEED_CORPUS), embedder, model=DEFAULT_MODEL)
+        generation = store.load()
+        row_ids = [row_id for row_id, _ in generation.nearest(np.ones(embedder.dim, np.float32), len(texts), Filters())]
+        read, computed = [], []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            generation.token_vectors(row_ids)
+            read.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            embedder.token_vectors(texts)
+            computed.append(time.perf_counter() - start)
+        store.close()
+    print(
+        f"token vectors of {len(row_ids)} candidates, median of {rounds}: read stored {1000 * statistics.median(read):.1f} ms, "
+        f"computed {1000 * statistics.median(computed):.0f} ms (load average {os.getloadavg()[0]:.1f})"
+    )
 
 
 if __name__ == "__main__":
