@@ -98,8 +98,12 @@ class EmbeddingCache:
         try:
             with self._connection:
                 self._connection.execute("BEGIN")
+                # An entry given without token vectors keeps those it had (a write with storing turned off).
                 self._connection.executemany(
-                    "INSERT OR REPLACE INTO vectors (model, text_hash, vector, checksum, token_vectors) VALUES (?, ?, ?, ?, ?)", rows
+                    "INSERT INTO vectors (model, text_hash, vector, checksum, token_vectors) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (model, text_hash) DO UPDATE SET vector = excluded.vector, checksum = excluded.checksum, "
+                    "token_vectors = coalesce(excluded.token_vectors, vectors.token_vectors)",
+                    rows,
                 )
         except sqlite3.Error as error:
             # Only a speed-up is lost: the vectors still go into the segment.

@@ -346,7 +346,7 @@ class PostgresWriter:
                     cursor.executemany(
                         "INSERT INTO takes_embedding_cache (model, text_hash, embedding, token_vectors) VALUES (%s, %s, %s, %s) "
                         "ON CONFLICT (model, text_hash) DO UPDATE SET embedding = excluded.embedding, "
-                        "token_vectors = excluded.token_vectors",
+                        "token_vectors = coalesce(excluded.token_vectors, takes_embedding_cache.token_vectors)",
                         [(cache_model, digest, np.asarray(vector, np.float32), value) for digest, vector, value in items],
                     )
         except psycopg.Error as error:

@@ -133,3 +133,18 @@ def test_the_batch_pass_gives_encode_and_token_vectors(backend, request, seed_ta
     assert np.allclose(vectors, model.encode(texts), atol=1e-5)
     for mine, alone in zip(tokens, model.token_vectors(texts)):
         assert mine.shape == alone.shape and np.allclose(mine, alone, atol=1e-4)
+
+
+def test_a_cache_entry_rewritten_without_token_vectors_keeps_its_own(tmp_path):
+    from indexer.index.embedding_cache import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path / CACHE_NAME)
+    vector = np.full(4, 0.5, np.float32)
+    cache.put_many("model", [("digest", vector, b"stored")])
+    cache.put_many("model", [("digest", vector)])
+    tokens: dict[str, bytes] = {}
+    assert list(cache.get_many("model", ["digest"], tokens=tokens)) == ["digest"] and tokens == {"digest": b"stored"}
+    cache.put_many("model", [("digest", vector, b"newer")])
+    cache.get_many("model", ["digest"], tokens=tokens)
+    assert tokens == {"digest": b"newer"}
+    cache.close()
