@@ -122,24 +122,16 @@ def _add_latency(index_dir: Path, store, embedder, rounds: int = 5) -> dict:
     return {name: round(float(np.median(values)) * 1000, 1) for name, values in timings.items()}
 
 
-def synthetic_takes(count: int, seed: int = 0):
-    """``count`` takes with text drawn from the seed's words, authors giving the filter selectivities."""
-    import re
+CORPUS_CACHE = Path(os.environ.get("TAKES_BENCH_DATA", "/work/bench-data")) / "pg100k"
 
-    from bench.fixtures import seed_takes
+
+def synthetic_takes(count: int, seed: int = 0, prefix: str = "synthetic"):
+    """``count`` take-like texts (bench/take_texts.py, with specific words), authors giving the filter selectivities."""
+    from bench.take_texts import generate, with_details
     from indexer.models import Take
 
-    from indexer.search import STOPWORDS
-
     rng = np.random.default_rng(seed)
-    words = {word.lower() for word in re.findall(r"[a-zA-Z]{3,}", " ".join(take.text for take in seed_takes()))}
-    # Zipf-like frequencies as real text has: function words first (queries
-    # drop them), then the content words in a random order.
-    content = sorted(words - STOPWORDS)
-    rng.shuffle(content)
-    vocabulary = np.asarray(sorted(STOPWORDS) + content)
-    weights = 1.0 / np.arange(1, len(vocabulary) + 1)
-    weights /= weights.sum()
+    texts = with_details(generate(count, seed), seed)
     authors = np.full(count, "Other Author", dtype=object)
     order = rng.permutation(count)
     start = 0
@@ -148,18 +140,138 @@ def synthetic_takes(count: int, seed: int = 0):
         authors[order[start : start + size]] = author
         start += size
     takes = []
-    for number in range(count):
-        length = int(rng.integers(15, 45))
-        text = " ".join(rng.choice(vocabulary, length, p=weights))
+    for number, text in enumerate(texts):
         thread = number // 20
         takes.append(
             Take(
-                id=f"synthetic-{number}", text=text, author=str(authors[number]), handle=None,
-                date=f"2024-{1 + thread % 12:02d}-{1 + thread % 28:02d}", thread_id=f"synthetic-thread-{thread}",
+                id=f"{prefix}-{number}", text=text, author=str(authors[number]), handle=None,
+                date=f"2024-{1 + thread % 12:02d}-{1 + thread % 28:02d}", thread_id=f"{prefix}-thread-{thread}",
                 position=number % 20 + 1, thread_size=20, url=None, source="synthetic",
             )
         )
     return takes
+
+
+def query_texts(takes, count: int = QUERY_COUNT, seed: int = 2) -> list[str]:
+    """Three content words of a take each: a query made only of function words would time the worst case every run."""
+    from indexer.search import query_terms
+
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for i in rng.integers(0, len(takes), count):
+        words = query_terms(takes[int(i)].text) or takes[int(i)].text.split()
+        chosen.append(" ".join(dict.fromkeys(rng.choice(words, 3).tolist())))
+    return chosen
+
+
+def _recipe(count: int) -> str:
+    """What a cached corpus was built from: its size and the code that makes and stores it."""
+    import hashlib
+
+    from bench.common import REPO
+
+    digest = hashlib.sha256(str(count).encode())
+    for name in ("bench/take_texts.py", "bench/scale.py", "indexer/index/layout.py", "indexer/postgres/schema.py"):
+        digest.update((REPO / name).read_bytes())
+    digest.update(inspect_source(synthetic_takes).encode())
+    return digest.hexdigest()[:16]
+
+
+def inspect_source(function) -> str:
+    import inspect
+
+    return inspect.getsource(function)
+
+
+def _embedded_corpus(index_dir: Path, takes, vectors) -> float:
+    """Build the embedded store's index of ``takes`` with ``vectors`` (via its embedding cache: nothing is embedded)."""
+    from embeddings import DEFAULT_BACKEND, DEFAULT_MODEL
+    from indexer.index import IndexWriter
+    from indexer.index.embedding_cache import EmbeddingCache, cache_model_name
+    from indexer.index.layout import text_hash
+
+    shutil.rmtree(index_dir, ignore_errors=True)
+    index_dir.mkdir(parents=True)
+    cache = EmbeddingCache(index_dir / "embedding-cache.sqlite")
+    cache.put_many(cache_model_name(DEFAULT_MODEL, DEFAULT_BACKEND), zip((text_hash(take.text) for take in takes), vectors))
+    cache.close()
+    with Timer() as build:
+        with IndexWriter(index_dir) as writer:
+            writer.replace_all(takes, _no_model, model=DEFAULT_MODEL, backend=DEFAULT_BACKEND)
+    return build.seconds
+
+
+def _postgres_corpus(url: str, takes, vectors) -> float:
+    from embeddings import DEFAULT_BACKEND, DEFAULT_MODEL
+    from indexer.postgres import PostgresStore
+
+    store = PostgresStore(url)
+    with Timer() as build:
+        with store.writer() as writer:
+            writer.add_vectors(takes, vectors, model=DEFAULT_MODEL, backend=DEFAULT_BACKEND)
+    store.close()
+    return build.seconds
+
+
+class ScaleCorpora:
+    """The ``count``-take corpus in both stores, built once under CORPUS_CACHE and reused while its recipe holds.
+
+    ``CORPUS_CACHE/index`` is the embedded store's index and ``CORPUS_CACHE/pgdata``
+    a PostgreSQL data folder holding it as database ``takes_corpus``; a run
+    works on copies (``working_copies``), so adding takes leaves the cache as built.
+    """
+
+    def __init__(self, count: int, folder: Path = CORPUS_CACHE):
+        self.count = count
+        self.folder = folder.with_name(f"{folder.name}-{count}") if count != 100_000 else folder
+        self.recipe_file = self.folder / "recipe.json"
+        self.server = None
+
+    def open(self) -> dict:
+        """Start the cached server (building the corpora first if missing or stale); what the build took."""
+        import pgserver
+
+        recipe = _recipe(self.count)
+        built = json.loads(self.recipe_file.read_text()) if self.recipe_file.exists() else {}
+        if built.get("recipe") == recipe:
+            self.server = pgserver.get_server(self.folder / "pgdata", cleanup_mode="stop")
+            return built
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+        from bench.scale import synthetic
+
+        takes = synthetic_takes(self.count)
+        vectors = synthetic(self.count)
+        embedded_s = _embedded_corpus(self.folder / "index", takes, vectors)
+        self.server = pgserver.get_server(self.folder / "pgdata", cleanup_mode="stop")
+        postgres_s = _postgres_corpus(_new_database(self.server.get_uri(), "takes_corpus"), takes, vectors)
+        built = {"recipe": recipe, "takes": self.count, "embedded_build_s": round(embedded_s, 1), "postgres_build_s": round(postgres_s, 1)}
+        self.recipe_file.write_text(json.dumps(built))
+        return built
+
+    def working_copies(self, work: Path, name: str = "takes_run") -> tuple[Path, str]:
+        """(index folder, database URL) of fresh copies of the cached corpora."""
+        import psycopg
+
+        index_dir = work / f"index-{self.count}"
+        shutil.rmtree(index_dir, ignore_errors=True)
+        shutil.copytree(self.folder / "index", index_dir)
+        admin = self.server.get_uri()
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.execute(f'CREATE DATABASE "{name}" TEMPLATE takes_corpus')
+        return index_dir, _with_database(admin, name)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.cleanup()
+            self.server = None
+
+
+def _with_database(url: str, name: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path="/" + name))
 
 
 def at_scale(admin_url: str, folder: Path, count: int) -> dict:

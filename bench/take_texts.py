@@ -92,3 +92,42 @@ def generate(count: int, seed: int = 0) -> list[str]:
             text = text.lower()
         texts.append(text[0].upper() + text[1:] if text else text)
     return texts
+
+
+def detail_vocabulary(size: int, seed: int = 0) -> list[str]:
+    """``size`` distinct made-up words (two to four syllables), the same ones for the same seed."""
+    draw = random.Random(seed)
+    onsets = ["b", "br", "c", "ch", "d", "dr", "f", "g", "gr", "h", "j", "k", "l", "m", "n", "p", "pl", "qu", "r", "s",
+              "sh", "st", "t", "tr", "v", "w", "z"]
+    vowels = ["a", "e", "i", "o", "u", "ai", "ou", "ea"]
+    codas = ["", "", "n", "r", "s", "l", "x", "m", "th"]
+    words: dict[str, None] = {}
+    while len(words) < size:
+        word = "".join(draw.choice(onsets) + draw.choice(vowels) + draw.choice(codas) for _ in range(draw.randint(2, 4)))
+        words[word] = None
+    return list(words)
+
+
+def with_details(texts: list[str], seed: int = 0, vocabulary_size: int = 50_000, per_take: tuple[int, int] = (2, 8)) -> list[str]:
+    """``texts``, each with a few specific words appended, drawn Zipf-like from a large vocabulary.
+
+    The templates above use a few hundred content words, so at 100k takes
+    every query word is in 1-20% of them and a lexical search scores
+    thousands of takes for any query. Real takes mix such common words with
+    specific ones (names, jargon, places): by Heaps' law 100k takes of about
+    30 words hold some 50,000 distinct words, most of them rare. The words
+    are drawn with their own generator, so ``generate``'s texts (and vectors
+    embedded from them) are unchanged.
+    """
+    draw = random.Random(f"details-{seed}")
+    vocabulary = detail_vocabulary(vocabulary_size, seed)
+    # Zipf's law (s = 1): the word of rank r is drawn with weight 1 / r.
+    cumulative, total = [], 0.0
+    for rank in range(1, vocabulary_size + 1):
+        total += 1.0 / rank
+        cumulative.append(total)
+    low, high = per_take
+    return [
+        text + " " + " ".join(draw.choices(vocabulary, cum_weights=cumulative, k=draw.randint(low, high)))
+        for text in texts
+    ]

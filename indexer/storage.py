@@ -44,6 +44,51 @@ def name_words_sql(column: str) -> str:
     return name
 
 
+# -- which query words retrieve lexical candidates ---------------------------------
+
+# Lucene's common-terms rule (CommonTermsQuery, "cutoff_frequency"): a query
+# word held by more than this share of the takes does not retrieve lexical
+# candidates when the query has a rarer word; it still adds its BM25 term to
+# the score of every take retrieved and its idf to the query's idf mass, so a
+# retrieved take's score is what it was. Retrieving by it cost a score for
+# every take holding it (thousands at 100k takes) to find a top 50 that the
+# rarer words decide. Chosen by measurement at 100k takes (docs/PERFORMANCE.md,
+# "PostgreSQL store beside the embedded one").
+COMMON_TERM_SHARE = 0.05
+# Below this many takes every query word retrieves, as before the rule: the
+# cost is small there, and the seed corpus's ranking and dev eval stay exactly
+# what they were.
+COMMON_TERMS_MIN_TAKES = 20_000
+
+
+@dataclass(frozen=True)
+class LexicalRetrieval:
+    """Which takes a lexical search scores: those holding any of ``terms``, or (``every``) all of them."""
+
+    terms: tuple[str, ...]
+    every: bool = False
+
+
+def lexical_retrieval(terms: Sequence[str], document_counts: Sequence[int], total: int) -> LexicalRetrieval:
+    """The takes a lexical search for ``terms`` scores, from how many of the ``total`` takes hold each term.
+
+    A word is common when more than ``COMMON_TERM_SHARE`` of the takes hold
+    it, and only in a corpus of at least ``COMMON_TERMS_MIN_TAKES``. A query
+    with a rarer word retrieves by its rare words only; a query of two or more
+    common words only retrieves the takes holding every one of them (Lucene's
+    rule for that case too), and a store falls back to any of them when fewer
+    than the depth asked hold them all. Either way every term scores.
+    """
+    terms = tuple(terms)
+    if total < COMMON_TERMS_MIN_TAKES or not terms:
+        return LexicalRetrieval(terms)
+    limit = COMMON_TERM_SHARE * total
+    rare = tuple(term for term, count in zip(terms, document_counts) if count <= limit)
+    if rare:
+        return LexicalRetrieval(rare)
+    return LexicalRetrieval(terms, every=len(set(terms)) > 1)
+
+
 @dataclass(frozen=True)
 class Filters:
     """Restrictions applied before the top k is cut.
@@ -166,7 +211,9 @@ class TakeLookup(Protocol):
         ``terms`` are already case-folded content words (``indexer.search.query_terms``);
         each is matched as a plain word, never as query syntax. The score is
         BM25 (k1 1.2, b 0.75) or as close to it as the store computes: ranking
-        divides it by the query's idf mass (``document_counts``).
+        divides it by the query's idf mass (``document_counts``). Only the
+        takes ``lexical_retrieval(terms, ...)`` names are candidates;
+        each is scored by every term.
         """
 
     def document_counts(self, terms: Sequence[str]) -> list[int]:

@@ -63,7 +63,7 @@ from indexer.index.manifest import Manifest, open_index_database, read_manifest
 from indexer.index.snapshot import AllowedRows, Snapshot, inner_products, load_snapshot, nearest
 from indexer.index.writer import IndexWriter, new_takes
 from indexer.models import AuthorSummary, Take, ThreadSummary
-from indexer.storage import Filters
+from indexer.storage import Filters, lexical_retrieval
 
 # Filters whose passing rows a generation keeps (each at most 8 bytes a row plus a bitmap of 1 bit a row).
 _ALLOWED_CACHE_SIZE = 16
@@ -117,7 +117,8 @@ class EmbeddedTakes:
         return reader.neighbours(self._connection(), self.generation, take, size)
 
     def lexical(self, terms: Sequence[str], depth: int, filters: Filters) -> list[tuple[int, float]]:
-        return reader.lexical(self._connection(), self.generation, terms, depth, filters)
+        retrieval = lexical_retrieval(terms, self.document_counts(terms), self.info.count)
+        return reader.lexical(self._connection(), self.generation, terms, depth, filters, retrieval)
 
     def document_counts(self, terms: Sequence[str]) -> list[int]:
         counts = []

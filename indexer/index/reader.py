@@ -19,7 +19,7 @@ from indexer.index.layout import COLUMNS, TOKEN_COLUMN, connect, damaged_databas
 from indexer.index.manifest import Manifest
 from indexer.index.sizes import named_files_bytes, reclaimable_bytes
 from indexer.models import AuthorSummary, Take, ThreadSummary, first_words
-from indexer.storage import Filters, name_words_sql
+from indexer.storage import Filters, LexicalRetrieval, name_words_sql
 
 
 class ThreadConnections:
@@ -107,19 +107,71 @@ def _visible_and(generation: int, filters: Filters) -> tuple[str, tuple]:
     return f"{clause} AND {filter_clause}", (*params, *filter_params)
 
 
-def lexical(connection, generation: int, terms: Sequence[str], depth: int, filters: Filters) -> list[tuple[int, float]]:
-    """The top ``depth`` takes holding any of ``terms`` by FTS5's BM25, as (row id, score), best first."""
-    match = fts_match(terms)
-    if match is None:
+def lexical(
+    connection, generation: int, terms: Sequence[str], depth: int, filters: Filters, retrieval: LexicalRetrieval | None = None
+) -> list[tuple[int, float]]:
+    """The top ``depth`` takes ``retrieval`` names (default: any of ``terms``) by FTS5's BM25 over ``terms``, as (row id, score), best first."""
+    if not terms:
         return []
+    if retrieval is None or (not retrieval.every and set(retrieval.terms) == set(terms)):
+        return _bm25(connection, generation, fts_match(terms), depth, filters)
+    if retrieval.every:
+        # Every term required: FTS5 intersects the postings by seeking, and
+        # the score of a take holding them all is the same as in the OR query.
+        found = _bm25(connection, generation, " AND ".join(f'"{term}"' for term in terms), depth, filters)
+        return found if len(found) >= depth else _bm25(connection, generation, fts_match(terms), depth, filters)
+    # The rare words retrieve; the common ones still score. bm25() sums a
+    # term per phrase of its query, so a take holding a rare and a common word
+    # gets its whole score from "(rare) AND (common)" (every query phrase, the
+    # same idf), and one holding rare words only gets it from "(rare)" alone:
+    # the common words' postings are only seeked through, never scored.
+    rare = fts_match(retrieval.terms)
+    both = f"({rare}) AND ({fts_match([term for term in terms if term not in retrieval.terms])})"
+    found = _bm25(connection, generation, both, depth, filters) + _bm25(
+        connection, generation, rare, depth, filters, except_match=both
+    )
+    found.sort(key=lambda row: row[1], reverse=True)
+    return found[:depth]
+
+
+def _bm25(
+    connection, generation: int, match: str, depth: int, filters: Filters, except_match: str | None = None
+) -> list[tuple[int, float]]:
+    """The top ``depth`` takes of ``generation`` passing ``filters`` that FTS5 query ``match`` finds (and ``except_match`` does not), by BM25."""
+    excluded, excluded_params = "", ()
+    if except_match is not None:
+        excluded = "AND takes_fts.rowid NOT IN (SELECT rowid FROM takes_fts WHERE takes_fts MATCH ?)"
+        excluded_params = (except_match,)
+    if not filters.restricts_rows():
+        # FTS5 ranks alone, then the top few are checked against the
+        # generation: joining every matching take to its row first cost as
+        # much as the scores (half of a lexical search over a common word at
+        # 100k takes). Rows FTS5 holds beyond this generation are those of
+        # later commits, a few at most; when they push a visible take out of
+        # the top, the joined query below answers instead.
+        ranked = connection.execute(
+            f"""SELECT rowid, -bm25(takes_fts) FROM takes_fts WHERE takes_fts MATCH ? {excluded}
+                ORDER BY bm25(takes_fts) LIMIT ?""",
+            (match, *excluded_params, 2 * depth),
+        ).fetchall()
+        clause, params = visible_clause(generation)
+        placeholders = ",".join("?" * len(ranked))
+        visible = {
+            row[0]
+            for row in connection.execute(
+                f"SELECT rowid FROM takes WHERE rowid IN ({placeholders}) AND {clause}", (*(r[0] for r in ranked), *params)
+            )
+        } if ranked else set()
+        if len(visible) == len(ranked) or len(visible) >= depth:
+            return [(int(row_id), float(score)) for row_id, score in ranked if row_id in visible][:depth]
     clause, params = _visible_and(generation, filters)
     # bm25() is lower-is-better (negative); negate so higher is better everywhere.
     rows = connection.execute(
         f"""SELECT takes.rowid, -bm25(takes_fts) AS score
             FROM takes_fts JOIN takes ON takes.rowid = takes_fts.rowid
-            WHERE takes_fts MATCH ? AND {clause}
+            WHERE takes_fts MATCH ? {excluded} AND {clause}
             ORDER BY bm25(takes_fts) LIMIT ?""",
-        (match, *params, depth),
+        (match, *excluded_params, *params, depth),
     ).fetchall()
     return [(int(row_id), float(score)) for row_id, score in rows]
 

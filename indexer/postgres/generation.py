@@ -10,7 +10,7 @@ import numpy as np
 from indexer.errors import ModelMismatch, TakeNotFound
 from indexer.models import AuthorSummary, Take, ThreadSummary, first_words
 from indexer.postgres.corpus import COLUMNS, CorpusRow, filter_sql, take_from_row, visible
-from indexer.storage import Filters
+from indexer.storage import Filters, lexical_retrieval
 
 if TYPE_CHECKING:
     from indexer.postgres.store import PostgresStore
@@ -161,12 +161,29 @@ class PostgresGeneration:
         from indexer.ranking import idf
 
         with self.store.reading() as connection:
-            lexemes = sorted({lexeme for values in self._term_lexemes(connection, terms).values() for lexeme in values})
+            term_lexemes = self._term_lexemes(connection, terms)
+            lexemes = sorted({lexeme for values in term_lexemes.values() for lexeme in values})
             if not lexemes:
                 return []
             counts = self._counts(connection, lexemes)
             idfs = [idf(self.info.count, counts[lexeme]) for lexeme in lexemes]
             clause, params = self._posting_visible()
+            # Every term's postings are joined, so every term scores; the
+            # candidates are the takes holding a rare word, or all the words
+            # when every one is common (indexer/storage.py, lexical_retrieval).
+            term_counts = [min((counts[lexeme] for lexeme in term_lexemes[term]), default=0) for term in terms]
+            retrieval = lexical_retrieval(terms, term_counts, self.info.count)
+            retrieving = sorted({lexeme for term in retrieval.terms for lexeme in term_lexemes[term]})
+            candidates, candidate_params = "", []
+            if retrieval.every:
+                candidates = (
+                    " AND p.row_id IN (SELECT r.row_id FROM takes_postings r WHERE r.lexeme = ANY(%s)"
+                    " GROUP BY r.row_id HAVING count(*) = %s)"
+                )
+                candidate_params = [retrieving, len(retrieving)]
+            elif retrieving != lexemes:
+                candidates = " AND p.row_id IN (SELECT r.row_id FROM takes_postings r WHERE r.lexeme = ANY(%s))"
+                candidate_params = [retrieving]
             passing, join, passing_params = "", "", []
             if filters.restricts_rows():
                 # The takes passing the filters first, once: joining them to the
@@ -177,16 +194,18 @@ class PostgresGeneration:
                 passing = f"WITH passing AS MATERIALIZED (SELECT takes.row_id FROM takes WHERE {visible_clause} AND {filter_clause})"
                 join = "JOIN passing ON passing.row_id = p.row_id"
                 passing_params = [*visible_params, *filter_params]
-            rows = connection.execute(
-                f"""{passing}
+            query = f"""{passing}
                     SELECT p.row_id,
                            sum(q.idf * p.tf * {BM25_K1 + 1} / (p.tf + {BM25_K1} * ({1 - BM25_B} + {BM25_B} * p.length / %s))) AS score
                     FROM unnest(%s::text[], %s::float8[]) AS q(lexeme, idf)
                     JOIN takes_postings p ON p.lexeme = q.lexeme {join}
-                    WHERE {clause}
-                    GROUP BY p.row_id ORDER BY score DESC, p.row_id LIMIT %s""",
-                [*passing_params, self.info.average_length, lexemes, idfs, *params, depth],
-            ).fetchall()
+                    WHERE {clause} {{candidates}}
+                    GROUP BY p.row_id ORDER BY score DESC, p.row_id LIMIT %s"""
+            head = [*passing_params, self.info.average_length, lexemes, idfs, *params]
+            rows = connection.execute(query.format(candidates=candidates), [*head, *candidate_params, depth]).fetchall()
+            if retrieval.every and len(rows) < depth:
+                # Fewer takes hold every word than asked for: any of them, as below the rule.
+                rows = connection.execute(query.format(candidates=""), [*head, depth]).fetchall()
         return [(int(row_id), float(score)) for row_id, score in rows]
 
     def authors(self) -> list[AuthorSummary]:
