@@ -59,7 +59,7 @@ bench: install-test
 
 # The PostgreSQL store beside the embedded one (docs/PERFORMANCE.md); starts its own server.
 bench-postgres: install-test
-	$(BIN)/python -m bench.postgres
+	$(BIN)/python -m bench.postgres --docs
 
 # Re-derive embeddings/shipped/ from the shipped weights (after a change of recipe); commit the result.
 int8-model: install-test

@@ -52,12 +52,23 @@ def _add_latency() -> dict:
     return {"returncode": completed.returncode, "output": completed.stdout[-2000:]}
 
 
+def _postgres(work: Path, quick: bool) -> dict:
+    """The PostgreSQL store beside the embedded one (bench/postgres.py), in its own process: its servers and corpora are its own."""
+    output = work / "postgres.json"
+    command = [sys.executable, "-m", "bench.postgres", "--json", str(output)] + (["--takes", "0"] if quick else [])
+    # The seed part takes about 3 minutes, 100k about 6 with its corpus cached (the first build: 8 more), on two busy cores.
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=2400)
+    if completed.returncode != 0:
+        return {"error": completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else f"exit {completed.returncode}"}
+    return json.loads(output.read_text())
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (scale at 100k only), for a smoke test")
     parser.add_argument("--reuse", action="store_true", help="keep the previous run's figures for skipped parts")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/PERFORMANCE.md alone")
-    parser.add_argument("--skip", action="append", default=[], help="parts to skip: indexing, threads, latency, http, concurrency, cold, scale, profile, txtai, add")
+    parser.add_argument("--skip", action="append", default=[], help="parts to skip: indexing, threads, latency, http, concurrency, cold, scale, profile, txtai, add, postgres")
     args = parser.parse_args(argv)
 
     from search_api.settings import Settings
@@ -70,7 +81,7 @@ def main(argv=None) -> None:
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if args.reuse and "started" in results:
         # The figures kept from the earlier run keep its time; say which parts were redone when.
-        redone = [part for part in ("indexing", "threads", "latency", "http", "concurrency", "cold", "scale", "profile", "txtai", "add") if part not in args.skip]
+        redone = [part for part in ("indexing", "threads", "latency", "http", "concurrency", "cold", "scale", "profile", "txtai", "add", "postgres") if part not in args.skip]
         if redone:
             results.setdefault("reruns", []).append(f"{now}: {', '.join(redone)}")
         results["machine"] = machine()
@@ -133,6 +144,8 @@ def main(argv=None) -> None:
         results["txtai"] = _step("txtai", txtai_compare.run, work / "txtai")
     if "add" not in skip:
         results["add_latency"] = _step("add latency", _add_latency)
+    if "postgres" not in skip:
+        results["postgres"] = _step("PostgreSQL beside embedded", _postgres, work, args.quick)
 
     (work / "results.json").write_text(json.dumps(results, indent=1, default=str))
     print(report.table(results))

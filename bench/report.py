@@ -261,4 +261,99 @@ def write(results: dict, path: Path) -> Path:
     if kept:
         text += "\n" + "\n".join(kept)
     path.write_text(text)
+    if isinstance(results.get("postgres"), dict) and "seed_http" in results["postgres"]:
+        replace_section(path, POSTGRES_SECTION, postgres_section(results["postgres"]))
+    return path
+
+
+# -- the PostgreSQL store beside the embedded one (bench/postgres.py) ------------
+
+POSTGRES_SECTION = "PostgreSQL and embedded stores through the HTTP API"
+
+
+def _pair(row: dict, first: str, second: str) -> str:
+    return f"{_ms(row.get(first))} / {_ms(row.get(second))}"
+
+
+def postgres_section(result: dict) -> str:
+    """The tables of `python -m bench.postgres` (also run by `make bench`)."""
+    lines = [
+        f"`{result.get('command', 'python -m bench.postgres')}` (`make bench-postgres`, and a part of `make bench`), "
+        f"started {result.get('started', '?')}, load average {result.get('load_average', '?')} before and "
+        f"{result.get('load_average_after', '?')} after, on {result.get('machine', {}).get('nproc', '?')} cores "
+        f"({result.get('machine', {}).get('cpu', '?')}). Every row is one `takes serve --workers 2` "
+        "(the real CLI; `--database-url` for PostgreSQL) on its own: a sequential keep-alive client "
+        "(200 hybrid searches, k=10, after 20), then 8 keep-alive clients (400); add 20 is the seconds "
+        "from starting `takes add` (a new process: start-up, model, embed, commit) or from POST /takes to "
+        "one server until both of two running servers (reloading every second) return all 20, median of "
+        "3 after one untimed; memory is PSS (RSS) of the server's processes and, for PostgreSQL, of the "
+        "database server's, from /proc after the clients.",
+        "",
+        "| corpus, store | sequential p50 / p99 ms | 8 clients: req/s, p99 ms (x sequential) | add 20: `takes add` / POST s | server MiB PSS (RSS) | PostgreSQL MiB PSS (RSS) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for corpus, rows in (("seed (99)", result.get("seed_http") or {}), (f"{(result.get('scale') or {}).get('takes', 0):,} generated", result.get("scale") or {})):
+        for store in ("embedded", "postgres"):
+            row = rows.get(store)
+            if not isinstance(row, dict) or "sequential" not in row:
+                continue
+            sequential, concurrent, add = row["sequential"], row["concurrent_workers_2"], row.get("add") or {}
+            memory, database = row.get("server_memory") or {}, row.get("postgres_memory") or {}
+            lines.append(
+                f"| {corpus}, {store} | {_pair(sequential, 'p50_ms', 'p99_ms')} | {concurrent['requests_per_s']:.1f}, "
+                f"{_ms(concurrent['p99_ms'])} ({concurrent['ratio_to_sequential']:.2f}x) | "
+                f"{_ms(add.get('cli_add_s'))} / {_ms(add.get('api_post_s'))} | {memory.get('pss_mib', '–')} ({memory.get('rss_mib', '–')}) | "
+                + (f"{database.get('pss_mib')} ({database.get('rss_mib')})" if database else "–") + " |"
+            )
+    scale = result.get("scale") or {}
+    lexical = scale.get("lexical_ms") or {}
+    if lexical:
+        rules = lexical.get("queries_by_rule", {})
+        lines += [
+            "",
+            f"Lexical search alone at {scale.get('takes', 0):,} takes (library call, depth 50, 100 of the same queries), "
+            "without and with the common-terms rule (indexer/storage.py `lexical_retrieval`); \"top 10 kept\" is the share "
+            "of the lexical top 10 without the rule that it keeps. Queries by rule: "
+            + ", ".join(f"{name} {count}" for name, count in rules.items()) + ".",
+            "",
+            "| store | before p50 / p90 / p99 ms | after p50 / p90 / p99 ms | top 10 kept |",
+            "| --- | --- | --- | --- |",
+        ]
+        for store in ("embedded", "postgres"):
+            row = lexical.get(store)
+            if row:
+                before, after = row["before"], row["after"]
+                lines.append(
+                    f"| {store} | {_ms(before['p50_ms'])} / {_ms(before['p90_ms'])} / {_ms(before['p99_ms'])} | "
+                    f"{_ms(after['p50_ms'])} / {_ms(after['p90_ms'])} / {_ms(after['p99_ms'])} | {row['top10_kept']:.3f} |"
+                )
+    profile = scale.get("profile_ms") or {}
+    if profile:
+        parts = list(next(iter(profile.values())))
+        lines += [
+            "",
+            f"Where one hybrid search goes at {scale.get('takes', 0):,} takes (in process, late interaction off, median ms of 50 queries):",
+            "",
+            "| part | " + " | ".join(profile) + " |",
+            "| --- | " + " | ".join("---" for _ in profile) + " |",
+        ]
+        for part in parts:
+            lines.append(f"| {part} | " + " | ".join(_ms(profile[store].get(part)) for store in profile) + " |")
+    if "dense_recall_at_10" in scale:
+        lines += ["", f"Dense recall@10 of PostgreSQL's HNSW against exact inner products (100 queries): {scale['dense_recall_at_10']:.3f}."]
+    return "\n".join(lines)
+
+
+def replace_section(path: Path, title: str, body: str) -> Path:
+    """Put ``body`` under ``## title`` in ``path`` (replacing that section, or appending it), leaving the rest as is."""
+    existing = path.read_text() if path.exists() else "# Performance\n"
+    blocks = re.split(r"(?m)^(?=## )", existing)
+    block = f"## {title}\n\n{body}\n\n"
+    for index, existing_block in enumerate(blocks):
+        if existing_block.startswith("## ") and existing_block[3:].splitlines()[0].strip() == title:
+            blocks[index] = block
+            break
+    else:
+        blocks.append(("\n" if not blocks[-1].endswith("\n\n") else "") + block)
+    path.write_text("".join(blocks).rstrip() + "\n")
     return path
