@@ -430,10 +430,11 @@ def _served_by_all(servers, take_ids: list[str], started: float, limit: float = 
     return time.perf_counter() - started
 
 
-def add_latency(where: dict, folder: Path, *, late: bool = True, rounds: int = ADD_ROUNDS) -> dict:
+def add_latency(where: dict, folder: Path, *, late: bool = True, rounds: int | None = None) -> dict:
     """20 new takes, by `takes add` and by POST /takes to one server: seconds until both of two running servers return them."""
     import httpx
 
+    rounds = ADD_ROUNDS if rounds is None else rounds
     takes_cli = Path(sys.executable).with_name("takes")
     target = ["--database-url", where["database_url"]] if "database_url" in where else ["--index-dir", str(where["index_dir"])]
     env = {name: value for name, value in os.environ.items() if not name.startswith("TAKES_")}
@@ -680,8 +681,23 @@ def main(argv=None) -> dict:
         from bench import report
         from bench.common import REPO
 
-        report.replace_section(REPO / "docs" / "PERFORMANCE.md", report.POSTGRES_SECTION, report.postgres_section(result))
+        report.replace_section(REPO / "docs" / "PERFORMANCE.md", report.POSTGRES_SECTION, report.postgres_section(merged(result)))
     return result
+
+
+def merged(result: dict) -> dict:
+    """``result`` over the parts kept from earlier runs (the seed and 100k parts may run apart, each under 15 minutes)."""
+    from bench.fixtures import bench_dir
+
+    path = bench_dir() / "postgres.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    run = {key: result[key] for key in ("command", "started", "load_average", "load_average_after", "seconds") if key in result}
+    runs = [earlier for earlier in kept.get("runs", []) if not set(earlier.get("parts", [])) <= set(result)]
+    runs.append({**run, "parts": [part for part in ("seed", "seed_http", "scale") if part in result]})
+    kept.update({key: value for key, value in result.items() if key in ("seed", "seed_http", "scale", "machine")})
+    kept["runs"] = runs
+    path.write_text(json.dumps(kept, indent=1))
+    return kept
 
 
 def _load_average() -> str:

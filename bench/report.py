@@ -277,10 +277,13 @@ def _pair(row: dict, first: str, second: str) -> str:
 
 def postgres_section(result: dict) -> str:
     """The tables of `python -m bench.postgres` (also run by `make bench`)."""
+    runs = result.get("runs") or [result]
+    said = "; ".join(
+        f"`{run.get('command', 'python -m bench.postgres')}` started {run.get('started', '?')}, load average "
+        f"{run.get('load_average', '?')} before and {run.get('load_average_after', '?')} after" for run in runs
+    )
     lines = [
-        f"`{result.get('command', 'python -m bench.postgres')}` (`make bench-postgres`, and a part of `make bench`), "
-        f"started {result.get('started', '?')}, load average {result.get('load_average', '?')} before and "
-        f"{result.get('load_average_after', '?')} after, on {result.get('machine', {}).get('nproc', '?')} cores "
+        f"{said} (`make bench-postgres`, and a part of `make bench`), on {result.get('machine', {}).get('nproc', '?')} cores "
         f"({result.get('machine', {}).get('cpu', '?')}). Every row is one `takes serve --workers 2` "
         "(the real CLI; `--database-url` for PostgreSQL) on its own: a sequential keep-alive client "
         "(200 hybrid searches, k=10, after 20), then 8 keep-alive clients (400); add 20 is the seconds "
