@@ -174,15 +174,19 @@ class PostgresGeneration:
             term_counts = [min((counts[lexeme] for lexeme in term_lexemes[term]), default=0) for term in terms]
             retrieval = lexical_retrieval(terms, term_counts, self.info.count)
             retrieving = sorted({lexeme for term in retrieval.terms for lexeme in term_lexemes[term]})
-            candidates, candidate_params = "", []
+            # The candidates' row ids: for a conjunction, the rarest word's
+            # takes probed for each other word (an index lookup each, not a
+            # walk over the common words' postings).
+            candidate_sql, candidate_params = "", []
             if retrieval.every:
-                candidates = (
-                    " AND p.row_id IN (SELECT r.row_id FROM takes_postings r WHERE r.lexeme = ANY(%s)"
-                    " GROUP BY r.row_id HAVING count(*) = %s)"
+                rarest_first = sorted(retrieving, key=lambda lexeme: counts[lexeme])
+                candidate_sql = "SELECT r.row_id FROM takes_postings r WHERE r.lexeme = %s" + "".join(
+                    f" AND EXISTS (SELECT 1 FROM takes_postings r{n} WHERE r{n}.lexeme = %s AND r{n}.row_id = r.row_id)"
+                    for n in range(1, len(rarest_first))
                 )
-                candidate_params = [retrieving, len(retrieving)]
+                candidate_params = rarest_first
             elif retrieving != lexemes:
-                candidates = " AND p.row_id IN (SELECT r.row_id FROM takes_postings r WHERE r.lexeme = ANY(%s))"
+                candidate_sql = "SELECT DISTINCT r.row_id FROM takes_postings r WHERE r.lexeme = ANY(%s)"
                 candidate_params = [retrieving]
             passing, join, passing_params = "", "", []
             if filters.restricts_rows():
@@ -203,7 +207,8 @@ class PostgresGeneration:
                     GROUP BY p.row_id ORDER BY score DESC, p.row_id LIMIT %s"""
             head = [*passing_params, self.info.average_length, lexemes, idfs, *params]
 
-            def ranked(candidates: str, candidate_params: list) -> list:
+            def ranked(candidate_sql: str, candidate_params: list) -> list:
+                candidates = f" AND p.row_id IN ({candidate_sql})" if candidate_sql else ""
                 if passing:
                     return connection.execute(query.format(candidates=candidates), [*head, *candidate_params, depth]).fetchall()
                 # Ranked first, then the top few checked against removals:
@@ -212,24 +217,39 @@ class PostgresGeneration:
                 # are few (purged by the next write but one); when they push
                 # a live one out of the top, the checked query answers.
                 generation = self.info.generation
+                chosen, postings = "", "unnest(%s::text[], %s::float8[]) AS q(lexeme, idf) JOIN takes_postings p ON p.lexeme = q.lexeme"
+                within = candidates if candidate_sql and not retrieval.every else ""
+                if candidate_sql and retrieval.every:
+                    # The takes holding every word (at most the rarest's
+                    # postings): each one's postings looked up by (word, take),
+                    # an index probe each (LATERAL: the planner, which cannot
+                    # estimate them, read every posting of each through the
+                    # row index instead). Rare words' candidates are more: the
+                    # common words' postings are walked and matched against them.
+                    chosen = f"chosen AS MATERIALIZED ({candidate_sql}),"
+                    postings = (
+                        "chosen CROSS JOIN unnest(%s::text[], %s::float8[]) AS q(lexeme, idf) CROSS JOIN LATERAL "
+                        "(SELECT p.row_id, p.tf, p.length, p.added_generation FROM takes_postings p "
+                        "WHERE p.lexeme = q.lexeme AND p.row_id = chosen.row_id OFFSET 0) AS p"
+                    )
                 rows = connection.execute(
-                    f"""WITH ranked AS (
+                    f"""WITH {chosen} ranked AS (
                             SELECT p.row_id, {score} AS score
-                            FROM unnest(%s::text[], %s::float8[]) AS q(lexeme, idf)
-                            JOIN takes_postings p ON p.lexeme = q.lexeme
-                            WHERE p.added_generation <= %s {candidates}
+                            FROM {postings}
+                            WHERE p.added_generation <= %s {within}
                             GROUP BY p.row_id ORDER BY score DESC, p.row_id LIMIT %s)
                         SELECT ranked.row_id, ranked.score, (SELECT count(*) FROM ranked) FROM ranked
                         WHERE NOT EXISTS (SELECT 1 FROM takes r WHERE r.row_id = ranked.row_id
                                           AND r.removed_generation IS NOT NULL AND r.removed_generation <= %s)
                         ORDER BY ranked.score DESC, ranked.row_id LIMIT %s""",
-                    [self.info.average_length, lexemes, idfs, generation, *candidate_params, 2 * depth, generation, depth],
+                    [*(candidate_params if chosen else []), self.info.average_length, lexemes, idfs, generation,
+                     *(candidate_params if within else []), 2 * depth, generation, depth],
                 ).fetchall()
                 if len(rows) >= depth or not rows or rows[0][2] < 2 * depth:
                     return [(row_id, value) for row_id, value, _ in rows]
                 return connection.execute(query.format(candidates=candidates), [*head, *candidate_params, depth]).fetchall()
 
-            rows = ranked(candidates, candidate_params)
+            rows = ranked(candidate_sql, candidate_params)
             if retrieval.every and len(rows) < depth:
                 # Fewer takes hold every word than asked for: any of them, as below the rule.
                 rows = ranked("", [])
