@@ -290,7 +290,11 @@ def postgres_section(result: dict) -> str:
         "from starting `takes add` (a new process: start-up, model, embed, commit) or from POST /takes to "
         "one server until both of two running servers (reloading every second) return all 20, median of "
         "3 after one untimed; memory is PSS (RSS) of the server's processes and, for PostgreSQL, of the "
-        "database server's, from /proc after the clients.",
+        "database server's, from /proc after the clients. The seed rows rank with late interaction (the "
+        "default); the 100k rows with `--no-late-interaction`, since without stored token vectors every new "
+        "candidate there costs a model pass. The 100k takes are generated (bench/take_texts.py with specific "
+        "words drawn Zipf-like from 50,000) with synthetic vectors; queries are three words of a take, "
+        "encoded by the server's model.",
         "",
         "| corpus, store | sequential p50 / p99 ms | 8 clients: req/s, p99 ms (x sequential) | add 20: `takes add` / POST s | server MiB PSS (RSS) | PostgreSQL MiB PSS (RSS) |",
         "| --- | --- | --- | --- | --- | --- |",
