@@ -54,7 +54,7 @@ def _add_latency() -> dict:
 
 def _postgres(work: Path, quick: bool) -> dict:
     """The PostgreSQL store beside the embedded one (bench/postgres.py), in its own process: its servers and corpora are its own."""
-    output = work / "postgres.json"
+    output = work / "postgres-run.json"
     command = [sys.executable, "-m", "bench.postgres", "--json", str(output)] + (["--takes", "0"] if quick else [])
     # The seed part takes about 3 minutes, 100k about 6 with its corpus cached (the first build: 8 more), on two busy cores.
     completed = subprocess.run(command, capture_output=True, text=True, timeout=2400)

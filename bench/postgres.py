@@ -41,7 +41,6 @@ import numpy as np
 
 from bench.common import Timer, machine, percentiles_ms
 
-QUERY_COUNT = 200
 SYNTHETIC_AUTHORS = {"Rare Author": 0.001, "Tenth Author": 0.10, "Half Author": 0.50}
 
 
@@ -131,7 +130,7 @@ def synthetic_takes(count: int, seed: int = 0, prefix: str = "synthetic"):
     return takes
 
 
-def query_texts(takes, count: int = QUERY_COUNT, seed: int = 2) -> list[str]:
+def query_texts(takes, count: int, seed: int = 2) -> list[str]:
     """Three content words of a take each: a query made only of function words would time the worst case every run."""
     from indexer.search import query_terms
 
@@ -146,20 +145,15 @@ def query_texts(takes, count: int = QUERY_COUNT, seed: int = 2) -> list[str]:
 def _recipe(count: int) -> str:
     """What a cached corpus was built from: its size and the code that makes and stores it."""
     import hashlib
+    import inspect
 
     from bench.common import REPO
 
     digest = hashlib.sha256(str(count).encode())
     for name in ("bench/take_texts.py", "bench/scale.py", "indexer/index/layout.py", "indexer/postgres/schema.py"):
         digest.update((REPO / name).read_bytes())
-    digest.update(inspect_source(synthetic_takes).encode())
+    digest.update(inspect.getsource(synthetic_takes).encode())
     return digest.hexdigest()[:16]
-
-
-def inspect_source(function) -> str:
-    import inspect
-
-    return inspect.getsource(function)
 
 
 def _embedded_corpus(index_dir: Path, takes, vectors) -> float:
@@ -568,17 +562,6 @@ def _recall(generation, vectors: np.ndarray, query_vectors: np.ndarray) -> float
 
 def _no_model():
     raise AssertionError("every vector is in the cache: nothing should be embedded")
-
-
-class _QueryOnly:
-    """Stands in for the model when the query vectors are given (Searcher checks name and dim)."""
-
-    name = "all-MiniLM-L6-v2"
-    dim = 384
-    backend = "onnx"
-
-    def encode(self, texts, progress=False):
-        raise AssertionError("queries come with their vectors")
 
 
 def seed_http(admin_url: str, folder: Path, server) -> dict:
