@@ -60,7 +60,7 @@ K = 10
 # Candidates measured on the real vectors: FAISS factory strings (one thread).
 CANDIDATES = (
     "IVF1024,SQ8", "IVF4096,SQ8", "IVF1024,SQ4", "IVF4096,SQ4",
-    "IVF4096,PQ48", "IVF4096,PQ96", "OPQ48,IVF4096,PQ48", "OPQ96,IVF4096,PQ96",
+    "IVF1024,PQ48", "IVF1024,PQ96", "OPQ48,IVF1024,PQ48",
 )
 NPROBES = (8, 16, 32, 64)
 RESCORED = (50, 100, 200)
@@ -158,6 +158,263 @@ def recall(candidates=CANDIDATES, nprobes=NPROBES, rescored=RESCORED) -> list[di
     return rows
 
 
+# -- 10M synthetic vectors matched to the real ones ------------------------------
+
+SCALE_DIR = DATA / "scale-compressed"
+SEGMENT_ROWS = 1_000_000
+MIXTURE_COMPONENTS = 256
+COMPONENT_RANK = 24
+SCALE_QUERIES = 1_000
+RECALL_SAMPLE = 200
+
+
+class RealLike:
+    """A Gaussian mixture fitted to real vectors: k-means components, each with its own principal axes.
+
+    Each component keeps its weight, its mean, its top ``COMPONENT_RANK``
+    principal directions with their spreads and an isotropic rest, so the
+    synthetic vectors have the real ones' uneven cluster sizes and shapes
+    (not one blob shape repeated around random centres).
+    """
+
+    def __init__(self, vectors: np.ndarray, components: int = MIXTURE_COMPONENTS, rank: int = COMPONENT_RANK, seed: int = 0):
+        import faiss
+
+        dim = vectors.shape[1]
+        kmeans = faiss.Kmeans(dim, components, niter=20, seed=seed, spherical=True)
+        kmeans.train(np.ascontiguousarray(vectors, dtype=np.float32))
+        _, labels = kmeans.index.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
+        labels = labels[:, 0]
+        self.weights, self.means, self.axes, self.spreads, self.rest = [], [], [], [], []
+        for number in range(components):
+            members = vectors[labels == number].astype(np.float64)
+            if len(members) < 2:
+                continue
+            mean = members.mean(axis=0)
+            _, singular, basis = np.linalg.svd(members - mean, full_matrices=False)
+            variances = singular**2 / (len(members) - 1)
+            top = min(rank, len(variances))
+            self.weights.append(len(members))
+            self.means.append(mean)
+            self.axes.append(basis[:top])
+            self.spreads.append(np.sqrt(variances[:top]))
+            # What the top directions leave, spread evenly over the other dimensions.
+            self.rest.append(np.sqrt(max(variances[top:].sum(), 0.0) / max(dim - top, 1)))
+        self.weights = np.asarray(self.weights, np.float64) / np.sum(self.weights)
+        self.dim = dim
+
+    def sample(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        chosen = rng.choice(len(self.weights), size=count, p=self.weights)
+        out = np.empty((count, self.dim), np.float32)
+        for number in np.unique(chosen):
+            rows = np.flatnonzero(chosen == number)
+            along = rng.standard_normal((len(rows), len(self.spreads[number])), dtype=np.float32) * self.spreads[number].astype(np.float32)
+            noise = rng.standard_normal((len(rows), self.dim), dtype=np.float32) * np.float32(self.rest[number])
+            out[rows] = self.means[number].astype(np.float32) + along @ self.axes[number].astype(np.float32) + noise
+        out /= np.linalg.norm(out, axis=1, keepdims=True)
+        return out
+
+
+def _scale_manifest(count: int):
+    import json
+
+    from embeddings import DEFAULT_MODEL
+    from indexer import ann
+    from indexer.index.manifest import Manifest, Segment
+
+    record = json.loads((SCALE_DIR / "segments.json").read_text())
+    segments = tuple(Segment(**item) for item in record)
+    chosen, total = [], 0
+    for segment in segments:
+        if total >= count:
+            break
+        chosen.append(segment)
+        total += segment.count
+    return Manifest(model=DEFAULT_MODEL, dim=384, count=total, generation=len(chosen), segments=tuple(chosen),
+                    index_type=_index_type(total), backend="onnx")
+
+
+def _index_type(count: int) -> str:
+    """What the product picks for ``count`` takes (``TAKES_BENCH_INDEX_TYPE`` overrides it for a dry run)."""
+    from indexer import ann
+
+    return os.environ.get("TAKES_BENCH_INDEX_TYPE") or ann.index_type_for(count)
+
+
+def synthesize(count: int = 10_000_000) -> None:
+    """Fit ``RealLike`` to the real vectors; write ``count`` samples as product segment files (1M each), resumable."""
+    import json
+
+    import faiss
+
+    from indexer.fsutil import checksum_file
+    from indexer.index.manifest import Segment
+
+    faiss.omp_set_num_threads(1)
+    real = gather(save=False)
+    model = RealLike(real)
+    segments_dir = SCALE_DIR / "segments"
+    segments_dir.mkdir(parents=True, exist_ok=True)
+    record_path = SCALE_DIR / "segments.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else []
+    # Queries: fresh samples never stored, half of them perturbed like the real held-out ones.
+    query_rng = np.random.default_rng(10**6)
+    queries = model.sample(SCALE_QUERIES, query_rng)
+    half = SCALE_QUERIES // 2
+    queries[:half] += query_rng.standard_normal((half, 384)).astype(np.float32) * (0.45 / np.sqrt(384))
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    np.save(SCALE_DIR / "queries.npy", queries)
+    for number in range(len(record), count // SEGMENT_ROWS):
+        started = time.perf_counter()
+        vectors = model.sample(SEGMENT_ROWS, np.random.default_rng(number))
+        ids = np.arange(number * SEGMENT_ROWS + 1, (number + 1) * SEGMENT_ROWS + 1, dtype=np.int64)
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(384))
+        index.add_with_ids(vectors, ids)
+        del vectors
+        file = f"segments/seg-{number + 1:06d}.faiss"
+        temporary = SCALE_DIR / (file + ".tmp")
+        faiss.write_index(index, str(temporary))
+        del index
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, SCALE_DIR / file)
+        record.append(Segment(number + 1, file, SEGMENT_ROWS, checksum_file(SCALE_DIR / file)).__dict__)
+        record_path.write_text(json.dumps(record))
+        print(f"segment {number + 1}: {SEGMENT_ROWS:,} vectors in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+
+
+def _wait_for_segment(number: int, wait: bool):
+    import json
+
+    from indexer.index.manifest import Segment
+
+    while True:
+        record_path = SCALE_DIR / "segments.json"
+        record = json.loads(record_path.read_text()) if record_path.exists() else []
+        if len(record) >= number:
+            return Segment(**record[number - 1])
+        if not wait:
+            raise SystemExit(f"segment {number} is not written yet: run `synthesize` first")
+        time.sleep(20)
+
+
+def build(count: int = 10_000_000, wait: bool = True) -> None:
+    """Build the compressed index over the synthetic segments as the product's load does, and save it for the server.
+
+    The product's build (``ann.build_compressed``) over the segment files,
+    segment by segment as ``synthesize`` writes them; training uses
+    ``ann.training_sample`` of the first segment (the samples are
+    independent draws, so any million is as good as all ten). Exact top 10 of
+    ``RECALL_SAMPLE`` queries is computed on the way (the chunked brute-force
+    pass). Not timed under the lock: build time is reported from here.
+    """
+    import faiss
+
+    from indexer import ann
+    from indexer.index.segments import SegmentVectors, save_trained_index, verify_segment_checksum
+
+    index_type = _index_type(count)
+    segments = count // SEGMENT_ROWS
+    first = _wait_for_segment(1, wait)
+    queries = np.load(SCALE_DIR / "queries.npy")[:RECALL_SAMPLE]
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    mapped = SegmentVectors.open(SCALE_DIR, (first,), np.arange(1, SEGMENT_ROWS + 1), 384)
+    sample = ann.training_sample(index_type, _Rows(mapped, np.arange(1, SEGMENT_ROWS + 1)))
+    best = [np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)]
+
+    def batches():
+        for number in range(1, segments + 1):
+            segment = _wait_for_segment(number, wait)
+            verify_segment_checksum(SCALE_DIR, segment)
+            ids = np.arange((number - 1) * SEGMENT_ROWS + 1, number * SEGMENT_ROWS + 1, dtype=np.int64)
+            vectors = SegmentVectors.open(SCALE_DIR, (segment,), ids, 384).gather(ids)
+            scores = queries @ vectors.T
+            top = np.argpartition(-scores, K - 1, axis=1)[:, :K]
+            merged = np.concatenate([best[0], np.take_along_axis(scores, top, 1)], axis=1)
+            merged_ids = np.concatenate([best[1], ids[top]], axis=1)
+            order = np.argsort(-merged, axis=1)[:, :K]
+            best[0], best[1] = np.take_along_axis(merged, order, 1), np.take_along_axis(merged_ids, order, 1)
+            for start in range(0, SEGMENT_ROWS, 250_000):
+                yield vectors[start : start + 250_000], ids[start : start + 250_000]
+            print(f"added segment {number} at {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+    index = ann.build_compressed(index_type, 384, sample, batches())
+    build_s = time.perf_counter() - started
+    manifest = _scale_manifest(count)
+    save_trained_index(SCALE_DIR, manifest, index)
+    np.save(SCALE_DIR / f"truth-{count}.npy", best[1])
+    print(
+        f"built {index_type} over {count:,} in {build_s:.0f} s wall, {time.process_time() - cpu_started:.0f} s CPU "
+        f"(threads {faiss.omp_get_max_threads()}, nice 19, load {os.getloadavg()[0]:.1f}); "
+        f"ann-cache.faiss {(SCALE_DIR / 'ann-cache.faiss').stat().st_size:,} bytes",
+        flush=True,
+    )
+
+
+class _Rows:
+    def __init__(self, mapped, ids):
+        self._mapped, self._ids = mapped, ids
+
+    def __len__(self):
+        return len(self._ids)
+
+    def __getitem__(self, rows):
+        return self._mapped.gather(self._ids[rows])
+
+
+def _memory() -> dict:
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            fields[name] = round(int(value.split()[0]) / 1024**2, 2)
+    return fields
+
+
+def query(count: int = 10_000_000, depth: int = 50) -> None:
+    """Load the index the way a server start does (saved trained index + mapped segments), then 1,000 single queries.
+
+    Run in a fresh process under the lock. The SQLite half of a load (live
+    row ids, manifest) is replaced by the manifest the segments make: the
+    vector layer of the server process, not its database.
+    """
+    import faiss
+
+    from bench.common import percentiles_ms
+    from indexer import ann
+    from indexer.index.snapshot import nearest, snapshot_of
+
+    faiss.omp_set_num_threads(1)  # the server's default (TAKES_THREADS unset)
+    manifest = _scale_manifest(count)
+    before = _memory()
+    started = time.perf_counter()
+    snapshot = snapshot_of(SCALE_DIR, manifest, np.arange(1, manifest.count + 1, dtype=np.int64))
+    load_s = time.perf_counter() - started
+    ann.mean_direction(snapshot.faiss_index, 384)  # what the serving swap computes
+    loaded = _memory()
+    queries = np.load(SCALE_DIR / "queries.npy")
+    truth = np.load(SCALE_DIR / f"truth-{count}.npy")
+    times, found = [], []
+    for vector in queries:
+        began = time.perf_counter()
+        result = nearest(snapshot, vector, depth)
+        times.append(time.perf_counter() - began)
+        found.append(np.asarray([row for row, _ in result[:K]]))
+    after = _memory()
+    p50, p99 = percentiles_ms(times)
+    warm50, warm99 = percentiles_ms(times[len(times) // 2 :])
+    recall_10 = recall_at(found[: len(truth)], truth)
+    print(
+        f"{manifest.index_type} {manifest.count:,} takes, nprobe {ann.COMPRESSED_NPROBE}, rescored {ann.RESCORED}, depth {depth}: "
+        f"load {load_s:.1f} s; search p50 {p50:.2f} ms p99 {p99:.2f} ms (second half {warm50:.2f} / {warm99:.2f}); "
+        f"recall@10 {recall_10:.3f} on {len(truth)} queries; memory GiB before {before}, loaded {loaded}, after {after}; "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+
+
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else "recall"
     if command == "embed":
@@ -167,5 +424,11 @@ if __name__ == "__main__":
     elif command == "recall":
         chosen = sys.argv[2].split(";") if len(sys.argv) > 2 else CANDIDATES
         recall(chosen)
+    elif command == "build":
+        build(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000)
+    elif command == "scale":
+        query(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000)
+    elif command == "synthesize":
+        synthesize(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000)
     else:
         sys.exit(f"unknown command {command!r}: expected embed, gather, recall or scale")
