@@ -11,7 +11,7 @@ cosine because vectors are L2-normalized.
 ``ivfNsq8`` (above ``COMPRESSED_THRESHOLD`` takes) keeps one byte per
 dimension in memory instead of four: its lists give ``RESCORED`` candidates,
 whose exact inner products are then computed from the float32 vectors the
-segment files already hold, memory-mapped (``indexer.index.segments.SegmentVectors``),
+segment files already hold, read in place (``indexer.index.segments.SegmentVectors``),
 so the scores that reach ranking are exact. It keeps no direct map (a
 hashtable costs ~50 bytes a take): vectors are read by id from the segments.
 """

@@ -142,7 +142,7 @@ def _check_segments(index_dir: Path, manifest: Manifest, live: np.ndarray, findi
             continue
         covered = np.concatenate([covered, ids])
         if ann.is_compressed(manifest.index_type):
-            # A compressed index re-scores from the segment's vectors mapped in place.
+            # A compressed index re-scores from the segment's vectors read in place.
             try:
                 SegmentVectors.open(index_dir, (segment,), ids, manifest.dim)
             except IndexCorrupt as error:

@@ -45,7 +45,7 @@ class Snapshot:
     manifest: Manifest
     faiss_index: object  # a faiss.Index (ann.build_index) holding the takes' vectors under their SQLite row ids
     loaded_at: float
-    # The segments' float32 vectors, memory-mapped: a compressed index's re-scoring source.
+    # The segments' float32 vectors, read in place: a compressed index's re-scoring source.
     full_vectors: SegmentVectors | None = None
 
     @property
@@ -122,14 +122,14 @@ def _reuse(index_dir: Path, manifest: Manifest, live: np.ndarray, previous: Snap
 
 
 def _mapped(index_dir: Path, manifest: Manifest, live: np.ndarray) -> SegmentVectors | None:
-    """The memory-mapped segment vectors a compressed index re-scores from (None for the other types)."""
+    """The segment vectors a compressed index re-scores from (None for the other types)."""
     if not ann.is_compressed(manifest.index_type):
         return None
     return SegmentVectors.open(index_dir, manifest.segments, live, manifest.dim)
 
 
 def _load_compressed(index_dir: Path, manifest: Manifest, live: np.ndarray):
-    """(index, mapped vectors) of a compressed type, built segment by segment from the mapped files.
+    """(index, mapped vectors) of a compressed type, built segment by segment from the segment files.
 
     Each segment is verified against its checksum first, as ``read_segment``
     does; the float32 vectors are never all in memory at once.
@@ -151,7 +151,7 @@ _BATCH = 100_000
 
 
 class _RowView:
-    """Rows of mapped vectors by position in ``ids``: what ``ann.training_sample`` indexes."""
+    """Rows of segment vectors by position in ``ids``: what ``ann.training_sample`` indexes."""
 
     def __init__(self, mapped: SegmentVectors, ids: np.ndarray):
         self._mapped, self._ids = mapped, ids
@@ -306,7 +306,7 @@ def _rescored(snapshot: Snapshot, query: np.ndarray, candidates: list[tuple[int,
 
 
 def _stored(snapshot: Snapshot, rows: np.ndarray) -> np.ndarray:
-    """The float32 vectors of ``rows``: from the mapped segments of a compressed index, else by id inside FAISS."""
+    """The float32 vectors of ``rows``: from the segment files of a compressed index, else by id inside FAISS."""
     if snapshot.full_vectors is not None:
         return snapshot.full_vectors.gather(rows)
     return snapshot.faiss_index.reconstruct_batch(rows)

@@ -85,7 +85,7 @@ def snapshot_nearest(snapshot, query, depth):
     return nearest(snapshot, query, depth)
 
 
-def test_filtered_and_by_id_reads_use_the_mapped_vectors(compressed_index, embedder):
+def test_filtered_and_by_id_reads_use_the_segment_vectors(compressed_index, embedder):
     from indexer.index.snapshot import inner_products, nearest
 
     snapshot = load_snapshot(compressed_index)
@@ -140,7 +140,7 @@ def test_compressed_index_round_trips_through_save_load_and_check(compressed_ind
     assert [problem.path for problem in problems] == [str(segment)]
 
 
-def test_a_segment_that_is_not_a_flat_index_cannot_be_mapped(compressed_index, tmp_path):
+def test_a_segment_that_is_not_a_flat_index_cannot_be_read_in_place(compressed_index, tmp_path):
     import shutil
 
     from indexer.errors import IndexCorrupt
@@ -152,5 +152,5 @@ def test_a_segment_that_is_not_a_flat_index_cannot_be_mapped(compressed_index, t
     connection.close()
     segment = copy / manifest.segments[0].file
     segment.write_bytes(segment.read_bytes()[:-8])
-    with pytest.raises(IndexCorrupt, match="cannot be mapped"):
+    with pytest.raises(IndexCorrupt, match="cannot be read in place"):
         SegmentVectors.open(copy, manifest.segments, np.zeros(0, np.int64), 384)
