@@ -2,7 +2,9 @@
 
     .venv/bin/python -m bench.scale_compressed embed      # once: real int8 vectors of generated takes
     .venv/bin/python -m bench.scale_compressed recall     # candidates on the real vectors
-    .venv/bin/python -m bench.scale_compressed scale      # 10M synthetic vectors: build, memory, latency
+    .venv/bin/python -m bench.scale_compressed synthesize # synthetic vectors fitted to the real ones, as segments
+    .venv/bin/python -m bench.scale_compressed build N    # the product's compressed index over N of them
+    .venv/bin/python -m bench.scale_compressed scale N    # a server-like load: memory, latency, recall
 
 Files live in /work/bench-data (outside the repo; ``TAKES_BENCH_DATA`` moves it).
 """
@@ -373,7 +375,7 @@ def _memory() -> dict:
     return fields
 
 
-def query(count: int = 10_000_000, depth: int = 50) -> None:
+def query(count: int = 10_000_000, depth: int = 50, nprobe: int | None = None) -> None:
     """Load the index the way a server start does (saved trained index + mapped segments), then 1,000 single queries.
 
     Run in a fresh process under the lock. The SQLite half of a load (live
@@ -387,6 +389,8 @@ def query(count: int = 10_000_000, depth: int = 50) -> None:
     from indexer.index.snapshot import nearest, snapshot_of
 
     faiss.omp_set_num_threads(1)  # the server's default (TAKES_THREADS unset)
+    if nprobe is not None:
+        ann.COMPRESSED_NPROBE = nprobe  # read by ann.search_parameters at each query
     manifest = _scale_manifest(count)
     before = _memory()
     started = time.perf_counter()
@@ -427,7 +431,7 @@ if __name__ == "__main__":
     elif command == "build":
         build(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000)
     elif command == "scale":
-        query(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000)
+        query(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000, nprobe=int(sys.argv[3]) if len(sys.argv) > 3 else None)
     elif command == "synthesize":
         synthesize(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000)
     else:
