@@ -221,7 +221,6 @@ def _scale_manifest(count: int):
     import json
 
     from embeddings import DEFAULT_MODEL
-    from indexer import ann
     from indexer.index.manifest import Manifest, Segment
 
     record = json.loads((SCALE_DIR / "segments.json").read_text())
