@@ -1,12 +1,19 @@
 """Which FAISS index serves a generation: exact below a size, approximate above.
 
-The manifest names the index type (``flat``, ``hnsw32``, ``ivf4096``); the
-loader builds that type from the segment files. Ids are SQLite row ids and
+The manifest names the index type (``flat``, ``hnsw32``, ``ivf4096``,
+``ivf8192sq8``); the loader builds that type from the segment files. Ids are SQLite row ids and
 ``reconstruct`` (hybrid mode's cosine of lexical-only candidates) works by id:
 flat and HNSW sit under an ``IndexIDMap2``; IVF keeps the ids in its own lists
 with a hashtable direct map, which, unlike an id map over IVF, can also remove
 vectors, so a removal does not mean training again. Inner product equals
 cosine because vectors are L2-normalized.
+
+``ivfNsq8`` (above ``COMPRESSED_THRESHOLD`` takes) keeps one byte per
+dimension in memory instead of four: its lists give ``RESCORED`` candidates,
+whose exact inner products are then computed from the float32 vectors the
+segment files already hold, read in place (``indexer.index.segments.SegmentVectors``),
+so the scores that reach ranking are exact. It keeps no direct map (a
+hashtable costs ~50 bytes a take): vectors are read by id from the segments.
 """
 
 from __future__ import annotations
@@ -28,19 +35,33 @@ DEFAULT_THRESHOLD = 50_000
 HNSW_EF_SEARCH = 64
 HNSW_EF_CONSTRUCTION = 40
 IVF_NPROBE = 16
+# Above this many takes the compressed type: IVF-Flat holds 1,544 bytes a take
+# in memory (3 GB at 2M, 15 GB at 10M), IVF-SQ8 392 (docs/PERFORMANCE.md,
+# "Compressed candidates"); below it the float lists fit and need no disk read.
+COMPRESSED_THRESHOLD = 2_000_000
+# Chosen on real int8 vectors (docs/PERFORMANCE.md, "Compressed candidates"):
+# the probe breadth and how many SQ8 candidates are re-scored exactly.
+COMPRESSED_NPROBE = 32
+RESCORED = 100
 
-_TYPE = re.compile(r"^(flat|hnsw(\d+)|ivf(\d+))$")
+_TYPE = re.compile(r"^(flat|hnsw(\d+)|ivf(\d+)(sq8)?)$")
 
 
-def index_type_for(count: int, threshold: int = DEFAULT_THRESHOLD) -> str:
+def index_type_for(count: int, threshold: int = DEFAULT_THRESHOLD, compressed_threshold: int = COMPRESSED_THRESHOLD) -> str:
     """``flat`` below the threshold; above it IVF with about 2*sqrt(count) lists (a power of two).
 
-    At 1M takes that is ivf2048: nprobe 16 scans ~0.8% of the vectors.
+    At 1M takes that is ivf2048: nprobe 16 scans ~0.8% of the vectors. From
+    ``compressed_threshold`` on the lists hold SQ8 codes (``ivf8192sq8`` at 10M).
     """
     if count < threshold:
         return "flat"
     lists = 2 ** max(6, round(math.log2(2 * math.sqrt(count))))
-    return f"ivf{lists}"
+    return f"ivf{lists}sq8" if count >= compressed_threshold else f"ivf{lists}"
+
+
+def is_compressed(index_type: str) -> bool:
+    """Whether ``index_type`` holds codes, not vectors: its candidates are re-scored from the segments."""
+    return _parse(index_type).group(4) is not None
 
 
 def _parse(index_type: str) -> re.Match:
@@ -48,7 +69,7 @@ def _parse(index_type: str) -> re.Match:
     if match is None:
         from indexer.errors import IndexCorrupt
 
-        raise IndexCorrupt(f"unknown index type {index_type!r}: expected flat, hnswM or ivfN")
+        raise IndexCorrupt(f"unknown index type {index_type!r}: expected flat, hnswM, ivfN or ivfNsq8")
     return match
 
 
@@ -58,6 +79,8 @@ def build_index(index_type: str, dim: int, vectors: np.ndarray, ids: np.ndarray)
 
     match = _parse(index_type)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if match.group(4):
+        return build_compressed(index_type, dim, training_sample(index_type, vectors), [(vectors, ids)])
     if match.group(2):
         inner = faiss.IndexHNSWFlat(dim, int(match.group(2)), faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
@@ -87,6 +110,41 @@ def build_index(index_type: str, dim: int, vectors: np.ndarray, ids: np.ndarray)
     return index
 
 
+def training_sample(index_type: str, vectors) -> np.ndarray:
+    """The rows of ``vectors`` (an array or memory map) an IVF index of ``index_type`` trains on: 40 per list, seeded."""
+    nlist = int(_parse(index_type).group(3))
+    count = len(vectors)
+    if count <= nlist * 40:
+        rows = np.arange(count)
+    else:
+        rows = np.sort(np.random.default_rng(0).choice(count, nlist * 40, replace=False))
+    return np.ascontiguousarray(vectors[rows], dtype=np.float32)
+
+
+def build_compressed(index_type: str, dim: int, sample: np.ndarray, batches):
+    """An ``ivfNsq8`` index trained on ``sample``, holding each (vectors, ids) of ``batches`` in turn.
+
+    Batches let a load add ten million vectors from memory-mapped segments
+    without ever holding them all as float32.
+    """
+    import faiss
+
+    nlist = min(int(_parse(index_type).group(3)), max(1, len(sample) // 39))
+    index = faiss.IndexIVFScalarQuantizer(
+        faiss.IndexFlatIP(dim), dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+    )
+    index.cp.niter = 10
+    index.cp.max_points_per_centroid = 40
+    index.cp.min_points_per_centroid = 20
+    if len(sample):
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    index.nprobe = COMPRESSED_NPROBE
+    for vectors, ids in batches:
+        if len(ids):
+            index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+    return index
+
+
 def stored_ids(index) -> np.ndarray:
     """The ids an index built by ``build_index`` holds."""
     import faiss
@@ -107,8 +165,10 @@ def remove_ids(index, ids: np.ndarray) -> None:
     import faiss
 
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    # An IVF hashtable direct map accepts only an explicit id array.
-    index.remove_ids(faiss.IDSelectorBatch(ids) if hasattr(index, "id_map") else faiss.IDSelectorArray(ids))
+    # An IVF hashtable direct map accepts only an explicit id array; IVF
+    # without a direct map (ivfNsq8) scans its lists, testing each id in a hash set.
+    keyed = hasattr(index, "id_map") or faiss.extract_index_ivf(index).direct_map.type == faiss.DirectMap.NoMap
+    index.remove_ids(faiss.IDSelectorBatch(ids) if keyed else faiss.IDSelectorArray(ids))
 
 
 def mean_direction(index, dim: int) -> np.ndarray:
@@ -125,6 +185,14 @@ def mean_direction(index, dim: int) -> np.ndarray:
         storage = faiss.downcast_index(inner.storage) if hasattr(inner, "storage") else inner
         if index.ntotal:
             total += faiss.rev_swig_ptr(storage.get_xb(), index.ntotal * dim).reshape(-1, dim).sum(axis=0, dtype=np.float64)
+    elif isinstance(faiss.downcast_index(index), faiss.IndexIVFScalarQuantizer):
+        # SQ8 codes are not vectors: each list's centroid weighted by its size
+        # (k-means puts a centroid at the mean of its members) is close enough
+        # for centring; reading 15 GB of segments at every load is not.
+        ivf = faiss.extract_index_ivf(index)
+        centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist).astype(np.float64)
+        sizes = np.array([ivf.invlists.list_size(number) for number in range(ivf.nlist)], dtype=np.float64)
+        total += sizes @ centroids
     else:
         # IVF-Flat keeps each vector's float32 bytes in its inverted list.
         lists = faiss.extract_index_ivf(index).invlists
@@ -145,7 +213,7 @@ def search_parameters(index_type: str, selector=None):
     if match.group(2):
         params = faiss.SearchParametersHNSW(efSearch=HNSW_EF_SEARCH)
     elif match.group(3):
-        params = faiss.SearchParametersIVF(nprobe=IVF_NPROBE)
+        params = faiss.SearchParametersIVF(nprobe=COMPRESSED_NPROBE if match.group(4) else IVF_NPROBE)
     elif selector is None:
         return None
     else:
@@ -155,4 +223,4 @@ def search_parameters(index_type: str, selector=None):
     return params
 
 
-__all__ = ["DEFAULT_THRESHOLD", "build_index", "index_type_for", "search_parameters"]
+__all__ = ["COMPRESSED_THRESHOLD", "DEFAULT_THRESHOLD", "build_index", "index_type_for", "is_compressed", "search_parameters"]

@@ -203,9 +203,17 @@ class EmbeddedGeneration(EmbeddedTakes):
 class EmbeddedStore:
     """An index directory as a ``Store``: generations loaded from it, a writer for the next."""
 
-    def __init__(self, index_dir: Path | str, *, ann_threshold: int = ann.DEFAULT_THRESHOLD, store_token_vectors: bool = True):
+    def __init__(
+        self,
+        index_dir: Path | str,
+        *,
+        ann_threshold: int = ann.DEFAULT_THRESHOLD,
+        store_token_vectors: bool = True,
+        compressed_threshold: int = ann.COMPRESSED_THRESHOLD,
+    ):
         self.index_dir = Path(index_dir)
         self.ann_threshold = ann_threshold
+        self.compressed_threshold = compressed_threshold
         # Whether writers keep each new take's token vectors (indexer/token_vectors.py).
         self.store_token_vectors = store_token_vectors
         self.location = str(self.index_dir)
@@ -241,7 +249,11 @@ class EmbeddedStore:
 
     def writer(self, *, lock_timeout: float = 30.0) -> IndexWriter:
         return IndexWriter(
-            self.index_dir, lock_timeout=lock_timeout, ann_threshold=self.ann_threshold, store_token_vectors=self.store_token_vectors
+            self.index_dir,
+            lock_timeout=lock_timeout,
+            ann_threshold=self.ann_threshold,
+            store_token_vectors=self.store_token_vectors,
+            compressed_threshold=self.compressed_threshold,
         )
 
     def new_takes(self, takes: Sequence[Take]) -> list[Take]:

@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from indexer import token_vectors
+from indexer import ann, token_vectors
 from indexer.errors import IndexCorrupt, IndexNotFound
 from indexer.fsutil import forget_digests
 from indexer.index.embedding_cache import EmbeddingCache, cache_model_name
@@ -28,7 +28,7 @@ from indexer.index.layout import (
     iter_live_rows,
 )
 from indexer.index.manifest import Manifest, check_mirror, read_manifest, read_mirror_text
-from indexer.index.segments import read_segment, verify_trained_index
+from indexer.index.segments import SegmentVectors, read_segment, verify_trained_index
 from indexer.index.writer import EmbedderFactory, IndexWriter
 
 
@@ -141,6 +141,12 @@ def _check_segments(index_dir: Path, manifest: Manifest, live: np.ndarray, findi
             findings.problem(index_dir / segment.file, str(error).split(f"{segment.file} ", 1)[-1], "segments")
             continue
         covered = np.concatenate([covered, ids])
+        if ann.is_compressed(manifest.index_type):
+            # A compressed index re-scores from the segment's vectors read in place.
+            try:
+                SegmentVectors.open(index_dir, (segment,), ids, manifest.dim)
+            except IndexCorrupt as error:
+                findings.problem(index_dir / segment.file, str(error).split(f"{segment.file} ", 1)[-1], "segments")
         if segment.checksum is None:
             findings.notes.append(f"{index_dir / segment.file}: no checksum (format 1): `takes compact` writes a checksummed segment")
     missing = np.setdiff1d(live, covered)

@@ -23,7 +23,14 @@ from indexer import ann
 from indexer.errors import IndexCorrupt
 from indexer.index.layout import REPAIR_HINT, damaged_database, database_path, iter_live_rows
 from indexer.index.manifest import Manifest, open_index_database, read_manifest
-from indexer.index.segments import live_vectors, read_segment, read_trained_index, save_trained_index
+from indexer.index.segments import (
+    SegmentVectors,
+    live_vectors,
+    read_segment,
+    read_trained_index,
+    save_trained_index,
+    verify_segment_checksum,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +45,8 @@ class Snapshot:
     manifest: Manifest
     faiss_index: object  # a faiss.Index (ann.build_index) holding the takes' vectors under their SQLite row ids
     loaded_at: float
+    # The segments' float32 vectors, read in place: a compressed index's re-scoring source.
+    full_vectors: SegmentVectors | None = None
 
     @property
     def generation(self) -> int:
@@ -50,11 +59,8 @@ def load_snapshot(index_dir: Path, previous: Snapshot | None = None) -> Snapshot
     try:
         for attempt in range(_ATTEMPTS):
             manifest, live = _read_generation(connection, index_dir)
-            reused = _reuse(index_dir, manifest, live, previous)
-            if reused is not None:
-                return reused
             try:
-                return _load_from_segments(index_dir, manifest, live)
+                return snapshot_of(index_dir, manifest, live, previous)
             except IndexCorrupt:
                 # A writer may have replaced the segments between our read of
                 # the manifest and of the files: read the new manifest.
@@ -63,6 +69,14 @@ def load_snapshot(index_dir: Path, previous: Snapshot | None = None) -> Snapshot
     finally:
         connection.close()
     raise AssertionError("unreachable")
+
+
+def snapshot_of(index_dir: Path, manifest: Manifest, live: np.ndarray, previous: Snapshot | None = None) -> Snapshot:
+    """``manifest``'s generation holding the takes of ``live``: from ``previous`` or the saved index if they fit, else from the segments."""
+    reused = _reuse(index_dir, manifest, live, previous)
+    if reused is not None:
+        return reused
+    return _load_from_segments(index_dir, manifest, live)
 
 
 def _read_generation(connection: sqlite3.Connection, index_dir: Path) -> tuple[Manifest, np.ndarray]:
@@ -104,15 +118,61 @@ def _reuse(index_dir: Path, manifest: Manifest, live: np.ndarray, previous: Snap
         return None
     if base is not previous:
         logger.info("reusing the trained %s index saved at generation %d", manifest.index_type, base.generation)
-    return Snapshot(manifest=manifest, faiss_index=index, loaded_at=time.time())
+    return Snapshot(manifest=manifest, faiss_index=index, loaded_at=time.time(), full_vectors=_mapped(index_dir, manifest, live))
+
+
+def _mapped(index_dir: Path, manifest: Manifest, live: np.ndarray) -> SegmentVectors | None:
+    """The segment vectors a compressed index re-scores from (None for the other types)."""
+    if not ann.is_compressed(manifest.index_type):
+        return None
+    return SegmentVectors.open(index_dir, manifest.segments, live, manifest.dim)
+
+
+def _load_compressed(index_dir: Path, manifest: Manifest, live: np.ndarray):
+    """(index, mapped vectors) of a compressed type, built segment by segment from the segment files.
+
+    Each segment is verified against its checksum first, as ``read_segment``
+    does; the float32 vectors are never all in memory at once.
+    """
+    for segment in manifest.segments:
+        verify_segment_checksum(index_dir, segment)
+    mapped = SegmentVectors.open(index_dir, manifest.segments, live, manifest.dim)
+    ids = np.sort(np.asarray(live, dtype=np.int64))
+    try:
+        sample = ann.training_sample(manifest.index_type, _RowView(mapped, ids))
+        batches = ((mapped.gather(ids[start : start + _BATCH]), ids[start : start + _BATCH]) for start in range(0, len(ids), _BATCH))
+        return ann.build_compressed(manifest.index_type, manifest.dim, sample, batches), mapped
+    except KeyError as missing:
+        raise IndexCorrupt(f"{index_dir}: take row {missing} of generation {manifest.generation} has no vector in its segments: {REPAIR_HINT}") from None
+
+
+# Vectors added to a compressed index per call while loading (150 MB of float32).
+_BATCH = 100_000
+
+
+class _RowView:
+    """Rows of segment vectors by position in ``ids``: what ``ann.training_sample`` indexes."""
+
+    def __init__(self, mapped: SegmentVectors, ids: np.ndarray):
+        self._mapped, self._ids = mapped, ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, rows):
+        return self._mapped.gather(self._ids[rows])
 
 
 def _load_from_segments(index_dir: Path, manifest: Manifest, live: np.ndarray) -> Snapshot:
     """Read every segment and build the index type the manifest names (training it if approximate)."""
-    ids, vectors = live_vectors(index_dir, manifest.segments, live, manifest.dim)
-    # The manifest names the index type (exact, or approximate above
-    # ann.threshold() takes); segments hold plain vectors either way.
-    index = ann.build_index(manifest.index_type, manifest.dim, vectors, ids)
+    mapped = None
+    if ann.is_compressed(manifest.index_type):
+        index, mapped = _load_compressed(index_dir, manifest, live)
+    else:
+        ids, vectors = live_vectors(index_dir, manifest.segments, live, manifest.dim)
+        # The manifest names the index type (exact, or approximate above
+        # ann.threshold() takes); segments hold plain vectors either way.
+        index = ann.build_index(manifest.index_type, manifest.dim, vectors, ids)
     if index.ntotal != manifest.count:
         raise IndexCorrupt(
             f"{index_dir}: generation {manifest.generation} has {manifest.count} takes but "
@@ -120,7 +180,7 @@ def _load_from_segments(index_dir: Path, manifest: Manifest, live: np.ndarray) -
         )
     if manifest.index_type != "flat":
         save_trained_index(index_dir, manifest, index)
-    return Snapshot(manifest=manifest, faiss_index=index, loaded_at=time.time())
+    return Snapshot(manifest=manifest, faiss_index=index, loaded_at=time.time(), full_vectors=mapped)
 
 
 def extend(previous: Snapshot, manifest: Manifest, live: np.ndarray, index_dir: Path, *, copy: bool = True):
@@ -221,12 +281,18 @@ def nearest(snapshot: Snapshot, vector: np.ndarray, depth: int, allowed: Allowed
     query = np.atleast_2d(vector).astype(np.float32)
     if allowed is None:
         params = ann.search_parameters(snapshot.manifest.index_type)
-        return _search(index, query, min(depth, index.ntotal), params)
+        wanted = min(depth, index.ntotal)
+        if snapshot.full_vectors is None:
+            return _search(index, query, wanted, params)
+        return _rescored(snapshot, query, _search(index, query, min(max(depth, ann.RESCORED), index.ntotal), params), wanted)
     if not isinstance(allowed, AllowedRows):
         allowed = AllowedRows(allowed)
     if len(allowed) <= max(EXACT_FILTER_LIMIT, depth):
-        return _exact(index, query, depth, allowed.rows)
-    return _restricted(snapshot, query, min(depth, len(allowed)), allowed)
+        return _exact(snapshot, query, depth, allowed.rows)
+    wanted = min(depth, len(allowed))
+    if snapshot.full_vectors is None:
+        return _restricted(snapshot, query, wanted, allowed)
+    return _rescored(snapshot, query, _restricted(snapshot, query, min(max(depth, ann.RESCORED), len(allowed)), allowed), wanted)
 
 
 def _search(index, query: np.ndarray, depth: int, params) -> list[tuple[int, float]]:
@@ -234,11 +300,23 @@ def _search(index, query: np.ndarray, depth: int, params) -> list[tuple[int, flo
     return [(int(row_id), float(score)) for row_id, score in zip(ids[0], scores[0]) if row_id >= 0]
 
 
-def _exact(index, query: np.ndarray, depth: int, rows: np.ndarray) -> list[tuple[int, float]]:
-    """Exact inner products with the vectors of ``rows`` (gathered by id inside FAISS), best ``depth``."""
+def _rescored(snapshot: Snapshot, query: np.ndarray, candidates: list[tuple[int, float]], depth: int) -> list[tuple[int, float]]:
+    """The best ``depth`` of a compressed index's candidates by their exact inner products (full vectors)."""
+    return _exact(snapshot, query, depth, np.fromiter((row_id for row_id, _ in candidates), np.int64, len(candidates)))
+
+
+def _stored(snapshot: Snapshot, rows: np.ndarray) -> np.ndarray:
+    """The float32 vectors of ``rows``: from the segment files of a compressed index, else by id inside FAISS."""
+    if snapshot.full_vectors is not None:
+        return snapshot.full_vectors.gather(rows)
+    return snapshot.faiss_index.reconstruct_batch(rows)
+
+
+def _exact(snapshot: Snapshot, query: np.ndarray, depth: int, rows: np.ndarray) -> list[tuple[int, float]]:
+    """Exact inner products with the vectors of ``rows``, best ``depth``."""
     if len(rows) == 0:
         return []
-    vectors = index.reconstruct_batch(rows)
+    vectors = _stored(snapshot, rows)
     scores = vectors @ query[0]
     if depth < len(rows):
         top = np.argpartition(-scores, depth - 1)[:depth]
@@ -272,5 +350,8 @@ def inner_products(snapshot: Snapshot, vector: np.ndarray, row_ids: Sequence[int
     """``vector``'s inner product with the stored vectors of ``row_ids`` (cosine: vectors are unit length)."""
     if not row_ids:
         return {}
-    stored = np.vstack([snapshot.faiss_index.reconstruct(int(row_id)) for row_id in row_ids])
+    if snapshot.full_vectors is not None:
+        stored = snapshot.full_vectors.gather(np.asarray(row_ids, dtype=np.int64))
+    else:
+        stored = np.vstack([snapshot.faiss_index.reconstruct(int(row_id)) for row_id in row_ids])
     return dict(zip(row_ids, (stored @ np.ravel(vector)).tolist()))

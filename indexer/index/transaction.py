@@ -138,7 +138,7 @@ class GenerationTransaction:
             generation=generation,
             segments=tuple(segments),
             # Exact search below the threshold, approximate above: readers build this type.
-            index_type=ann.index_type_for(count, self.ann_threshold),
+            index_type=ann.index_type_for(count, self.ann_threshold, self.compressed_threshold),
             backend=backend,
             updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )

@@ -68,13 +68,16 @@ class IndexWriter(GenerationTransaction, Compaction, Tidying):
         recover: bool = False,
         ann_threshold: int = ann.DEFAULT_THRESHOLD,
         store_token_vectors: bool = True,
+        compressed_threshold: int = ann.COMPRESSED_THRESHOLD,
     ):
         self.index_dir = Path(index_dir)
         # Keep each new take's token vectors (about 390 bytes a token) so that
         # late interaction reads them instead of running the model per candidate.
         self.store_token_vectors = store_token_vectors
-        # Take count from which a new generation is served approximately (indexer/ann.py).
+        # Take counts from which a new generation is served approximately,
+        # then from compressed codes (indexer/ann.py).
         self.ann_threshold = ann_threshold
+        self.compressed_threshold = compressed_threshold
         self._lock_handle = None
         self._written: list[Path] = []
         self.recovery: RecoveryReport | None = None
