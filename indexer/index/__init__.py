@@ -60,7 +60,7 @@ from indexer import ann
 from indexer.index import reader
 from indexer.index.layout import database_path
 from indexer.index.manifest import Manifest, open_index_database, read_manifest
-from indexer.index.snapshot import AllowedRows, Snapshot, inner_products, load_snapshot, nearest
+from indexer.index.snapshot import AllowedRows, Snapshot, inner_products, load_snapshot, nearest, stored_vectors
 from indexer.index.writer import IndexWriter, new_takes
 from indexer.models import AuthorSummary, Take, ThreadSummary
 from indexer.storage import Filters, lexical_retrieval
@@ -191,6 +191,12 @@ class EmbeddedGeneration(EmbeddedTakes):
 
     def inner_products(self, vector: np.ndarray, row_ids: Sequence[int]) -> dict[int, float]:
         return inner_products(self.snapshot, vector, row_ids)
+
+    def vectors(self, row_ids: Sequence[int]) -> np.ndarray:
+        """The float32 vectors of ``row_ids``, in that order, whatever the index type (a compressed one keeps them in the segments)."""
+        if not len(row_ids):
+            return np.zeros((0, self.manifest.dim), np.float32)
+        return stored_vectors(self.snapshot, np.asarray(row_ids, dtype=np.int64))
 
     def mean_direction(self) -> np.ndarray:
         """The unit mean of the generation's vectors, computed once (about 0.3 s at a million takes)."""

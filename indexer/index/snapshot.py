@@ -305,7 +305,7 @@ def _rescored(snapshot: Snapshot, query: np.ndarray, candidates: list[tuple[int,
     return _exact(snapshot, query, depth, np.fromiter((row_id for row_id, _ in candidates), np.int64, len(candidates)))
 
 
-def _stored(snapshot: Snapshot, rows: np.ndarray) -> np.ndarray:
+def stored_vectors(snapshot: Snapshot, rows: np.ndarray) -> np.ndarray:
     """The float32 vectors of ``rows``: from the segment files of a compressed index, else by id inside FAISS."""
     if snapshot.full_vectors is not None:
         return snapshot.full_vectors.gather(rows)
@@ -316,7 +316,7 @@ def _exact(snapshot: Snapshot, query: np.ndarray, depth: int, rows: np.ndarray) 
     """Exact inner products with the vectors of ``rows``, best ``depth``."""
     if len(rows) == 0:
         return []
-    vectors = _stored(snapshot, rows)
+    vectors = stored_vectors(snapshot, rows)
     scores = vectors @ query[0]
     if depth < len(rows):
         top = np.argpartition(-scores, depth - 1)[:depth]

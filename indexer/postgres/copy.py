@@ -54,10 +54,7 @@ def read_embedded(index_dir: Path) -> tuple[list[Take], np.ndarray, list[bytes |
         row_ids = sorted(int(row_id) for row_id in ann.stored_ids(generation.faiss_index))
         found = generation.takes(row_ids)
         row_ids = [row_id for row_id in row_ids if row_id in found]
-        dim = generation.info.dim
-        vectors = (
-            np.stack([generation.faiss_index.reconstruct(row_id) for row_id in row_ids]) if row_ids else np.zeros((0, dim), np.float32)
-        )
+        vectors = generation.vectors(row_ids)
         token_values: dict[int, bytes] = {}
         for start in range(0, len(row_ids), 2000):
             token_values.update(generation.stored_token_values(row_ids[start : start + 2000]))

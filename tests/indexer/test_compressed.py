@@ -154,3 +154,19 @@ def test_a_segment_that_is_not_a_flat_index_cannot_be_read_in_place(compressed_i
     segment.write_bytes(segment.read_bytes()[:-8])
     with pytest.raises(IndexCorrupt, match="cannot be read in place"):
         SegmentVectors.open(copy, manifest.segments, np.zeros(0, np.int64), 384)
+
+
+def test_takes_copy_reads_every_vector_of_a_compressed_index(tmp_path, embedder, seed_takes):
+    # A compressed index keeps no direct map: copying it out (to PostgreSQL or
+    # another folder) must read the vectors from the segments, not FAISS.
+    from embeddings import DEFAULT_MODEL
+    from indexer.postgres.copy import read_embedded
+
+    takes = _varied_takes(seed_takes, 300, seed=2)
+    with IndexWriter(tmp_path / "index", ann_threshold=100, compressed_threshold=100) as writer:
+        writer.replace_all(takes, embedder, model=DEFAULT_MODEL)
+    assert load_snapshot(tmp_path / "index").manifest.index_type.endswith("sq8")
+    copied, vectors, _, _, _ = read_embedded(tmp_path / "index")
+    # Every stored take (the writer folds near-identical texts), each with its own vector.
+    assert len(copied) == len(vectors) == len(ann.stored_ids(load_snapshot(tmp_path / "index").faiss_index)) > 250
+    np.testing.assert_allclose(vectors, embedder.encode([take.text for take in copied]), atol=1e-6)
