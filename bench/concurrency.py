@@ -85,7 +85,7 @@ def bare_encode_cpu_ms(index_dir: Path, count: int = SEQUENTIAL) -> dict:
     """
     from embeddings import DEFAULT_MODEL, load_embedder
     from indexer.api import Takes
-    from indexer.threads import limit_threads
+    from indexer.openmp import limit_threads
     from search_api.routers.search import respond
     from search_api.schemas import SearchParams
 

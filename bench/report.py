@@ -159,7 +159,7 @@ def _rest(results: dict, out: dict, http: dict) -> dict[str, str]:
         "Single-query `Searcher.search` (hybrid, k=10) over the seed index, 300 queries per setting, each "
         "setting in a fresh process (torch backend). `Searcher` applies `TAKES_THREADS` (default 1) to torch "
         "and FAISS in every thread that searches, and the server's batching worker does the same "
-        "(`indexer/threads.py`): OpenMP's thread count belongs to the thread that sets it. Before that, the "
+        "(`indexer/openmp.py`): OpenMP's thread count belongs to the thread that sets it. Before that, the "
         "server set it in one thread only and its request threads ran FAISS with one OpenMP thread per core; "
         "the torch backend's sequential HTTP p50 was 23.99 ms in the 04:25 UTC run of `make bench` against "
         "13.90–17.83 ms since. With two cores, concurrency comes from several requests at once, not from "
