@@ -47,6 +47,17 @@ def encode(tokens: np.ndarray, text: str) -> bytes:
     return _checksum(text, payload).to_bytes(4, "little") + payload
 
 
+def embed(embedder, texts: list[str], *, store: bool, progress: bool = False) -> tuple[np.ndarray, list[bytes | None]]:
+    """``texts``' vectors and, when ``store`` and the embedder gives them, their stored token vectors (else None each).
+
+    One model pass gives both: what both stores' writers run on the texts they have not embedded before.
+    """
+    if store and hasattr(embedder, "encode_with_token_vectors"):
+        vectors, matrices = embedder.encode_with_token_vectors(texts, progress=progress)
+        return vectors, [encode(tokens, text) for tokens, text in zip(matrices, texts)]
+    return embedder.encode(texts, progress=progress), [None] * len(texts)
+
+
 def token_count(value: bytes, dim: int) -> int | None:
     """How many tokens ``value`` holds for ``dim`` components; None when its length cannot be one."""
     body = len(value) - _HEADER

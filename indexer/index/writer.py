@@ -325,12 +325,7 @@ class IndexWriter(GenerationTransaction, Compaction, Tidying):
             model_instance = embedder_instance(embedder)
             text_by_hash = dict(zip(hashes, texts))
             missing_texts = [text_by_hash[digest] for digest in missing]
-            fresh_tokens: list[bytes | None] = [None] * len(missing)
-            if self.store_token_vectors and hasattr(model_instance, "encode_with_token_vectors"):
-                fresh, token_matrices = model_instance.encode_with_token_vectors(missing_texts, progress=progress)
-                fresh_tokens = [token_vectors.encode(tokens, text) for tokens, text in zip(token_matrices, missing_texts)]
-            else:
-                fresh = model_instance.encode(missing_texts, progress=progress)
+            fresh, fresh_tokens = token_vectors.embed(model_instance, missing_texts, store=self.store_token_vectors, progress=progress)
             self._cache.put_many(cache_model, zip(missing, fresh, fresh_tokens))
             cached.update(zip(missing, fresh))
             token_values.update((digest, value) for digest, value in zip(missing, fresh_tokens) if value is not None)

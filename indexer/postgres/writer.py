@@ -297,12 +297,7 @@ class PostgresWriter:
             instance = _instance(embedder)
             text_by_hash = dict(zip(hashes, (take.text for take in takes)))
             missing_texts = [text_by_hash[digest] for digest in missing]
-            fresh_tokens: list[bytes | None] = [None] * len(missing)
-            if self.store_token_vectors and hasattr(instance, "encode_with_token_vectors"):
-                fresh, matrices = instance.encode_with_token_vectors(missing_texts, progress=progress)
-                fresh_tokens = [token_vectors.encode(tokens, text) for tokens, text in zip(matrices, missing_texts)]
-            else:
-                fresh = instance.encode(missing_texts, progress=progress)
+            fresh, fresh_tokens = token_vectors.embed(instance, missing_texts, store=self.store_token_vectors, progress=progress)
             cached.update(zip(missing, fresh))
             cached_tokens.update((digest, value) for digest, value in zip(missing, fresh_tokens) if value is not None)
             dim = instance.dim
