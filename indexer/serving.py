@@ -202,4 +202,7 @@ class Searcher:
         return {**self._snapshot.stats(), "backend": self.backend}
 
     def close(self) -> None:
+        ranker = getattr(self, "_ranker", None)
+        if ranker is not None:
+            ranker.close()
         self.store.close()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
+from indexer import ranking
 from indexer.errors import InvalidQuery, TakeNotFound
 from indexer.search import MAX_K, MAX_QUERY_CHARS
+from indexer.storage import Filters
 
 
 def is_compute_governance_take(take) -> bool:
@@ -76,3 +80,37 @@ def test_results_past_a_first_window_of_duplicates_still_fill_k(tmp_path):
         results = index.search(repeated, 6, mode="dense")
     texts = [result.take.text for result in results]
     assert len(results) == 6 and len(set(texts)) == 6 and texts[0] == repeated
+
+
+class _Recording:
+    """A real generation that notes which thread runs each retriever."""
+
+    def __init__(self, generation):
+        self._generation, self.threads = generation, {}
+
+    def __getattr__(self, name):
+        return getattr(self._generation, name)
+
+    def lexical(self, *args):
+        self.threads["lexical"] = threading.current_thread().name
+        return self._generation.lexical(*args)
+
+    def nearest(self, *args):
+        self.threads["nearest"] = threading.current_thread().name
+        return self._generation.nearest(*args)
+
+
+def test_hybrid_search_runs_its_lexical_side_beside_the_encoding_with_the_same_ranking(searcher):
+    ranker, generation = searcher.ranker, searcher.snapshot
+    recording = _Recording(generation)
+    query = "export controls on chips"
+    overlapped = [(result.take.id, result.score) for result in ranker.search(recording, query, 10)]
+    assert recording.threads["lexical"].startswith("takes-lexical")
+    assert recording.threads["nearest"] == threading.current_thread().name
+    # The same evidence computed in one thread, one step after the other.
+    vector, tokens = ranker._encode(query, "hybrid")
+    candidates = ranker.candidates(query, "hybrid", 50, Filters(), generation, vector=vector)
+    candidates = ranker._late_and_thread_evidence(generation, tokens, candidates)
+    ranked = ranking.fuse(candidates, "hybrid", late=True)
+    inline = [(result.take.id, result.score) for result in ranker._results(generation, ranked, 10, 0)]
+    assert overlapped == inline
