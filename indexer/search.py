@@ -32,6 +32,11 @@ FUSION_DEPTH = 50
 # Fused candidates a cross-encoder re-scores (at least 2k): one model pass per
 # candidate, so it is opt-in (docs/PERFORMANCE.md, "Re-ranking").
 RERANK_DEPTH = 30
+# Candidates late interaction re-scores: the first stage's best (at least 2k).
+# Each needs its stored token vectors, about 21 kB a take, so on a large
+# corpus, where every candidate is new to the cache, this is what a search
+# reads (docs/PERFORMANCE.md, "Late interaction at 100k takes").
+LATE_DEPTH = 30
 # Threads that run hybrid searches' lexical sides while their queries are
 # encoded: enough for a server's concurrent requests to overlap on two cores.
 LEXICAL_THREADS = 4
@@ -142,7 +147,7 @@ class Ranker:
         vector, query_tokens = self._encode(query, mode)
         candidates = self.candidates(query, mode, depth, filters, generation, vector=vector, lexical=lexical)
         if query_tokens is not None:
-            candidates = self._late_and_thread_evidence(generation, query_tokens, candidates)
+            candidates = self._late_and_thread_evidence(generation, query_tokens, candidates, mode, max(2 * k, LATE_DEPTH))
         ranked = ranking.fuse(candidates, mode, late=query_tokens is not None)
         if self.reranker is not None:
             ranked = self._rerank(generation, query, ranked[: max(2 * k, RERANK_DEPTH)])
@@ -192,18 +197,33 @@ class Ranker:
         return self.encode_query(query), self.embedder.token_vectors([query])[0]
 
     def _late_and_thread_evidence(
-        self, generation: Generation, query_tokens: np.ndarray, candidates: list[Candidate]
+        self, generation: Generation, query_tokens: np.ndarray, candidates: list[Candidate], mode: str = DEFAULT_MODE,
+        depth: int | None = None,
     ) -> list[Candidate]:
-        """Every candidate with its MaxSim (late) and thread evidence filled in (indexer/ranking.py)."""
+        """The first stage's best ``depth`` candidates (all: None) with their MaxSim (late) and thread evidence (indexer/ranking.py).
+
+        The thread evidence still sees every candidate: a take's thread mates
+        count whether or not they are re-scored.
+        """
         takes = generation.takes([candidate.row_id for candidate in candidates])
         present = [candidate for candidate in candidates if candidate.row_id in takes]
+        thread = ranking.thread_evidence(
+            {c.row_id: c.cosine for c in present}, {c.row_id: takes[c.row_id].thread_id for c in present}
+        )
+        if depth is not None and len(present) > depth:
+            # The first stage's best ``depth`` texts: copies of one text are
+            # folded into one result, so they count once (and share one read).
+            best: set[str] = set()
+            for row_id, _ in ranking.fuse(present, mode, late=False):
+                best.add(same_text(takes[row_id].text))
+                if len(best) == depth:
+                    break
+            # In retrieval order still: fusion keeps it for ties.
+            present = [candidate for candidate in present if same_text(takes[candidate.row_id].text) in best]
         tokens = self._token_cache.get_many(
             [takes[c.row_id].text for c in present], self.embedder, [c.row_id for c in present], generation.token_vectors
         )
         late = ranking.late_evidence(query_tokens, tokens, generation.mean_direction())
-        thread = ranking.thread_evidence(
-            {c.row_id: c.cosine for c in present}, {c.row_id: takes[c.row_id].thread_id for c in present}
-        )
         return [
             dataclasses.replace(candidate, late=float(value), thread=thread[candidate.row_id])
             for candidate, value in zip(present, late)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from indexer import ranking
+from indexer import ranking, search
 from indexer.errors import InvalidQuery, TakeNotFound
 from indexer.search import MAX_K, MAX_QUERY_CHARS
 from indexer.storage import Filters
@@ -110,7 +110,30 @@ def test_hybrid_search_runs_its_lexical_side_beside_the_encoding_with_the_same_r
     # The same evidence computed in one thread, one step after the other.
     vector, tokens = ranker._encode(query, "hybrid")
     candidates = ranker.candidates(query, "hybrid", 50, Filters(), generation, vector=vector)
-    candidates = ranker._late_and_thread_evidence(generation, tokens, candidates)
+    candidates = ranker._late_and_thread_evidence(generation, tokens, candidates, "hybrid", search.LATE_DEPTH)
     ranked = ranking.fuse(candidates, "hybrid", late=True)
     inline = [(result.take.id, result.score) for result in ranker._results(generation, ranked, 10, 0)]
     assert overlapped == inline
+
+
+class _CountingTokens(_Recording):
+    """A real generation that notes the takes whose stored token vectors are read."""
+
+    def __init__(self, generation):
+        super().__init__(generation)
+        self.read: set[int] = set()
+
+    def token_vectors(self, row_ids):
+        self.read.update(row_ids)
+        return self._generation.token_vectors(row_ids)
+
+
+@pytest.mark.parametrize("k", [10, 20])
+def test_late_interaction_reads_only_the_first_stages_best_candidates(searcher, embedder, monkeypatch, k):
+    # A new ranker: an empty token cache, so every re-scored take is read from the store.
+    counting = _CountingTokens(searcher.snapshot)
+    results = [(r.take.id, r.score) for r in search.Ranker(embedder).search(counting, "export controls on chips", k)]
+    assert 0 < len(counting.read) <= max(2 * k, search.LATE_DEPTH)
+    # Re-scoring every candidate instead gives the same page on the seed (docs/QUALITY.md, "Cost").
+    monkeypatch.setattr(search, "LATE_DEPTH", 10**6)
+    assert [(r.take.id, r.score) for r in search.Ranker(embedder).search(searcher.snapshot, "export controls on chips", k)] == results
