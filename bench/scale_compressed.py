@@ -1,7 +1,7 @@
 """Ten million takes on one box: a compressed index with exact re-scoring, chosen by measurement.
 
     .venv/bin/python -m bench.scale_compressed embed      # once: real int8 vectors of generated takes
-    .venv/bin/python -m bench.scale_compressed recall     # candidates on the real vectors
+    .venv/bin/python -m bench.scale_compressed recall ["F1;F2" [NPROBES [DEPTHS]]]  # candidates on the real vectors
     .venv/bin/python -m bench.scale_compressed synthesize # synthetic vectors fitted to the real ones, as segments
     .venv/bin/python -m bench.scale_compressed build N    # the product's compressed index over N of them
     .venv/bin/python -m bench.scale_compressed scale N    # a server-like load: memory, latency, recall
@@ -426,7 +426,10 @@ if __name__ == "__main__":
         print(gather().shape)
     elif command == "recall":
         chosen = sys.argv[2].split(";") if len(sys.argv) > 2 else CANDIDATES
-        recall(chosen)
+        # Optional comma lists: the nprobes, then the re-scored depths.
+        nprobes = tuple(map(int, sys.argv[3].split(","))) if len(sys.argv) > 3 else NPROBES
+        rescored = tuple(map(int, sys.argv[4].split(","))) if len(sys.argv) > 4 else RESCORED
+        recall(chosen, nprobes, rescored)
     elif command == "build":
         build(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000)
     elif command == "scale":
