@@ -267,7 +267,7 @@ def _serve_command(where: dict, *, workers: int = 1, late: bool = True) -> list[
 
 
 class _Server:
-    """One `takes serve` subprocess on a free port (the real CLI), reloading every second."""
+    """One `takes serve` subprocess on a free port (the real CLI), following new generations at the default interval."""
 
     def __init__(self, where: dict, *, workers: int = 1, late: bool = True):
         from bench.common import free_port
@@ -275,7 +275,7 @@ class _Server:
         self.port = free_port()
         self.command = [part.replace("{port}", str(self.port)) for part in _serve_command(where, workers=workers, late=late)]
         self.env = {name: value for name, value in os.environ.items() if not name.startswith("TAKES_")}
-        self.env.update(HF_HUB_OFFLINE="1", TAKES_RELOAD_INTERVAL="1", TAKES_ADMIN_TOKEN=ADMIN_TOKEN)
+        self.env.update(HF_HUB_OFFLINE="1", TAKES_ADMIN_TOKEN=ADMIN_TOKEN)
 
     def __enter__(self):
         from bench.latency import wait_healthy
