@@ -207,6 +207,19 @@ def iter_live_rows(connection: sqlite3.Connection, generation: int) -> Iterator[
         yield rowid
 
 
+def live_row_array(connection: sqlite3.Connection, generation: int) -> np.ndarray:
+    """Row ids visible at ``generation`` as int64, in rowid order: what ``iter_live_rows`` yields, read at C speed.
+
+    SQLite joins them into one string and numpy parses it: a follower's load at
+    100k takes then costs the table scan alone, not a Python int per row too (about half).
+    """
+    clause, params = visible_clause(generation)
+    (joined,) = connection.execute(f"SELECT group_concat(rowid) FROM (SELECT rowid FROM takes WHERE {clause} ORDER BY rowid)", params).fetchone()
+    if not joined:
+        return np.zeros(0, np.int64)
+    return np.fromstring(joined, dtype=np.int64, sep=",")
+
+
 def existing(connection: sqlite3.Connection, column: str, values: Sequence[str]) -> set[str]:
     """Which of ``values`` a live take already has in ``column`` (``id`` or ``text_key``): indexed look-ups only."""
     found: set[str] = set()
