@@ -155,7 +155,8 @@ class EmbeddedGeneration(EmbeddedTakes):
         # The float64 sum the mean is of; ``previous`` lends its own when this
         # generation only added segments to it.
         self._vector_sum: np.ndarray | None = None
-        self._previous = previous
+        # Kept only while it has a sum to lend (then it holds no previous of its own).
+        self._previous = previous if previous is not None and previous._vector_sum is not None else None
         self._mean_lock = threading.Lock()
         self._allowed_cache: OrderedDict[tuple, AllowedRows] = OrderedDict()
         self._allowed_lock = threading.Lock()

@@ -40,7 +40,8 @@ class PostgresGeneration:
         # (float64 sum, count) of the vectors the mean is of; ``previous``
         # lends its own so that this one adds and subtracts only what changed.
         self._vector_sum: tuple[np.ndarray, int] | None = None
-        self._previous = previous
+        # Kept only while it has a sum to lend (then it holds no previous of its own).
+        self._previous = previous if previous is not None and previous._vector_sum is not None else None
         self._lock = threading.Lock()
 
     @property
