@@ -267,7 +267,7 @@ def _serve_command(where: dict, *, workers: int = 1, late: bool = True) -> list[
 
 
 class _Server:
-    """One `takes serve` subprocess on a free port (the real CLI), reloading every second."""
+    """One `takes serve` subprocess on a free port (the real CLI), following new generations at the default interval."""
 
     def __init__(self, where: dict, *, workers: int = 1, late: bool = True):
         from bench.common import free_port
@@ -275,7 +275,7 @@ class _Server:
         self.port = free_port()
         self.command = [part.replace("{port}", str(self.port)) for part in _serve_command(where, workers=workers, late=late)]
         self.env = {name: value for name, value in os.environ.items() if not name.startswith("TAKES_")}
-        self.env.update(HF_HUB_OFFLINE="1", TAKES_RELOAD_INTERVAL="1", TAKES_ADMIN_TOKEN=ADMIN_TOKEN)
+        self.env.update(HF_HUB_OFFLINE="1", TAKES_ADMIN_TOKEN=ADMIN_TOKEN)
 
     def __enter__(self):
         from bench.latency import wait_healthy
@@ -587,8 +587,8 @@ def seed_http(admin_url: str, folder: Path, server) -> dict:
     return result
 
 
-def at_scale(count: int, folder: Path, *, late: bool = True) -> dict:
-    """Everything measured on the ``count``-take corpus, both stores; ``late``: rank with late interaction (the default)."""
+def at_scale(count: int, folder: Path, *, late: bool = True, only: str | None = None) -> dict:
+    """Everything measured on the ``count``-take corpus, both stores; ``late``: rank with late interaction (the default); ``only="add"``: adding takes only."""
     from embeddings import DEFAULT_MODEL, load_embedder
     from indexer.postgres import PostgresStore
     from indexer.serving import Searcher
@@ -598,6 +598,10 @@ def at_scale(count: int, folder: Path, *, late: bool = True) -> dict:
     try:
         result["build"] = corpora.open()
         index_dir, database_url = corpora.working_copies(folder)
+        if only == "add":
+            for name, where in {"embedded": {"index_dir": index_dir}, "postgres": {"database_url": database_url}}.items():
+                result[name] = {"add": add_latency({"label": f"{count}-{name}", **where}, folder, late=late)}
+            return result
         takes = synthetic_takes(count)
         texts = query_texts(takes, WARM_UP + SEQUENTIAL_REQUESTS)
         del takes
@@ -638,8 +642,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--docs", action="store_true", help="write the tables into docs/PERFORMANCE.md (their section only)")
     parser.add_argument("--no-late-interaction", action="store_true", help="rank the generated corpus by the first stage alone")
+    parser.add_argument("--only", choices=["add"], help="at scale, only adding takes (the other parts are not run)")
     parser.add_argument("--smoke", action="store_true", help="a few requests of each kind: checks the run, times nothing")
     args = parser.parse_args(argv)
+    if args.only and args.docs:
+        parser.error("--docs writes every part's table: run without --only")
     if args.smoke:
         global SEQUENTIAL_REQUESTS, CONCURRENT_REQUESTS, ADD_ROUNDS
         SEQUENTIAL_REQUESTS, CONCURRENT_REQUESTS, ADD_ROUNDS = 10, 16, 1
@@ -660,7 +667,7 @@ def main(argv=None) -> dict:
                 if server is not None:
                     server.cleanup()
         if args.takes:
-            result["scale"] = at_scale(args.takes, folder, late=not args.no_late_interaction)
+            result["scale"] = at_scale(args.takes, folder, late=not args.no_late_interaction, only=args.only)
             result["scale"]["late_interaction"] = not args.no_late_interaction
         result["seconds"] = round(time.perf_counter() - started)
         result["load_average_after"] = _load_average()

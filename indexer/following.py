@@ -13,6 +13,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("takes")
 
+# After a refused load the thread waits twice as long each time, from a second
+# up to this: checking for a new generation is one tiny read and runs several
+# times a second, but loading one that fails (and logging why) should not.
+MAX_RETRY_WAIT = 30.0
+
+
+def next_wait(interval: float, previous: float, failed: bool) -> float:
+    """Seconds until the next check: ``interval`` after a success, else doubled from ``previous`` (1 s at least)."""
+    if not failed:
+        return interval
+    return max(interval, min(MAX_RETRY_WAIT, max(1.0, 2 * previous)))
+
 
 class GenerationFollower:
     """A background thread serving generations written by other processes (`takes add`) without a restart."""
@@ -25,13 +37,16 @@ class GenerationFollower:
             self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        wait = self.interval
+        while not self._stop.wait(wait):
             try:
                 if self.takes.refresh():
                     log.info("serving generation %d", self.takes.generation)
+                wait = next_wait(self.interval, wait, failed=False)
             except ProjectError as error:
                 # Keep serving the generation we have; say why the new one was refused.
                 log.warning("not switching to the new index generation: %s", error)
+                wait = next_wait(self.interval, wait, failed=True)
 
     def stop(self) -> None:
         self._stop.set()

@@ -151,7 +151,7 @@ def build_server(served: Takes, *, quiet_stdout: bool = False) -> MCPServer:
     return server
 
 
-def run_stdio(served: Takes, *, reload_interval: float = 1.0) -> None:
+def run_stdio(served: Takes, *, reload_interval: float = 0.2) -> None:
     """Serve MCP on stdin/stdout until the client hangs up; logs go to stderr."""
     # Desktop clients launch servers with a bare environment: never try the network.
     stay_offline()

@@ -69,8 +69,10 @@ class Settings(BaseSettings):
     # seed take) so late interaction reads them instead of running the model
     # per candidate; off (TAKES_STORE_TOKENS=0) they are computed at query time.
     store_tokens: bool = True
-    # How often the server looks for a new generation written by `takes add`.
-    reload_interval: float = Field(1.0, ge=0, allow_inf_nan=False)
+    # How often the server looks for a new generation written by `takes add`:
+    # a look is one tiny read (the manifest row, or the corpus row), so a
+    # take added elsewhere is served a fraction of a second after its commit.
+    reload_interval: float = Field(0.2, ge=0, allow_inf_nan=False)
     # POST/DELETE /takes are refused unless this is set; clients send it as a bearer token.
     admin_token: str | None = None
     # A file holding the admin token, so it need not sit in the environment or on a command line.

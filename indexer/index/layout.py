@@ -85,6 +85,10 @@ CREATE TABLE IF NOT EXISTS takes (
 CREATE UNIQUE INDEX IF NOT EXISTS takes_live_id ON takes(id) WHERE removed_generation IS NULL;
 CREATE INDEX IF NOT EXISTS takes_live_text_key ON takes(text_key) WHERE removed_generation IS NULL;
 CREATE INDEX IF NOT EXISTS takes_thread ON takes(thread_id, position);
+-- A take by id in the generation served (GET /takes/{id}), which may hold
+-- rows a later one removed: takes_live_id has only never-removed rows, so
+-- without this every look-up scanned the table (40 ms at 100k takes).
+CREATE INDEX IF NOT EXISTS takes_id ON takes(id);
 -- Filters: the author, handle and day expressions reader.filter_sql compares.
 CREATE INDEX IF NOT EXISTS takes_author ON takes(author);
 CREATE INDEX IF NOT EXISTS takes_handle ON takes(lower(handle));
@@ -205,6 +209,19 @@ def iter_live_rows(connection: sqlite3.Connection, generation: int) -> Iterator[
     clause, params = visible_clause(generation)
     for (rowid,) in connection.execute(f"SELECT rowid FROM takes WHERE {clause}", params):
         yield rowid
+
+
+def live_row_array(connection: sqlite3.Connection, generation: int) -> np.ndarray:
+    """Row ids visible at ``generation`` as int64, in rowid order: what ``iter_live_rows`` yields, read at C speed.
+
+    SQLite joins them into one string and numpy parses it: a follower's load at
+    100k takes then costs the table scan alone, not a Python int per row too (about half).
+    """
+    clause, params = visible_clause(generation)
+    (joined,) = connection.execute(f"SELECT group_concat(rowid) FROM (SELECT rowid FROM takes WHERE {clause} ORDER BY rowid)", params).fetchone()
+    if not joined:
+        return np.zeros(0, np.int64)
+    return np.fromstring(joined, dtype=np.int64, sep=",")
 
 
 def existing(connection: sqlite3.Connection, column: str, values: Sequence[str]) -> set[str]:

@@ -21,7 +21,7 @@ import numpy as np
 
 from indexer import ann
 from indexer.errors import IndexCorrupt
-from indexer.index.layout import REPAIR_HINT, damaged_database, database_path, iter_live_rows
+from indexer.index.layout import REPAIR_HINT, damaged_database, database_path, live_row_array
 from indexer.index.manifest import Manifest, open_index_database, read_manifest
 from indexer.index.segments import (
     SegmentVectors,
@@ -85,7 +85,7 @@ def _read_generation(connection: sqlite3.Connection, index_dir: Path) -> tuple[M
         connection.execute("BEGIN")
         try:
             manifest = read_manifest(connection)
-            live = np.fromiter(iter_live_rows(connection, manifest.generation), dtype=np.int64)
+            live = live_row_array(connection, manifest.generation)
         finally:
             connection.execute("COMMIT")
     except sqlite3.DatabaseError as error:

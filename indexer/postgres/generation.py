@@ -31,12 +31,17 @@ MIN_EF_SEARCH = 100
 class PostgresGeneration:
     """One generation of the corpus for reading (``Generation``); every query names its number."""
 
-    def __init__(self, store: PostgresStore, info: CorpusRow):
+    def __init__(self, store: PostgresStore, info: CorpusRow, previous: PostgresGeneration | None = None):
         self.store = store
         self.info = info
         self._document_counts: dict[str, int] = {}
         self._lexemes: dict[str, tuple[str, ...]] = {}
         self._mean: np.ndarray | None = None
+        # (float64 sum, count) of the vectors the mean is of; ``previous``
+        # lends its own so that this one adds and subtracts only what changed.
+        self._vector_sum: tuple[np.ndarray, int] | None = None
+        # Kept only while it has a sum to lend (then it holds no previous of its own).
+        self._previous = previous if previous is not None and previous._vector_sum is not None else None
         self._lock = threading.Lock()
 
     @property
@@ -387,17 +392,77 @@ class PostgresGeneration:
         return {int(row_id): float(score) for row_id, score in rows}
 
     def mean_direction(self) -> np.ndarray:
+        """The unit mean of the generation's vectors: from the previous generation's sum and the rows that changed, else one pass."""
         if self._mean is not None:
             return self._mean
+        previous, self._previous = self._previous, None  # not kept: a chain of generations would stay in memory
+        total = self._sum_from(previous) if previous is not None else None
+        if total is None:
+            total = self._full_sum()
+        vector_sum, _ = total
+        norm = float(np.linalg.norm(vector_sum))
+        self._vector_sum = total
+        self._mean = (vector_sum / norm).astype(np.float32) if norm > 0 else np.zeros(self.info.dim, np.float32)
+        return self._mean
+
+    def _full_sum(self) -> tuple[np.ndarray, int]:
+        """(sum, count) of every vector of the generation: one pass over the table (about 0.9 s at 100k takes)."""
         clause, params = self._visible()
         with self.store.reading("search") as connection:
-            row = connection.execute(
-                f"SELECT avg(embedding) FROM takes WHERE vector_dims(embedding) = {int(self.info.dim)} AND {clause}", params
+            mean, count = connection.execute(
+                f"SELECT avg(embedding), count(*) FROM takes WHERE vector_dims(embedding) = {int(self.info.dim)} AND {clause}", params
             ).fetchone()
-        mean = np.zeros(self.info.dim, np.float32) if row[0] is None else np.asarray(row[0].to_numpy(), dtype=np.float32)
-        norm = float(np.linalg.norm(mean))
-        self._mean = mean / norm if norm > 0 else mean
-        return self._mean
+        if mean is None:
+            return np.zeros(self.info.dim, np.float64), 0
+        return np.asarray(mean.to_numpy(), dtype=np.float64) * count, int(count)
+
+    # Above this many changed rows one pass over the table costs about the same.
+    _CHANGED_ROWS_LIMIT = 20_000
+
+    def _sum_from(self, previous: PostgresGeneration) -> tuple[np.ndarray, int] | None:
+        """(sum, count) as ``previous``'s plus the rows added since minus those removed; None when that cannot be known.
+
+        Exact up to float64 rounding (a full pass adds the same vectors in
+        another order). Rows removed after ``previous`` that a later commit
+        has already purged cannot be subtracted: the count then disagrees
+        with the corpus row's, and the caller makes the full pass.
+        """
+        known = previous._vector_sum
+        before, now = previous.info, self.info
+        if known is None or known[1] != before.count or (before.model, before.dim) != (now.model, now.dim):
+            return None
+        if before.generation >= now.generation:
+            return None
+        dim = int(now.dim)
+        with self.store.reading("search") as connection:
+            # Row ids grow with the generations (as the writer's postings
+            # insert assumes): the added rows are the top of the primary key,
+            # found from its end; the removed ones come from takes_removed.
+            rows = connection.execute(
+                f"""(SELECT true, embedding FROM takes
+                     WHERE row_id > (SELECT coalesce(max(row_id), 0) FROM takes WHERE added_generation <= %(before)s)
+                       AND added_generation > %(before)s AND added_generation <= %(now)s
+                       AND (removed_generation IS NULL OR removed_generation > %(now)s) AND vector_dims(embedding) = {dim}
+                     LIMIT %(limit)s)
+                    UNION ALL
+                    (SELECT false, embedding FROM takes
+                     WHERE removed_generation > %(before)s AND removed_generation <= %(now)s
+                       AND added_generation <= %(before)s AND vector_dims(embedding) = {dim}
+                     LIMIT %(limit)s)""",
+                {"before": before.generation, "now": now.generation, "limit": self._CHANGED_ROWS_LIMIT + 1},
+            ).fetchall()
+        if len(rows) > self._CHANGED_ROWS_LIMIT:
+            return None  # a large change (a replace): one pass costs no more
+        vector_sum, count = known[0].copy(), known[1]
+        for added, embedding in rows:
+            vector = np.asarray(embedding.to_numpy(), dtype=np.float64)
+            if added:
+                vector_sum += vector
+                count += 1
+            else:
+                vector_sum -= vector
+                count -= 1
+        return (vector_sum, count) if count == now.count else None
 
     def token_vectors(self, row_ids: Sequence[int]) -> dict[int, np.ndarray]:
         from indexer import token_vectors

@@ -196,7 +196,7 @@ class PostgresStore:
             self._local.registered = self._register_vector(self.reader())
         if previous is not None and previous.info == info:
             return previous
-        return PostgresGeneration(self, info)
+        return PostgresGeneration(self, info, previous)
 
     def writer(self, *, lock_timeout: float = 30.0) -> "PostgresWriter":
         return PostgresWriter(self, lock_timeout=lock_timeout)

@@ -223,7 +223,7 @@ class PostgresWriter:
         if removed:
             generation += 1
             with self._transaction(generation, purge_before=generation + 1) as connection:
-                self._record(connection, generation, self.info.model, self.info.dim, self.info.backend)
+                self._record(connection, generation, self.info.model, self.info.dim, self.info.backend, recount=True)
         not_vacuumed = None
         try:
             with self._translated("vacuum"):
@@ -385,11 +385,33 @@ class PostgresWriter:
         self.info = read_corpus(self._connection)
         _pause_point("after-commit")
 
-    def _record(self, connection, generation: int, model: str, dim: int, backend: str) -> None:
-        """Write the corpus row inside the open transaction: its commit is the switch."""
-        count, total_length = connection.execute(
-            "SELECT count(*), coalesce(sum(length), 0) FROM takes WHERE removed_generation IS NULL"
-        ).fetchone()
+    def _record(self, connection, generation: int, model: str, dim: int, backend: str, *, recount: bool = False) -> None:
+        """Write the corpus row inside the open transaction: its commit is the switch.
+
+        Its count and total length are the committed row's plus what this
+        generation added minus what it removed, both found through indexes
+        (a pass over the table took 0.1 s at 100k takes, 1 s at a million);
+        ``recount`` (compact) counts every live row instead.
+        """
+        committed = connection.execute("SELECT count, total_length FROM takes_corpus").fetchone()
+        if recount or committed is None:
+            count, total_length = connection.execute(
+                "SELECT count(*), coalesce(sum(length), 0) FROM takes WHERE removed_generation IS NULL"
+            ).fetchone()
+        else:
+            # Row ids grow with the generations: this one's rows are the top of the primary key.
+            added = connection.execute(
+                """SELECT count(*), coalesce(sum(length), 0) FROM takes
+                   WHERE row_id > (SELECT coalesce(max(row_id), 0) FROM takes WHERE added_generation < %s)
+                     AND added_generation = %s AND removed_generation IS NULL""",
+                (generation, generation),
+            ).fetchone()
+            removed = connection.execute(
+                "SELECT count(*), coalesce(sum(length), 0) FROM takes WHERE removed_generation = %s AND added_generation < %s",
+                (generation, generation),
+            ).fetchone()
+            count = committed[0] + added[0] - removed[0]
+            total_length = committed[1] + added[1] - removed[1]
         connection.execute(
             """INSERT INTO takes_corpus (model, dim, backend, generation, count, total_length, updated_at)
                VALUES (%s, %s, %s, %s, %s, %s, now())

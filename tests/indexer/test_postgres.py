@@ -100,6 +100,38 @@ def test_each_commit_notifies_listeners(seeded, embedder):
     assert notes == ["2"]
 
 
+def test_the_corpus_row_counts_what_a_full_recount_finds_after_every_kind_of_commit(seeded, seed_takes, embedder):
+    """Each commit adds its own rows to the committed count and length and subtracts those it removed: never a drift."""
+    from tests.indexer.test_store_contract import new_take
+
+    def recount():
+        with seeded.reader().cursor() as cursor:
+            return cursor.execute(
+                "SELECT count(*), coalesce(sum(length), 0) FROM takes WHERE removed_generation IS NULL"
+            ).fetchone()
+
+    def corpus_row():
+        info = seeded.committed_info()
+        return info.count, info.total_length
+
+    assert corpus_row() == recount() and corpus_row()[0] == len(seed_takes)
+    commits = [
+        lambda writer: writer.add([new_take(1), new_take(2)], embedder, model=DEFAULT_MODEL),
+        lambda writer: writer.remove(["dana-1", seed_takes[0].id]),
+        lambda writer: writer.remove(thread_id=seed_takes[5].thread_id),
+        lambda writer: writer.add([new_take(3)], embedder, model=DEFAULT_MODEL),
+        lambda writer: writer.rebuild(embedder, model=DEFAULT_MODEL),
+        lambda writer: writer.compact(),
+        lambda writer: writer.replace_all(seed_takes[:10], embedder, model=DEFAULT_MODEL),
+        lambda writer: writer.add([new_take(4)], embedder, model=DEFAULT_MODEL),
+    ]
+    for commit in commits:
+        with seeded.writer() as writer:
+            commit(writer)
+        assert corpus_row() == recount()
+    assert corpus_row()[0] == 11
+
+
 def test_a_filter_just_past_the_exact_scan_limit_still_fills_the_depth(database_url, embedder, monkeypatch):
     """The approximate path with a filter: HNSW's iterative scan keeps going until the depth is filled."""
     from indexer.postgres import generation as generation_module

@@ -72,3 +72,23 @@ def test_the_manifest_records_the_backend_and_search_follows_it(tmp_path, seed_t
     searcher = Searcher(tmp_path)
     assert searcher.backend == "onnx" and searcher.embedder is onnx
     assert searcher.search(seed_takes[3].text, 1, mode="dense")[0].take.id == seed_takes[3].id
+
+
+def test_live_row_array_is_every_row_visible_at_each_generation(index_copy, embedder):
+    from indexer.index.layout import iter_live_rows, live_row_array
+    from indexer.index.manifest import open_index_database
+
+    with IndexWriter(index_copy) as writer:
+        writer.add(new_thread(3), embedder, model=DEFAULT_MODEL)
+    with IndexWriter(index_copy) as writer:
+        writer.remove(["tester-2024-05-01-2"], thread_id=None)
+    connection, manifest = open_index_database(index_copy)
+    try:
+        for generation in range(manifest.generation + 1):
+            expected = np.fromiter(iter_live_rows(connection, generation), dtype=np.int64)
+            found = live_row_array(connection, generation)
+            assert found.dtype == np.int64 and found.tolist() == expected.tolist()
+        assert len(live_row_array(connection, manifest.generation)) == manifest.count
+        assert live_row_array(connection, 0).tolist() == []
+    finally:
+        connection.close()

@@ -117,3 +117,24 @@ def test_another_model_path_indexes_and_a_mismatch_names_both(tmp_path, seed_tak
     with IndexWriter(tmp_path) as writer, pytest.raises(ModelMismatch):
         writer.add(seed_takes[10:12], embedder, model=DEFAULT_MODEL)
     assert load_snapshot(tmp_path).manifest.count == 10
+
+
+def test_a_take_by_id_reads_an_index_not_the_table(index_copy, seed_takes):
+    import sqlite3
+
+    from indexer.index.layout import database_path, visible_clause
+
+    connection = sqlite3.connect(database_path(index_copy))
+    # An index written before these indexes existed gets them when a writer next opens it.
+    connection.execute("DROP INDEX takes_id")
+    connection.commit()
+    with IndexWriter(index_copy) as writer:
+        writer.remove([seed_takes[0].id], thread_id=None)
+    clause, params = visible_clause(1)
+    # The query reader.take runs (the served generation may hold rows a later
+    # one removed) can be answered from the index: INDEXED BY fails when the
+    # named index cannot serve the query. (On 100 rows the planner rightly
+    # prefers a scan; on 100k it picks the index.)
+    found = connection.execute(f"SELECT id FROM takes INDEXED BY takes_id WHERE id = ? AND {clause}", (seed_takes[0].id, *params)).fetchall()
+    assert found == [(seed_takes[0].id,)]
+    connection.close()

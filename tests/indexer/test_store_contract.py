@@ -357,6 +357,43 @@ def test_readers_on_threads_share_one_generation(seeded, embedder):
     assert not errors and all(result == expected for result in results)
 
 
+def test_a_generation_loaded_from_the_previous_one_has_the_mean_of_a_fresh_load(seeded, location, seed_takes, embedder):
+    """A follower's load adds and subtracts only what changed; it must equal a load from nothing at every step."""
+
+    def fresh_mean():
+        other = open_store(*location)
+        try:
+            return other.load().mean_direction()
+        finally:
+            other.close()
+
+    served = seeded.load()
+    served.mean_direction()
+    steps = [
+        [("add", [1, 2, 3])],
+        [("remove", ["dana-2", seed_takes[0].id])],
+        # Several commits between two loads, removals among them (a store may
+        # already have purged rows removed before the last commit).
+        [("add", [4, 5]), ("remove", ["dana-4"]), ("remove", ["dana-5", seed_takes[1].id]), ("add", [6])],
+        [("remove", [seed_takes[3].id]), ("add", [7]), ("add", [8])],
+        [("remove", [])],  # a whole thread
+    ]
+    for step in steps:
+        for action, what in step:
+            with seeded.writer() as writer:
+                if action == "add":
+                    writer.add([new_take(number) for number in what], embedder, model=DEFAULT_MODEL)
+                elif what:
+                    writer.remove(what)
+                else:
+                    writer.remove(thread_id=seed_takes[2].thread_id)
+        followed = seeded.load(previous=served)
+        assert followed.generation > served.generation
+        np.testing.assert_allclose(followed.mean_direction(), fresh_mean(), atol=1e-6)
+        assert abs(float(np.linalg.norm(followed.mean_direction())) - 1) < 1e-5
+        served = followed
+
+
 def live_row_ids(generation) -> list[int]:
     """Every row id of a generation, found through the interface (the nearest of all takes)."""
     return [row_id for row_id, _ in generation.nearest(np.ones(generation.info.dim, np.float32), generation.info.count, Filters())]

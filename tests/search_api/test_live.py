@@ -45,7 +45,7 @@ def test_live_server_serves_takes_added_by_another_process(index_copy, tmp_path,
                 added = run_takes(index_copy, "add", unroll)
                 assert added.returncode == 0, added.stderr
                 assert "added 3, skipped 0 duplicates" in added.stdout
-                # The server polls for new generations every second (TAKES_RELOAD_INTERVAL).
+                # The server polls for new generations every 0.2 s (TAKES_RELOAD_INTERVAL).
                 wait_until(new_takes_served, timeout=10, what="the server to serve the added takes", interval=0.1)
             finally:
                 done.set()
