@@ -64,6 +64,10 @@ def is_compressed(index_type: str) -> bool:
     return _parse(index_type).group(4) is not None
 
 
+def is_hnsw(index_type: str) -> bool:
+    return _parse(index_type).group(2) is not None
+
+
 def _parse(index_type: str) -> re.Match:
     match = _TYPE.match(index_type)
     if match is None:
