@@ -64,8 +64,10 @@ def is_compressed(index_type: str) -> bool:
     return _parse(index_type).group(4) is not None
 
 
-def is_hnsw(index_type: str) -> bool:
-    return _parse(index_type).group(2) is not None
+def ivf_lists(index_type: str) -> int | None:
+    """How many lists an ``ivfN`` or ``ivfNsq8`` type names; None for the others."""
+    lists = _parse(index_type).group(3)
+    return int(lists) if lists else None
 
 
 def _parse(index_type: str) -> re.Match:

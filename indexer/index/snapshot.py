@@ -232,22 +232,25 @@ def _manifest_changed(connection, manifest: Manifest) -> bool:
 # -- vector search over a loaded snapshot ----------------------------------------
 
 
-# A filter passing at most this many takes is searched exactly over just
-# their vectors; above it FAISS searches restricted to them, an IVF index
-# probing enough lists (a flat index is exact either way). Exact search
-# reads every passing vector, about 0.5-1 us a take (FAISS scores them where
-# they lie; 10k took 7-17 ms on two loaded cores), while the restricted IVF
-# search takes about a millisecond whatever passes: measured at 100k and 1M
-# takes (docs/PERFORMANCE.md, "Filters at 1M takes").
-EXACT_FILTER_LIMIT = 2_000
+# A filter passing at most this many takes of a flat or HNSW index is
+# searched exactly over just their vectors; above it FAISS searches
+# restricted to them (a flat index is exhaustive either way).
+EXACT_FILTER_LIMIT = 20_000
+# An IVF index chooses by cost instead: exact search gathers every passing
+# vector by id (``reconstruct_batch``: a hash lookup and a 1.5 kB copy, about
+# 1.2 us each, several times that once they leave the CPU's caches), while
+# the restricted search tests every id of the lists it probes against the
+# bitmap (about 15 ns each) and scores only the passing ones. Exact search
+# is chosen while gathering costs no more than those tests, a gathered
+# vector counting as this many tested ids: measured at 100k and 1M takes
+# (docs/PERFORMANCE.md, "Filters at 1M takes"), at most ~3,000 passing takes
+# of 1M and ~1,000 of 100k are searched exactly, in a few milliseconds.
+_GATHER_COST = 80
 # An IVF search restricted to a filter probes enough lists to meet this many
 # times the depth asked among the passing takes, and probes four times more
 # while fewer than the depth come back. 16: of the exact top 50 among 2k-20k
-# passing takes of 100k it finds 0.93-0.99 (4 found 0.77-0.96), in about 1 ms.
+# passing takes of 100k synthetic ones it finds 0.93-0.99 (4 found 0.77-0.96).
 _IVF_OVERFETCH = 16
-# Exact candidates FAISS returns per result asked: takes tied at the last
-# place (the same vector twice) then break by row id, as ``_exact`` does.
-_EXACT_CANDIDATES = 2
 
 
 class AllowedRows:
@@ -256,7 +259,6 @@ class AllowedRows:
     def __init__(self, rows: np.ndarray):
         self.rows = np.ascontiguousarray(rows, dtype=np.int64)
         self._bitmap: np.ndarray | None = None
-        self._lists: tuple[object, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -273,25 +275,6 @@ class AllowedRows:
         selector = faiss.IDSelectorBitmap(len(self._bitmap), faiss.swig_ptr(self._bitmap))
         selector.referenced_bitmap = self._bitmap  # FAISS does not copy the bitmap: keep it alive with the selector
         return selector
-
-    def lists(self, index) -> np.ndarray:
-        """The lists of IVF ``index`` holding at least one of the rows, found once per index."""
-        import faiss
-
-        if self._lists is not None and self._lists[0] is index:
-            return self._lists[1]
-        ivf = faiss.extract_index_ivf(index)  # a new proxy object on every call: the cache keys on ``index``
-        self.selector()  # builds the bitmap
-        bits = np.unpackbits(self._bitmap, bitorder="little").view(bool)
-        lists, invlists = [], ivf.invlists
-        for number in range(ivf.nlist):
-            size = invlists.list_size(number)
-            if size:
-                ids = faiss.rev_swig_ptr(invlists.get_ids(number), size)
-                if bits[ids[ids < len(bits)]].any():
-                    lists.append(number)
-        self._lists = (index, np.asarray(lists, dtype=np.int64))
-        return self._lists[1]
 
 
 def nearest(snapshot: Snapshot, vector: np.ndarray, depth: int, allowed: AllowedRows | np.ndarray | None = None) -> list[tuple[int, float]]:
@@ -313,8 +296,8 @@ def nearest(snapshot: Snapshot, vector: np.ndarray, depth: int, allowed: Allowed
         return _rescored(snapshot, query, _search(index, query, min(max(depth, ann.RESCORED), index.ntotal), params), wanted)
     if not isinstance(allowed, AllowedRows):
         allowed = AllowedRows(allowed)
-    if len(allowed) <= max(EXACT_FILTER_LIMIT, depth):
-        return _exact_allowed(snapshot, query, depth, allowed)
+    if _exact_is_cheaper(snapshot, depth, allowed):
+        return _exact(snapshot, query, depth, allowed.rows)
     wanted = min(depth, len(allowed))
     if snapshot.full_vectors is None:
         return _restricted(snapshot, query, wanted, allowed)
@@ -346,54 +329,26 @@ def _exact(snapshot: Snapshot, query: np.ndarray, depth: int, rows: np.ndarray) 
     scores = vectors @ query[0]
     if depth < len(rows):
         top = np.argpartition(-scores, depth - 1)[:depth]
+        # argpartition picks any of the takes tied at the last place (the
+        # same vector twice): keep them all, so the row id decides below.
+        top = np.flatnonzero(scores >= scores[top].min())
     else:
         top = np.arange(len(rows))
     # Ties break by row id so the order is the same on every call.
-    top = top[np.lexsort((rows[top], -scores[top]))]
+    top = top[np.lexsort((rows[top], -scores[top]))][:depth]
     return [(int(rows[position]), float(scores[position])) for position in top]
 
 
-def _exact_allowed(snapshot: Snapshot, query: np.ndarray, depth: int, allowed: AllowedRows) -> list[tuple[int, float]]:
-    """The best ``depth`` of ``allowed`` by exact inner product, as ``_exact`` over all of them would give.
-
-    A flat or IVF-Flat index scores the passing vectors where they lie (a flat
-    index through the selector, an IVF one over just the lists holding them,
-    every vector of those lists tested against the bitmap), twice the depth
-    come back, and ties break by row id. Gathering every passing vector by id
-    first (``reconstruct_batch``, a hash lookup and a 1.5 kB copy each) cost
-    about 1.2 us a take, 12 ms for 10k.
-    """
-    import faiss
-
-    if not len(allowed):
-        return []
+def _exact_is_cheaper(snapshot: Snapshot, depth: int, allowed: AllowedRows) -> bool:
+    """Whether exact search over ``allowed`` costs less than FAISS restricted to them (see ``_GATHER_COST``)."""
+    if len(allowed) <= depth:
+        return True
+    if ann.ivf_lists(snapshot.manifest.index_type) is None:
+        return len(allowed) <= EXACT_FILTER_LIMIT
     index = snapshot.faiss_index
-    index_type = snapshot.manifest.index_type
-    if snapshot.full_vectors is not None or ann.is_hnsw(index_type):
-        return _exact(snapshot, query, depth, allowed.rows)
-    wanted = min(_EXACT_CANDIDATES * depth, len(allowed))
-    params = ann.search_parameters(index_type, allowed.selector())
-    if not isinstance(params, faiss.SearchParametersIVF):
-        candidates = _search(index, query, wanted, params)
-    else:
-        ivf = faiss.extract_index_ivf(index)
-        lists = allowed.lists(index)
-        params.nprobe = len(lists)
-        scores = np.empty((1, wanted), np.float32)
-        ids = np.empty((1, wanted), np.int64)
-        assigned = np.ascontiguousarray(lists[None, :])
-        # search_preassigned: the lists are given, not chosen by the quantizer;
-        # Python's wrapper refuses search parameters (the selector), the C++ call takes them.
-        ivf.search_preassigned_c(
-            1, faiss.swig_ptr(query), wanted, faiss.swig_ptr(assigned), faiss.swig_ptr(np.zeros(assigned.shape, np.float32)),
-            faiss.swig_ptr(scores), faiss.swig_ptr(ids), False, params,
-        )
-        candidates = [(int(row_id), float(score)) for row_id, score in zip(ids[0], scores[0]) if row_id >= 0]
-    # FAISS scores each vector the same way wherever it lies; a matrix
-    # product over the candidates would not (BLAS rounds rows by position),
-    # so ties are broken on FAISS's scores.
-    candidates.sort(key=lambda found: (-found[1], found[0]))
-    return candidates[:depth]
+    lists = faiss_lists(index)
+    probes = min(lists, max(_default_nprobe(snapshot), math.ceil(_IVF_OVERFETCH * depth * lists / len(allowed))))
+    return len(allowed) * _GATHER_COST <= probes * index.ntotal / lists
 
 
 def _restricted(snapshot: Snapshot, query: np.ndarray, wanted: int, allowed: AllowedRows) -> list[tuple[int, float]]:
@@ -404,7 +359,7 @@ def _restricted(snapshot: Snapshot, query: np.ndarray, wanted: int, allowed: All
     params = ann.search_parameters(snapshot.manifest.index_type, allowed.selector())
     if not isinstance(params, faiss.SearchParametersIVF):
         return _search(index, query, wanted, params)
-    lists = faiss.extract_index_ivf(index).nlist
+    lists = faiss_lists(index)
     # The probed lists hold about nprobe/nlist of the passing takes.
     probes = max(params.nprobe, math.ceil(_IVF_OVERFETCH * wanted * lists / len(allowed)))
     while True:
@@ -413,6 +368,16 @@ def _restricted(snapshot: Snapshot, query: np.ndarray, wanted: int, allowed: All
         if len(found) >= wanted or params.nprobe == lists:
             return found
         probes *= 4
+
+
+def faiss_lists(index) -> int:
+    import faiss
+
+    return faiss.extract_index_ivf(index).nlist
+
+
+def _default_nprobe(snapshot: Snapshot) -> int:
+    return ann.search_parameters(snapshot.manifest.index_type).nprobe
 
 
 def inner_products(snapshot: Snapshot, vector: np.ndarray, row_ids: Sequence[int]) -> dict[int, float]:

@@ -58,6 +58,7 @@ def test_a_selective_filter_returns_k_takes_in_exact_cosine_order(index_type):
 def test_a_broad_filter_searched_by_faiss_still_returns_k_passing_takes(index_type, monkeypatch):
     # Force the FAISS path for every filter, so a 2% filter goes through the selector.
     monkeypatch.setattr(snapshot_module, "EXACT_FILTER_LIMIT", 0)
+    monkeypatch.setattr(snapshot_module, "_GATHER_COST", 10**6, raising=False)
     found_snapshot, vectors, ids = _snapshot(index_type)
     rng = np.random.default_rng(2)
     passing = np.sort(rng.choice(ids, 400, replace=False))
@@ -75,46 +76,50 @@ def test_a_broad_filter_searched_by_faiss_still_returns_k_passing_takes(index_ty
         )
 
 
-def test_the_exact_path_over_ivf_lists_gives_what_scoring_every_passing_vector_gives(monkeypatch):
+def test_an_ivf_index_searches_few_passing_takes_exactly_and_many_through_faiss(monkeypatch):
     found_snapshot, vectors, ids = _snapshot("ivf256")
     rng = np.random.default_rng(3)
-    passing = np.sort(rng.choice(ids, 1_500, replace=False))
-    # FAISS scores the passing vectors in place: none is gathered out of the index.
-    gathered = []
-    stored_vectors = snapshot_module.stored_vectors
-    monkeypatch.setattr(snapshot_module, "stored_vectors", lambda snap, rows: gathered.append(len(rows)) or stored_vectors(snap, rows))
-    for query in vectors[rng.integers(0, len(vectors), 5)]:
+    paths = []
+    for name in ("_exact", "_restricted"):
+        original = getattr(snapshot_module, name)
+        monkeypatch.setattr(snapshot_module, name, lambda *args, _name=name, _original=original: paths.append(_name) or _original(*args))
+    # 20k takes in 256 lists: exact while gathering the passing vectors costs
+    # less than testing the ids of the lists a restricted search would probe.
+    for count, path in ((150, "_exact"), (1_500, "_restricted")):
+        passing = np.sort(rng.choice(ids, count, replace=False))
+        query = vectors[rng.integers(0, len(vectors))]
+        paths.clear()
         found = nearest(found_snapshot, query, 50, passing)
-        assert gathered == []
-        everything = snapshot_module._exact(found_snapshot, query[None, :], 50, passing)
-        gathered.clear()
-        assert [row_id for row_id, _ in found] == [row_id for row_id, _ in everything]
-        assert [row_id for row_id, _ in found] == _exact_order(vectors, ids, passing, query, 50)
-        np.testing.assert_allclose([score for _, score in found], [score for _, score in everything], atol=1e-6)
+        assert paths == [path]
+        assert len(found) == 50 and {row_id for row_id, _ in found} <= set(passing.tolist())
+        if path == "_exact":
+            assert [row_id for row_id, _ in found] == _exact_order(vectors, ids, passing, query, 50)
 
 
-def test_takes_tied_at_the_last_place_break_by_row_id_on_the_exact_path():
+def test_takes_tied_at_the_last_place_break_by_row_id_on_the_exact_path(monkeypatch):
+    monkeypatch.setattr(snapshot_module, "_GATHER_COST", 0, raising=False)  # exact search for any filter
     rng = np.random.default_rng(4)
     count = 4_000
     vectors = rng.standard_normal((count, DIM)).astype(np.float32)
-    # Ten takes with the same vector, the nearest to the query: five of them fit in the top 5.
-    vectors[100:110] = vectors[0]
+    # Ten takes with the same vector, the nearest to the query, spread over the rows: five fit in the top 5.
+    vectors[::400] = vectors[0]
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = np.arange(count, dtype=np.int64) + 1
     index = ann.build_index("ivf64", DIM, vectors, ids)
     found_snapshot = Snapshot(
         manifest=Manifest(model="test", dim=DIM, count=count, generation=1, index_type="ivf64"), faiss_index=index, loaded_at=0.0
     )
-    passing = ids[::2]
-    found = nearest(found_snapshot, vectors[0], 5, passing)
-    assert [row_id for row_id, _ in found] == [1, 101, 103, 105, 107]
+    found = nearest(found_snapshot, vectors[0], 5, ids)
+    assert [row_id for row_id, _ in found] == [1, 401, 801, 1201, 1601]
 
 
 @pytest.mark.parametrize("index_type", ["flat", "ivf256"])
-def test_filters_just_above_the_exact_limit_still_return_k_passing_takes(index_type):
+def test_filters_just_above_the_exact_limit_still_return_k_passing_takes(index_type, monkeypatch):
+    monkeypatch.setattr(snapshot_module, "EXACT_FILTER_LIMIT", 2_000)
+    monkeypatch.setattr(snapshot_module, "_GATHER_COST", 10**6, raising=False)
     found_snapshot, vectors, ids = _snapshot(index_type)
     rng = np.random.default_rng(5)
-    passing = np.sort(rng.choice(ids, snapshot_module.EXACT_FILTER_LIMIT + 1, replace=False))
+    passing = np.sort(rng.choice(ids, 2_001, replace=False))
     allowed = set(passing.tolist())
     for query in vectors[rng.integers(0, len(vectors), 5)]:
         found = nearest(found_snapshot, query, 50, passing)
