@@ -9,7 +9,8 @@ Both are built once under /work/bench-data/filters-COUNT (``TAKES_BENCH_DATA``
 moves it) and reused while the code that makes them is unchanged.
 
 The figures are the code as it is: p50/p99 after the first query, which
-also pays the filter's SQL. ``--old`` adds six queries through the path
+also pays the filter's SQL, and the recall of the top DEPTH against the exact
+top DEPTH among the passing takes (FAISS probing every list). ``--old`` adds six queries through the path
 before the filter indexes, kept here: the author matched by LIKE over every
 row, the passing rows read from SQL on every query and handed to FAISS as an
 ``IDSelectorBatch`` at the usual nprobe.
@@ -46,6 +47,8 @@ K = 10
 # What the Ranker asks the store for when k is 10.
 DEPTH = max(2 * K, FUSION_DEPTH)
 DAYS = 1000
+# Queries whose results are compared with the exact top DEPTH among the passing takes.
+RECALL_QUERIES = 20
 START = datetime.date(2020, 1, 1)
 CORPUS_CACHE = Path(os.environ.get("TAKES_BENCH_DATA", "/work/bench-data")) / "filters"
 
@@ -206,6 +209,25 @@ def old_nearest(generation: EmbeddedGeneration, connection: sqlite3.Connection, 
 # -- measuring -------------------------------------------------------------------
 
 
+def recall(generation: EmbeddedGeneration, queries: np.ndarray, filters: Filters) -> float:
+    """Share of the exact top DEPTH among the passing takes that ``nearest`` returns (FAISS probing every list)."""
+    import faiss
+
+    index = generation.faiss_index
+    rows = generation._allowed(filters)
+    params = ann.search_parameters(generation.info.index_type, rows.selector() if rows is not None else None)
+    if isinstance(params, faiss.SearchParametersIVF):
+        params.nprobe = faiss.extract_index_ivf(index).nlist
+    found = []
+    for query in queries:
+        _, exact = index.search(query[None, :].astype(np.float32), DEPTH, params=params)
+        truth = {int(row_id) for row_id in exact[0] if row_id >= 0}
+        got = {row_id for row_id, _ in generation.nearest(query, DEPTH, filters)}
+        found.append(len(truth & got) / max(1, len(truth)))
+    return round(float(np.mean(found)), 3)
+
+
+
 def _time(search, queries: np.ndarray, wanted: int) -> dict:
     seconds, short = [], 0
     first = None
@@ -238,6 +260,7 @@ def run(count: int = 1_000_000, query_count: int = 200, old_query_count: int = 0
         passing[label] = connection.execute(f"SELECT count(*) FROM takes WHERE {clause}", params).fetchone()[0]
     generation = EmbeddedGeneration(snapshot, connections, corpus.index_dir)
     results = {"unfiltered": {"after": _time(lambda q: generation.nearest(q, DEPTH, Filters()), queries, DEPTH)}}
+    results["unfiltered"]["recall"] = recall(generation, queries[:RECALL_QUERIES], Filters())
     for label, filters in FILTERS.items():
         row = results[label] = {"passing": passing[label]}
         if old_query_count:
@@ -245,6 +268,7 @@ def run(count: int = 1_000_000, query_count: int = 200, old_query_count: int = 0
                 lambda q, f=filters: old_nearest(generation, connection, q, f), queries[:old_query_count], min(DEPTH, passing[label])
             )
         row["after"] = _time(lambda q, f=filters: generation.nearest(q, DEPTH, f), queries, min(DEPTH, passing[label]))
+        row["recall"] = recall(generation, queries[:RECALL_QUERIES], filters)
     connections.close()
     return {
         "count": count,
@@ -280,7 +304,7 @@ def main(argv: list[str]) -> None:
         print(
             f"{label:<13} {row.get('passing', count):>8}  {before_text}"
             f"  {after['p50_ms']:>8.2f}/{after['p99_ms']:<8.2f} {after['first_ms']:>7}"
-            f"  {short}{after['queries_short_of_depth']}/{after['queries']}"
+            f"  {short}{after['queries_short_of_depth']}/{after['queries']}  recall {row['recall']}"
         )
 
 

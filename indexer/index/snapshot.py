@@ -232,18 +232,17 @@ def _manifest_changed(connection, manifest: Manifest) -> bool:
 # -- vector search over a loaded snapshot ----------------------------------------
 
 
-# A filter passing at most this many takes of a flat or HNSW index is
-# searched exactly over just their vectors; above it FAISS searches
-# restricted to them (a flat index is exhaustive either way).
+# A filter passing at most this many takes of an HNSW index is searched
+# exactly over just their vectors; above it FAISS searches restricted to them.
 EXACT_FILTER_LIMIT = 20_000
-# An IVF index chooses by cost instead: exact search gathers every passing
-# vector by id (``reconstruct_batch``: a hash lookup and a 1.5 kB copy, about
-# 1.2 us each, several times that once they leave the CPU's caches), while
-# the restricted search tests every id of the lists it probes against the
-# bitmap (about 15 ns each) and scores only the passing ones. Exact search
-# is chosen while gathering costs no more than those tests, a gathered
-# vector counting as this many tested ids: measured at 100k and 1M takes
-# (docs/PERFORMANCE.md, "Filters at 1M takes"), at most ~3,000 passing takes
+# IVF and flat indexes choose by cost instead. Exact search gathers every
+# passing vector by id (``reconstruct_batch``: a hash lookup and a 1.5 kB
+# copy, about 1.2 us each, several times that once they leave the CPU's
+# caches); the restricted search tests every id of the lists it probes (a
+# flat index: every id) against the bitmap, about 15 ns each, and scores
+# only the passing ones. Exact search is chosen while gathering costs no
+# more than those tests, a gathered vector counting as this many tested ids
+# (docs/PERFORMANCE.md, "Filters at 1M takes"): up to ~3,000 passing takes
 # of 1M and ~1,000 of 100k are searched exactly, in a few milliseconds.
 _GATHER_COST = 80
 # An IVF search restricted to a filter probes enough lists to meet this many
@@ -343,9 +342,12 @@ def _exact_is_cheaper(snapshot: Snapshot, depth: int, allowed: AllowedRows) -> b
     """Whether exact search over ``allowed`` costs less than FAISS restricted to them (see ``_GATHER_COST``)."""
     if len(allowed) <= depth:
         return True
+    index = snapshot.faiss_index
+    if snapshot.manifest.index_type == "flat":
+        # Its restricted search is exact too: it tests every id.
+        return len(allowed) * _GATHER_COST <= index.ntotal
     if ann.ivf_lists(snapshot.manifest.index_type) is None:
         return len(allowed) <= EXACT_FILTER_LIMIT
-    index = snapshot.faiss_index
     lists = faiss_lists(index)
     probes = min(lists, max(_default_nprobe(snapshot), math.ceil(_IVF_OVERFETCH * depth * lists / len(allowed))))
     return len(allowed) * _GATHER_COST <= probes * index.ntotal / lists
@@ -357,6 +359,10 @@ def _restricted(snapshot: Snapshot, query: np.ndarray, wanted: int, allowed: All
 
     index = snapshot.faiss_index
     params = ann.search_parameters(snapshot.manifest.index_type, allowed.selector())
+    if snapshot.manifest.index_type == "flat":
+        # Exhaustive: a few more than asked, so takes tied at the last place break by row id as in ``_exact``.
+        found = _search(index, query, min(2 * wanted, len(allowed)), params)
+        return sorted(found, key=lambda pair: (-pair[1], pair[0]))[:wanted]
     if not isinstance(params, faiss.SearchParametersIVF):
         return _search(index, query, wanted, params)
     lists = faiss_lists(index)
