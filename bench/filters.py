@@ -9,8 +9,8 @@ Both are built once under /work/bench-data/filters-COUNT (``TAKES_BENCH_DATA``
 moves it) and reused while the code that makes them is unchanged.
 
 The figures are the code as it is: p50/p99 after the first query, which
-also pays the filter's SQL, and the recall of the top DEPTH against the exact
-top DEPTH among the passing takes (FAISS probing every list). ``--old`` adds six queries through the path
+also pays the filter's SQL, and the recall of the top DEPTH (and of its
+first K) against the exact ones among the passing takes (FAISS probing every list). ``--old`` adds six queries through the path
 before the filter indexes, kept here: the author matched by LIKE over every
 row, the passing rows read from SQL on every query and handed to FAISS as an
 ``IDSelectorBatch`` at the usual nprobe.
@@ -209,8 +209,8 @@ def old_nearest(generation: EmbeddedGeneration, connection: sqlite3.Connection, 
 # -- measuring -------------------------------------------------------------------
 
 
-def recall(generation: EmbeddedGeneration, queries: np.ndarray, filters: Filters) -> float:
-    """Share of the exact top DEPTH among the passing takes that ``nearest`` returns (FAISS probing every list)."""
+def recall(generation: EmbeddedGeneration, queries: np.ndarray, filters: Filters) -> dict:
+    """Share of the exact top DEPTH (and top K) among the passing takes that ``nearest`` returns, FAISS probing every list for the exact ones."""
     import faiss
 
     index = generation.faiss_index
@@ -218,14 +218,14 @@ def recall(generation: EmbeddedGeneration, queries: np.ndarray, filters: Filters
     params = ann.search_parameters(generation.info.index_type, rows.selector() if rows is not None else None)
     if isinstance(params, faiss.SearchParametersIVF):
         params.nprobe = faiss.extract_index_ivf(index).nlist
-    found = []
+    at_depth, at_k = [], []
     for query in queries:
         _, exact = index.search(query[None, :].astype(np.float32), DEPTH, params=params)
-        truth = {int(row_id) for row_id in exact[0] if row_id >= 0}
-        got = {row_id for row_id, _ in generation.nearest(query, DEPTH, filters)}
-        found.append(len(truth & got) / max(1, len(truth)))
-    return round(float(np.mean(found)), 3)
-
+        truth = [int(row_id) for row_id in exact[0] if row_id >= 0]
+        got = [row_id for row_id, _ in generation.nearest(query, DEPTH, filters)]
+        at_depth.append(len(set(truth) & set(got)) / max(1, len(truth)))
+        at_k.append(len(set(truth[:K]) & set(got[:K])) / max(1, len(truth[:K])))
+    return {"depth": round(float(np.mean(at_depth)), 3), "k": round(float(np.mean(at_k)), 3)}
 
 
 def _time(search, queries: np.ndarray, wanted: int) -> dict:
@@ -304,7 +304,7 @@ def main(argv: list[str]) -> None:
         print(
             f"{label:<13} {row.get('passing', count):>8}  {before_text}"
             f"  {after['p50_ms']:>8.2f}/{after['p99_ms']:<8.2f} {after['first_ms']:>7}"
-            f"  {short}{after['queries_short_of_depth']}/{after['queries']}  recall {row['recall']}"
+            f"  {short}{after['queries_short_of_depth']}/{after['queries']}  recall@{report['depth']} {row['recall']['depth']} @{K} {row['recall']['k']}"
         )
 
 
