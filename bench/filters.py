@@ -15,7 +15,12 @@ before the filter indexes, kept here: the author matched by LIKE over every
 row, the passing rows read from SQL on every query and handed to FAISS as an
 ``IDSelectorBatch`` at the usual nprobe.
 
-Usage: python -m bench.filters [count] [queries] [--old]
+``--real-recall`` instead measures recall only, with random filters over the
+80k real vectors bench.scale_compressed embedded (synthetic vectors beyond a
+query's own topic are near ties, which makes their recall at depth 50 a
+lottery at 1-10% filters).
+
+Usage: python -m bench.filters [count] [queries] [--old] | --real-recall
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ FILTERS = {
     "author 10%": Filters(author="Grace Hopper"),
     "author 50%": Filters(author="Alan Turing"),
     "date 0.1%": Filters(since=str(START), until=str(START)),
+    "date 1%": Filters(since=str(START), until=str(START + datetime.timedelta(days=DAYS // 100 - 1))),
     "date 10%": Filters(since=str(START), until=str(START + datetime.timedelta(days=DAYS // 10 - 1))),
     "date 50%": Filters(since=str(START), until=str(START + datetime.timedelta(days=DAYS // 2 - 1))),
 }
@@ -282,6 +288,43 @@ def run(count: int = 1_000_000, query_count: int = 200, old_query_count: int = 0
     }
 
 
+def real_recall(shares=(0.001, 0.01, 0.02, 0.05, 0.1, 0.5), query_count: int = 40) -> list[dict]:
+    """Recall of filtered search on the real int8-model vectors of bench.scale_compressed (random filters of each share)."""
+    from bench.scale_compressed import DATA
+    from indexer.index.snapshot import AllowedRows, _exact_is_cheaper, nearest
+
+    import faiss
+
+    faiss_threads()
+    vectors = np.concatenate([np.load(part) for part in sorted((DATA / "real-chunks").glob("[0-9]*[0-9].npy"))]).astype(np.float32)
+    ids = np.arange(1, len(vectors) + 1, dtype=np.int64)
+    index_type = ann.index_type_for(len(vectors))
+    index = ann.build_index(index_type, DIM, vectors, ids)
+    manifest = Manifest(model="real", dim=DIM, count=len(vectors), generation=1, index_type=index_type)
+    snapshot = Snapshot(manifest=manifest, faiss_index=index, loaded_at=time.time())
+    rng = np.random.default_rng(0)
+    queries = vectors[rng.integers(0, len(vectors), query_count)] + 0.02 * rng.standard_normal((query_count, DIM), dtype=np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    lists = faiss.extract_index_ivf(index).nlist
+    rows_out = []
+    for share in (None, *shares):
+        allowed = None if share is None else AllowedRows(np.sort(rng.choice(ids, int(len(ids) * share), replace=False)))
+        params = ann.search_parameters(index_type, allowed.selector() if allowed is not None else None)
+        params.nprobe = lists
+        at_depth, at_k = [], []
+        for query in queries:
+            truth = [int(row_id) for row_id in index.search(query[None, :], DEPTH, params=params)[1][0]]
+            got = [row_id for row_id, _ in nearest(snapshot, query, DEPTH, allowed)]
+            at_depth.append(len(set(truth) & set(got)) / DEPTH)
+            at_k.append(len(set(truth[:K]) & set(got[:K])) / K)
+        path = "unfiltered" if allowed is None else "exact" if _exact_is_cheaper(snapshot, DEPTH, allowed) else "restricted"
+        rows_out.append({
+            "takes": len(ids), "index_type": index_type, "share": share, "passing": len(allowed) if allowed is not None else len(ids),
+            "path": path, "recall_at_depth": round(float(np.mean(at_depth)), 3), "recall_at_k": round(float(np.mean(at_k)), 3),
+        })
+    return rows_out
+
+
 def faiss_threads() -> None:
     # One OpenMP thread per search, as the Searcher sets for a request thread.
     import faiss
@@ -290,6 +333,10 @@ def faiss_threads() -> None:
 
 
 def main(argv: list[str]) -> None:
+    if "--real-recall" in argv:
+        for row in real_recall():
+            print(json.dumps(row))
+        return
     old = "--old" in argv
     argv = [arg for arg in argv if arg != "--old"]
     count = int(argv[0]) if argv else 1_000_000
