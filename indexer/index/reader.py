@@ -71,7 +71,7 @@ def author_clause(filters: Filters) -> tuple[str, list[str]]:
     # takes_handle indexes, not by running LIKE over every row. The distinct
     # authors come from a skip scan of takes_author (one seek per author:
     # "names"), not SELECT DISTINCT: SQLite pushed the LIKE down into that
-    # subquery, running it over every row (0.3 s at 100k takes), and a scan of
+    # subquery, running it over every row (0.3-1.2 s at 100k takes), and a scan of
     # the whole index still grows with the takes.
     return (
         "(takes.author IN (WITH RECURSIVE names(author) AS (SELECT min(author) FROM takes UNION ALL"

@@ -348,7 +348,7 @@ def _exact_is_cheaper(snapshot: Snapshot, depth: int, allowed: AllowedRows) -> b
         return len(allowed) * _GATHER_COST <= index.ntotal
     if ann.ivf_lists(snapshot.manifest.index_type) is None:
         return len(allowed) <= EXACT_FILTER_LIMIT
-    lists = faiss_lists(index)
+    lists = _faiss_lists(index)
     probes = min(lists, max(_default_nprobe(snapshot), math.ceil(_IVF_OVERFETCH * depth * lists / len(allowed))))
     return len(allowed) * _GATHER_COST <= probes * index.ntotal / lists
 
@@ -365,7 +365,7 @@ def _restricted(snapshot: Snapshot, query: np.ndarray, wanted: int, allowed: All
         return sorted(found, key=lambda pair: (-pair[1], pair[0]))[:wanted]
     if not isinstance(params, faiss.SearchParametersIVF):
         return _search(index, query, wanted, params)
-    lists = faiss_lists(index)
+    lists = _faiss_lists(index)
     # The probed lists hold about nprobe/nlist of the passing takes.
     probes = max(params.nprobe, math.ceil(_IVF_OVERFETCH * wanted * lists / len(allowed)))
     while True:
@@ -376,7 +376,7 @@ def _restricted(snapshot: Snapshot, query: np.ndarray, wanted: int, allowed: All
         probes *= 4
 
 
-def faiss_lists(index) -> int:
+def _faiss_lists(index) -> int:
     import faiss
 
     return faiss.extract_index_ivf(index).nlist
