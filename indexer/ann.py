@@ -64,6 +64,12 @@ def is_compressed(index_type: str) -> bool:
     return _parse(index_type).group(4) is not None
 
 
+def ivf_lists(index_type: str) -> int | None:
+    """How many lists an ``ivfN`` or ``ivfNsq8`` type names; None for the others."""
+    lists = _parse(index_type).group(3)
+    return int(lists) if lists else None
+
+
 def _parse(index_type: str) -> re.Match:
     match = _TYPE.match(index_type)
     if match is None:

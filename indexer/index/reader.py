@@ -67,12 +67,17 @@ def author_clause(filters: Filters) -> tuple[str, list[str]]:
     """
     pattern, handle = filters.author_match()
     # Authors are few and takes many: the name is matched once per distinct
-    # author (the subquery, read from the takes_author index), and the takes
-    # are then found through that index and takes_handle, not by running
-    # LIKE over every row.
+    # author, and the takes are then found through the takes_author and
+    # takes_handle indexes, not by running LIKE over every row. The distinct
+    # authors come from a skip scan of takes_author (one seek per author:
+    # "names"), not SELECT DISTINCT: SQLite pushed the LIKE down into that
+    # subquery, running it over every row (0.3-1.2 s at 100k takes), and a scan of
+    # the whole index still grows with the takes.
     return (
-        f"(takes.author IN (SELECT author FROM (SELECT DISTINCT author FROM takes) AS takes"
-        f" WHERE (' ' || {name_words_sql('takes.author')} || ' ') LIKE ? ESCAPE '\\') OR lower(takes.handle) = ?)",
+        "(takes.author IN (WITH RECURSIVE names(author) AS (SELECT min(author) FROM takes UNION ALL"
+        " SELECT (SELECT min(author) FROM takes WHERE author > names.author) FROM names WHERE names.author IS NOT NULL)"
+        f" SELECT author FROM names WHERE (' ' || {name_words_sql('names.author')} || ' ') LIKE ? ESCAPE '\\')"
+        " OR lower(takes.handle) = ?)",
         [pattern, handle],
     )
 

@@ -232,16 +232,24 @@ def _manifest_changed(connection, manifest: Manifest) -> bool:
 # -- vector search over a loaded snapshot ----------------------------------------
 
 
-# A filter passing at most this many takes is searched exactly over just
-# their vectors: gathering 20k vectors and one matrix product cost a few
-# milliseconds, and an approximate index restricted to so few takes would
-# find fewer than k of them in the lists it probes (docs/PERFORMANCE.md,
-# "Filters at 1M takes").
+# A filter passing at most this many takes of an HNSW index is searched
+# exactly over just their vectors; above it FAISS searches restricted to them.
 EXACT_FILTER_LIMIT = 20_000
+# IVF and flat indexes choose by cost instead. Exact search gathers every
+# passing vector by id (``reconstruct_batch``: a hash lookup and a 1.5 kB
+# copy, about 1.2 us each, several times that once they leave the CPU's
+# caches); the restricted search tests every id of the lists it probes (a
+# flat index: every id) against the bitmap, about 15 ns each, and scores
+# only the passing ones. Exact search is chosen while gathering costs no
+# more than those tests, a gathered vector counting as this many tested ids
+# (docs/PERFORMANCE.md, "Filters at 1M takes"): up to ~3,000 passing takes
+# of 1M and ~1,000 of 100k are searched exactly, in a few milliseconds.
+_GATHER_COST = 80
 # An IVF search restricted to a filter probes enough lists to meet this many
 # times the depth asked among the passing takes, and probes four times more
-# while fewer than the depth come back.
-_IVF_OVERFETCH = 4
+# while fewer than the depth come back. 16: of the exact top 50 among 2k-20k
+# passing takes of 100k synthetic ones it finds 0.93-0.99 (4 found 0.77-0.96).
+_IVF_OVERFETCH = 16
 
 
 class AllowedRows:
@@ -287,7 +295,7 @@ def nearest(snapshot: Snapshot, vector: np.ndarray, depth: int, allowed: Allowed
         return _rescored(snapshot, query, _search(index, query, min(max(depth, ann.RESCORED), index.ntotal), params), wanted)
     if not isinstance(allowed, AllowedRows):
         allowed = AllowedRows(allowed)
-    if len(allowed) <= max(EXACT_FILTER_LIMIT, depth):
+    if _exact_is_cheaper(snapshot, depth, allowed):
         return _exact(snapshot, query, depth, allowed.rows)
     wanted = min(depth, len(allowed))
     if snapshot.full_vectors is None:
@@ -320,11 +328,29 @@ def _exact(snapshot: Snapshot, query: np.ndarray, depth: int, rows: np.ndarray) 
     scores = vectors @ query[0]
     if depth < len(rows):
         top = np.argpartition(-scores, depth - 1)[:depth]
+        # argpartition picks any of the takes tied at the last place (the
+        # same vector twice): keep them all, so the row id decides below.
+        top = np.flatnonzero(scores >= scores[top].min())
     else:
         top = np.arange(len(rows))
     # Ties break by row id so the order is the same on every call.
-    top = top[np.lexsort((rows[top], -scores[top]))]
+    top = top[np.lexsort((rows[top], -scores[top]))][:depth]
     return [(int(rows[position]), float(scores[position])) for position in top]
+
+
+def _exact_is_cheaper(snapshot: Snapshot, depth: int, allowed: AllowedRows) -> bool:
+    """Whether exact search over ``allowed`` costs less than FAISS restricted to them (see ``_GATHER_COST``)."""
+    if len(allowed) <= depth:
+        return True
+    index = snapshot.faiss_index
+    if snapshot.manifest.index_type == "flat":
+        # Its restricted search is exact too: it tests every id.
+        return len(allowed) * _GATHER_COST <= index.ntotal
+    if ann.ivf_lists(snapshot.manifest.index_type) is None:
+        return len(allowed) <= EXACT_FILTER_LIMIT
+    lists = _faiss_lists(index)
+    probes = min(lists, max(_default_nprobe(snapshot), math.ceil(_IVF_OVERFETCH * depth * lists / len(allowed))))
+    return len(allowed) * _GATHER_COST <= probes * index.ntotal / lists
 
 
 def _restricted(snapshot: Snapshot, query: np.ndarray, wanted: int, allowed: AllowedRows) -> list[tuple[int, float]]:
@@ -333,9 +359,13 @@ def _restricted(snapshot: Snapshot, query: np.ndarray, wanted: int, allowed: All
 
     index = snapshot.faiss_index
     params = ann.search_parameters(snapshot.manifest.index_type, allowed.selector())
+    if snapshot.manifest.index_type == "flat":
+        # Exhaustive: a few more than asked, so takes tied at the last place break by row id as in ``_exact``.
+        found = _search(index, query, min(2 * wanted, len(allowed)), params)
+        return sorted(found, key=lambda pair: (-pair[1], pair[0]))[:wanted]
     if not isinstance(params, faiss.SearchParametersIVF):
         return _search(index, query, wanted, params)
-    lists = faiss.extract_index_ivf(index).nlist
+    lists = _faiss_lists(index)
     # The probed lists hold about nprobe/nlist of the passing takes.
     probes = max(params.nprobe, math.ceil(_IVF_OVERFETCH * wanted * lists / len(allowed)))
     while True:
@@ -344,6 +374,16 @@ def _restricted(snapshot: Snapshot, query: np.ndarray, wanted: int, allowed: All
         if len(found) >= wanted or params.nprobe == lists:
             return found
         probes *= 4
+
+
+def _faiss_lists(index) -> int:
+    import faiss
+
+    return faiss.extract_index_ivf(index).nlist
+
+
+def _default_nprobe(snapshot: Snapshot) -> int:
+    return ann.search_parameters(snapshot.manifest.index_type).nprobe
 
 
 def inner_products(snapshot: Snapshot, vector: np.ndarray, row_ids: Sequence[int]) -> dict[int, float]:
