@@ -282,19 +282,20 @@ def postgres_section(result: dict) -> str:
         f"`{run.get('command', 'python -m bench.postgres')}` started {run.get('started', '?')}, load average "
         f"{run.get('load_average', '?')} before and {run.get('load_average_after', '?')} after" for run in runs
     )
+    late = (result.get("scale") or {}).get("late_interaction", False)
+    late_words = "too" if late else "with `--no-late-interaction`"
     lines = [
         f"{said} (`make bench-postgres`, and a part of `make bench`), on {result.get('machine', {}).get('nproc', '?')} cores "
         f"({result.get('machine', {}).get('cpu', '?')}). Every row is one `takes serve --workers 2` "
         "(the real CLI; `--database-url` for PostgreSQL) on its own: a sequential keep-alive client "
         "(200 hybrid searches, k=10, after 20), then 8 keep-alive clients (400); add 20 is the seconds "
         "from starting `takes add` (a new process: start-up, model, embed, commit) or from POST /takes to "
-        "one server until both of two running servers (reloading every second) return all 20, median of "
+        "one server until both of two running servers (following at their default interval) return all 20, median of "
         "3 after one untimed; memory is PSS (RSS) of the server's processes and, for PostgreSQL, of the "
         "database server's, from /proc after the clients. The seed rows rank with late interaction (the "
-        "default); the 100k rows with `--no-late-interaction`, since without stored token vectors every new "
-        "candidate there costs a model pass. The 100k takes are generated (bench/take_texts.py with specific "
-        "words drawn Zipf-like from 50,000) with synthetic vectors; queries are three words of a take, "
-        "encoded by the server's model.",
+        f"default); the 100k rows {late_words}. The 100k takes are generated (bench/take_texts.py with specific "
+        "words drawn Zipf-like from 50,000) and embedded by the shipped int8 model with their stored token "
+        "vectors (bench/real_embeddings.py); queries are three words of a take, encoded by the server's model.",
         "",
         "| corpus, store | sequential p50 / p99 ms | 8 clients: req/s, p99 ms (x sequential) | add 20: `takes add` / POST s | server MiB PSS (RSS) | PostgreSQL MiB PSS (RSS) |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -339,7 +340,9 @@ def postgres_section(result: dict) -> str:
         parts = list(next(iter(profile.values())))
         lines += [
             "",
-            f"Where one hybrid search goes at {scale.get('takes', 0):,} takes (in process, late interaction off, median ms of 50 queries):",
+            f"Where one hybrid search goes at {scale.get('takes', 0):,} takes (in process, late interaction {'on' if late else 'off'}, "
+            "median ms of 50 queries; the parts one after the other, the whole as the ranker runs them, with the lexical "
+            "side beside the encoding; token_vectors: reading every candidate's, as for a cold cache):",
             "",
             "| part | " + " | ".join(profile) + " |",
             "| --- | " + " | ".join("---" for _ in profile) + " |",
