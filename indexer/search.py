@@ -35,7 +35,7 @@ RERANK_DEPTH = 30
 # Candidates late interaction re-scores: the first stage's best (at least 2k).
 # Each needs its stored token vectors, about 21 kB a take, so on a large
 # corpus, where every candidate is new to the cache, this is what a search
-# reads (docs/PERFORMANCE.md, "Late interaction at 100k takes").
+# reads (docs/PERFORMANCE.md, the 100k goals under "PostgreSQL store beside the embedded one").
 LATE_DEPTH = 30
 # Threads that run hybrid searches' lexical sides while their queries are
 # encoded: enough for a server's concurrent requests to overlap on two cores.
