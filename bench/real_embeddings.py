@@ -31,15 +31,20 @@ def _chunk_path(folder: Path, number: int) -> Path:
     return folder / f"chunk-{number:04d}.pickle"
 
 
-def embed(count: int) -> Path:
-    """Embed what is missing of the ``count`` takes' chunks; the folder holding them."""
+def _texts(count: int) -> list[str]:
     from bench.postgres import synthetic_takes
+
+    return [take.text for take in synthetic_takes(count)]
+
+
+def embed(count: int, texts: list[str] | None = None) -> Path:
+    """Embed what is missing of the ``count`` takes' chunks (``texts``: theirs, when at hand); the folder holding them."""
     from embeddings import load_embedder
     from indexer import token_vectors
 
     folder = folder_for(count)
     folder.mkdir(parents=True, exist_ok=True)
-    texts = [take.text for take in synthetic_takes(count)]
+    texts = _texts(count) if texts is None else texts
     embedder = None
     started = time.perf_counter()
     done = 0
@@ -61,10 +66,8 @@ def embed(count: int) -> Path:
 
 def load(count: int) -> tuple[np.ndarray, list[bytes | None]]:
     """The ``count`` takes' vectors and stored token vectors, in take order; embeds what is missing first."""
-    from bench.postgres import synthetic_takes
-
-    folder = embed(count)
-    texts = [take.text for take in synthetic_takes(count)]
+    texts = _texts(count)
+    folder = embed(count, texts)
     vectors, values = [], []
     for number, start in enumerate(range(0, count, CHUNK)):
         chunk = pickle.loads(_chunk_path(folder, number).read_bytes())

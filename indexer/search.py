@@ -213,13 +213,14 @@ class Ranker:
         if depth is not None and len(present) > depth:
             # The first stage's best ``depth`` texts: copies of one text are
             # folded into one result, so they count once (and share one read).
+            folded = {c.row_id: same_text(takes[c.row_id].text) for c in present}
             best: set[str] = set()
             for row_id, _ in ranking.fuse(present, mode, late=False):
-                best.add(same_text(takes[row_id].text))
+                best.add(folded[row_id])
                 if len(best) == depth:
                     break
             # In retrieval order still: fusion keeps it for ties.
-            present = [candidate for candidate in present if same_text(takes[candidate.row_id].text) in best]
+            present = [candidate for candidate in present if folded[candidate.row_id] in best]
         tokens = self._token_cache.get_many(
             [takes[c.row_id].text for c in present], self.embedder, [c.row_id for c in present], generation.token_vectors
         )

@@ -54,21 +54,26 @@ def test_a_selective_filter_returns_k_takes_in_exact_cosine_order(index_type):
     assert len(nearest(found_snapshot, vectors[0], 10, passing[:3])) == 3
 
 
+def _assert_k_passing_best_first(found_snapshot, vectors, passing, rng, queries=5, depth=50):
+    """Searches near a few stored vectors return ``depth`` takes, all passing the filter, best first."""
+    allowed = set(passing.tolist())
+    for query in vectors[rng.integers(0, len(vectors), queries)]:
+        found = nearest(found_snapshot, query, depth, passing)
+        assert len(found) == depth
+        assert {row_id for row_id, _ in found} <= allowed
+        scores = [score for _, score in found]
+        assert scores == sorted(scores, reverse=True)
+
+
 @pytest.mark.parametrize("index_type", ["flat", "ivf256"])
 def test_a_broad_filter_searched_by_faiss_still_returns_k_passing_takes(index_type, monkeypatch):
     # Force the FAISS path for every filter, so a 2% filter goes through the selector.
     monkeypatch.setattr(snapshot_module, "EXACT_FILTER_LIMIT", 0)
-    monkeypatch.setattr(snapshot_module, "_GATHER_COST", 10**6, raising=False)
+    monkeypatch.setattr(snapshot_module, "_GATHER_COST", 10**6)
     found_snapshot, vectors, ids = _snapshot(index_type)
     rng = np.random.default_rng(2)
     passing = np.sort(rng.choice(ids, 400, replace=False))
-    allowed = set(passing.tolist())
-    for query in vectors[rng.integers(0, len(vectors), 5)]:
-        found = nearest(found_snapshot, query, 50, passing)
-        assert len(found) == 50
-        assert {row_id for row_id, _ in found} <= allowed
-        scores = [score for _, score in found]
-        assert scores == sorted(scores, reverse=True)
+    _assert_k_passing_best_first(found_snapshot, vectors, passing, rng)
     if index_type == "flat":
         query = vectors[3]
         assert [row_id for row_id, _ in nearest(found_snapshot, query, 10, passing)] == _exact_order(
@@ -97,7 +102,7 @@ def test_an_ivf_index_searches_few_passing_takes_exactly_and_many_through_faiss(
 
 
 def test_takes_tied_at_the_last_place_break_by_row_id_on_the_exact_path(monkeypatch):
-    monkeypatch.setattr(snapshot_module, "_GATHER_COST", 0, raising=False)  # exact search for any filter
+    monkeypatch.setattr(snapshot_module, "_GATHER_COST", 0)  # exact search for any filter
     rng = np.random.default_rng(4)
     count = 4_000
     vectors = rng.standard_normal((count, DIM)).astype(np.float32)
@@ -116,14 +121,11 @@ def test_takes_tied_at_the_last_place_break_by_row_id_on_the_exact_path(monkeypa
 @pytest.mark.parametrize("index_type", ["flat", "ivf256"])
 def test_filters_just_above_the_exact_limit_still_return_k_passing_takes(index_type, monkeypatch):
     monkeypatch.setattr(snapshot_module, "EXACT_FILTER_LIMIT", 2_000)
-    monkeypatch.setattr(snapshot_module, "_GATHER_COST", 10**6, raising=False)
+    monkeypatch.setattr(snapshot_module, "_GATHER_COST", 10**6)
     found_snapshot, vectors, ids = _snapshot(index_type)
     rng = np.random.default_rng(5)
     passing = np.sort(rng.choice(ids, 2_001, replace=False))
-    allowed = set(passing.tolist())
-    for query in vectors[rng.integers(0, len(vectors), 5)]:
-        found = nearest(found_snapshot, query, 50, passing)
-        assert len(found) == 50 and {row_id for row_id, _ in found} <= allowed
+    _assert_k_passing_best_first(found_snapshot, vectors, passing, rng)
 
 
 AUTHORS = ["Jack Clark", "Clark, Jack", "jack.clark", "Ada_Lovelace", "Ada Lovelace", "100% Human", None, "Grace Hopper", "Zed"]
