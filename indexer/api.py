@@ -210,8 +210,19 @@ class Takes:
 
         threads = self.compute_threads
         # Reads the served embedder at each batch, so a refresh's new model is used.
-        self.query_batcher = QueryBatcher(lambda texts: self.searcher.embedder.encode(texts), on_start=lambda: limit_threads(threads))
+        self.query_batcher = QueryBatcher(
+            lambda texts: self.searcher.embedder.encode(texts),
+            on_start=lambda: limit_threads(threads),
+            # Late interaction's query tokens come from the vector's own model run.
+            encode_with_tokens=self._encode_with_tokens if self.late_interaction else None,
+        )
         return self.query_batcher
+
+    def _encode_with_tokens(self, texts):
+        embedder = self.searcher.embedder
+        if hasattr(embedder, "encode_with_token_vectors"):
+            return embedder.encode_with_token_vectors(texts)
+        return embedder.encode(texts), embedder.token_vectors(texts)
 
     def _adopt(self, searcher: Searcher) -> None:
         """Serve from a Searcher built elsewhere; batching (from ``load``) hands its own encoder back on ``stop_batching``."""

@@ -161,14 +161,17 @@ class Searcher:
     def encode_query_with_tokens(self, query: str) -> tuple[np.ndarray, np.ndarray]:
         """The query's (1, dim) vector and its token vectors (late interaction).
 
-        One model pass gives both (the vector is the mean of the token outputs),
-        unless a ``query_encoder`` (the server's batching worker, vectors only)
-        is set: then the vector comes from it, as before, and the tokens from a
-        pass of their own.
+        One model pass gives both (the vector is the mean of the token
+        outputs), from the ``query_encoder`` (the server's batching worker)
+        when it offers them; one that gives vectors only leaves the tokens to
+        a pass of their own.
         """
         self._prepare_thread()
         embedder = self.embedder
-        if self.query_encoder is None and hasattr(embedder, "encode_with_tokens"):
+        encoder = self.query_encoder
+        if encoder is not None and getattr(encoder, "with_tokens", False):
+            return encoder.encode_one_with_tokens(query)
+        if encoder is None and hasattr(embedder, "encode_with_tokens"):
             vector, tokens = embedder.encode_with_tokens(query)
             return vector[None, :], tokens
         return self.encode_query(query), embedder.token_vectors([query])[0]

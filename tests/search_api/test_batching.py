@@ -70,6 +70,37 @@ def test_a_lone_query_is_encoded_in_its_own_thread(embedder, batcher):
     assert batcher.direct == batcher.requests == len(QUERIES)
 
 
+def test_a_query_s_token_vectors_come_from_the_run_that_gives_its_vector(embedder):
+    """Late interaction's query tokens ride on the vector's model run: one run a query, batched or not."""
+    batcher = QueryBatcher(embedder.encode, encode_with_tokens=embedder.encode_with_token_vectors)
+    runs, token_runs = embedder.texts_encoded, getattr(embedder, "token_texts_encoded", 0)
+    try:
+        assert batcher.with_tokens
+        queries = QUERIES * 3
+        # Callers that want tokens and callers that do not share the batches.
+        found = _run_concurrently(
+            lambda query: batcher.encode_one_with_tokens(query) if len(query) % 2 else batcher.encode_one(query), queries
+        )
+    finally:
+        batcher.close()
+    assert embedder.texts_encoded - runs == len(queries)
+    assert getattr(embedder, "token_texts_encoded", 0) == token_runs
+    for query, result in zip(queries, found):
+        expected_vector, expected_tokens = embedder.encode_with_tokens(query)
+        if len(query) % 2:
+            vector, tokens = result
+            np.testing.assert_allclose(tokens, expected_tokens, atol=1e-5)
+        else:
+            vector = result
+        np.testing.assert_allclose(vector, expected_vector[None, :], atol=1e-5)
+
+
+def test_a_batcher_without_token_encoding_says_so(embedder, batcher):
+    assert not batcher.with_tokens
+    with pytest.raises(ValueError, match="encode_with_tokens"):
+        batcher.submit("guillotines", tokens=True)
+
+
 def test_batched_search_returns_the_same_results(seed_index, embedder, searcher, batcher):
     batched = Searcher(seed_index, embedder=embedder, query_encoder=batcher)
     for mode in ("dense", "hybrid"):
@@ -114,6 +145,19 @@ def test_the_server_batches_concurrent_requests_and_restores_the_searcher(seed_i
             ]
     # Shutdown hands the shared searcher back unbatched.
     assert searcher.query_encoder is None
+
+
+def test_a_served_hybrid_search_runs_the_model_once(seed_index, searcher):
+    """The server's default ranking takes the query's tokens from the batcher's run, not from a second pass."""
+    settings = Settings(index_dir=seed_index, reload_interval=0)
+    with TestClient(create_app(settings, searcher)) as client:
+        assert client.app.state.takes.query_batcher.with_tokens
+        embedder = searcher.embedder
+        assert client.get("/search", params={"q": QUERIES[0]}).status_code == 200  # candidates' tokens warm
+        runs, token_runs = embedder.texts_encoded, getattr(embedder, "token_texts_encoded", 0)
+        assert client.get("/search", params={"q": QUERIES[0]}).status_code == 200
+        assert embedder.texts_encoded - runs == 1
+        assert getattr(embedder, "token_texts_encoded", 0) == token_runs
 
 
 def test_batching_can_be_turned_off(seed_index, searcher):
