@@ -146,17 +146,25 @@ class Ranker:
             lexical = self._pool().submit(self.lexical_evidence, generation, query, depth, filters)
         vector, query_tokens = self._encode(query, mode)
         candidates = self.candidates(query, mode, depth, filters, generation, vector=vector, lexical=lexical)
+        known: dict = {}
         if query_tokens is not None:
-            candidates = self._late_and_thread_evidence(generation, query_tokens, candidates, mode, max(2 * k, LATE_DEPTH))
+            # Every candidate's take, read once: the second stage needs their
+            # texts and threads, and the results are among them.
+            known = generation.takes([candidate.row_id for candidate in candidates])
+            candidates = self._late_and_thread_evidence(
+                generation, query_tokens, candidates, mode, max(2 * k, LATE_DEPTH), takes=known
+            )
         ranked = ranking.fuse(candidates, mode, late=query_tokens is not None)
         if self.reranker is not None:
             ranked = self._rerank(generation, query, ranked[: max(2 * k, RERANK_DEPTH)])
         if filters.min_score is not None:
             ranked = [(row_id, score) for row_id, score in ranked if score >= filters.min_score]
-        return self._results(generation, ranked, k, neighbours)
+        return self._results(generation, ranked, k, neighbours, known)
 
-    def _results(self, generation: Generation, ranked: list[tuple[int, float]], k: int, neighbours: int) -> list[SearchResult]:
-        """The first ``k`` ranked takes, one per text, with their neighbours if asked."""
+    def _results(
+        self, generation: Generation, ranked: list[tuple[int, float]], k: int, neighbours: int, known: dict | None = None
+    ) -> list[SearchResult]:
+        """The first ``k`` ranked takes, one per text, with their neighbours if asked (``known``: takes already read, by row id)."""
         results: list[SearchResult] = []
         seen_texts: set[str] = set()
         # Rows are read a window at a time: fusion ranks up to 2 x FUSION_DEPTH
@@ -165,7 +173,10 @@ class Ranker:
         window = max(2 * k, 20)
         for start in range(0, len(ranked), window):
             chunk = ranked[start : start + window]
-            takes = generation.takes([row_id for row_id, _ in chunk])
+            takes = {row_id: known[row_id] for row_id, _ in chunk if known and row_id in known}
+            missing = [row_id for row_id, _ in chunk if row_id not in takes]
+            if missing:
+                takes.update(generation.takes(missing))
             for row_id, score in chunk:
                 take = takes.get(row_id)
                 if take is None:
@@ -198,14 +209,16 @@ class Ranker:
 
     def _late_and_thread_evidence(
         self, generation: Generation, query_tokens: np.ndarray, candidates: list[Candidate], mode: str = DEFAULT_MODE,
-        depth: int | None = None,
+        depth: int | None = None, takes: dict | None = None,
     ) -> list[Candidate]:
         """The first stage's best ``depth`` candidates (all: None) with their MaxSim (late) and thread evidence (indexer/ranking.py).
 
         The thread evidence still sees every candidate: a take's thread mates
-        count whether or not they are re-scored.
+        count whether or not they are re-scored. ``takes``: the candidates'
+        takes by row id, when already read.
         """
-        takes = generation.takes([candidate.row_id for candidate in candidates])
+        if takes is None:
+            takes = generation.takes([candidate.row_id for candidate in candidates])
         present = [candidate for candidate in candidates if candidate.row_id in takes]
         thread = ranking.thread_evidence(
             {c.row_id: c.cosine for c in present}, {c.row_id: takes[c.row_id].thread_id for c in present}

@@ -137,3 +137,23 @@ def test_late_interaction_reads_only_the_first_stages_best_candidates(searcher, 
     # Re-scoring every candidate instead gives the same page on the seed (docs/QUALITY.md, "Cost").
     monkeypatch.setattr(search, "LATE_DEPTH", 10**6)
     assert [(r.take.id, r.score) for r in search.Ranker(embedder).search(searcher.snapshot, "export controls on chips", k)] == results
+
+
+class _CountingTakes(_Recording):
+    """A real generation that counts its reads of takes by row id."""
+
+    def __init__(self, generation):
+        super().__init__(generation)
+        self.reads = 0
+
+    def takes(self, row_ids):
+        self.reads += 1
+        return self._generation.takes(row_ids)
+
+
+def test_the_default_search_reads_its_candidates_takes_once(searcher, embedder):
+    """The second stage reads every candidate's take; the page is built from them, not read again (a round trip on PostgreSQL)."""
+    counting = _CountingTakes(searcher.snapshot)
+    results = search.Ranker(embedder).search(counting, "export controls on chips", 10)
+    assert len(results) == 10
+    assert counting.reads == 1
