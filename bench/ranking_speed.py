@@ -1,11 +1,13 @@
 """Sequential HTTP search latency of this checkout against an earlier commit, in one sitting.
 
-Run: ``.venv/bin/python -m bench.ranking_speed [--before REV] [--rounds 5]``.
+Run: ``.venv/bin/python -m bench.ranking_speed [--before REV] [--rounds 5] [--index-dir DIR --generated N]``.
 
-Both servers serve the same seed index (built by this checkout; the earlier
-code reads it as is when the format has not changed, else it builds its own)
-and answer the bench's query list in alternating rounds, so a machine that
-slows down slows both alike; the ratio of the per-round p50s is the figure.
+Both servers serve the same seed index (each checkout builds its own) and
+answer the bench's query list in alternating rounds, so a machine that slows
+down slows both alike; the ratio of the per-round p50s is the figure. With
+``--index-dir`` both serve that index instead (a copy of the bench's 100k
+corpus, say: serving only reads it), and ``--generated N`` asks the queries
+the 100k bench asks of its N generated takes (``bench.postgres.query_texts``).
 """
 
 from __future__ import annotations
@@ -39,10 +41,9 @@ def build_index(code: Path, index_dir: Path) -> None:
     subprocess.run([sys.executable, "-m", "search_api.cli", "index", "--index-dir", str(index_dir)], cwd=code, env=env, check=True, capture_output=True)
 
 
-def round_p50(port: int) -> float:
+def round_p50(port: int, texts: list[str]) -> float:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     times = []
-    texts = queries(REQUESTS_PER_ROUND)
     for number in range(REQUESTS_PER_ROUND):
         path = "/search?" + urllib.parse.urlencode({"q": texts[number % len(texts)], "k": 10})
         started = time.perf_counter()
@@ -56,14 +57,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="main", help="the earlier commit (default: main)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--index-dir", type=Path, help="serve this index with both checkouts (default: each builds the seed's)")
+    parser.add_argument("--generated", type=int, help="ask the queries of the bench's N generated takes (bench.postgres)")
     args = parser.parse_args()
+    if args.generated:
+        from bench.postgres import query_texts, synthetic_takes
+
+        texts = query_texts(synthetic_takes(args.generated), REQUESTS_PER_ROUND)
+    else:
+        texts = queries(REQUESTS_PER_ROUND)
     before = checkout(args.before)
     try:
         work = Path(tempfile.mkdtemp(prefix="takes-speed-"))
         servers = {}
         for name, code in (("before", before), ("now", REPO)):
-            index_dir = work / name
-            build_index(code, index_dir)
+            index_dir = args.index_dir or work / name
+            if args.index_dir is None:
+                build_index(code, index_dir)
             command = [sys.executable, "-m", "search_api.cli", "serve", "--host", "127.0.0.1", "--index-dir", str(index_dir)]
             servers[name] = (code, index_dir, command)
         p50 = {"before": [], "now": []}
@@ -74,10 +84,10 @@ def main() -> None:
                 server.command = [*command, "--port", str(server.port)]
                 running[name] = server.__enter__()
             for name in running:
-                round_p50(running[name].port)  # warm-up
+                round_p50(running[name].port, texts)  # warm-up
             for _ in range(args.rounds):
                 for name, server in running.items():
-                    p50[name].append(round_p50(server.port))
+                    p50[name].append(round_p50(server.port, texts))
         finally:
             for server in running.values():
                 server.__exit__()
