@@ -292,16 +292,19 @@ class Ranker:
         already encoded; ``lexical``: the lexical evidence being computed
         (``lexical_evidence``). The late and thread evidence are filled in by search().
         """
-        evidence: dict[int, float] = {}
-        if mode != "dense":
-            evidence = lexical.result() if lexical is not None else self.lexical_evidence(generation, query, depth, filters)
         if mode == "lexical":
+            evidence = lexical.result() if lexical is not None else self.lexical_evidence(generation, query, depth, filters)
             return [Candidate(row_id, 0.0, value) for row_id, value in evidence.items()]
         vector = np.ravel(self.encode_query(query) if vector is None else vector)
         if centring:
             vector = vector - centring * generation.mean_direction()
+        # The search by meaning first: a lexical side running beside it is
+        # waited for only once this is done (on PostgreSQL both are queries
+        # of several milliseconds, and they overlap).
         cosines = dict(generation.nearest(vector, depth, filters))
+        evidence: dict[int, float] = {}
         if mode == "hybrid":
+            evidence = lexical.result() if lexical is not None else self.lexical_evidence(generation, query, depth, filters)
             cosines.update(generation.inner_products(vector, [row_id for row_id in evidence if row_id not in cosines]))
         return [Candidate(row_id, cosine, evidence.get(row_id, 0.0)) for row_id, cosine in cosines.items()]
 

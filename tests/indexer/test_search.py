@@ -157,3 +157,29 @@ def test_the_default_search_reads_its_candidates_takes_once(searcher, embedder):
     results = search.Ranker(embedder).search(counting, "export controls on chips", 10)
     assert len(results) == 10
     assert counting.reads == 1
+
+
+class _LexicalAfterNearest(_Recording):
+    """A real generation whose lexical side finishes only once the search by meaning has started."""
+
+    def __init__(self, generation):
+        super().__init__(generation)
+        self.nearest_started = threading.Event()
+        self.overlapped = None
+
+    def lexical(self, *args):
+        # A ranker that waited for the lexical side before searching by meaning never sets it.
+        self.overlapped = self.nearest_started.wait(timeout=30)
+        return self._generation.lexical(*args)
+
+    def nearest(self, *args):
+        self.nearest_started.set()
+        return self._generation.nearest(*args)
+
+
+def test_the_search_by_meaning_does_not_wait_for_the_lexical_side(searcher):
+    """On PostgreSQL both are queries of several milliseconds: they overlap, whichever comes back first."""
+    generation = _LexicalAfterNearest(searcher.snapshot)
+    results = searcher.ranker.search(generation, "export controls on chips", 10)
+    assert generation.overlapped is True
+    assert [r.take.id for r in results] == [r.take.id for r in searcher.ranker.search(searcher.snapshot, "export controls on chips", 10)]
