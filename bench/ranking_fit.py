@@ -12,6 +12,9 @@ Searcher for each judged query's hybrid candidates and their evidence, then:
    the rows "the same, ... contextual tokens" are late chunking, tried and
    not kept (docs/QUALITY.md, "Contextual token vectors"), and the ranks of
    the answers to "what about compute governance" are printed for them;
+   the rows "the same, ... thread mates" are thread-aware scoring by the
+   take's length and its +-1 thread mates, tried and not kept
+   (docs/QUALITY.md, "Thread-aware scoring"), ranks printed the same way;
 2. checks the strong/weak signal the same way: off-topic queries with a
    strong result, and answers (grade 2) in a dev top 10 that are not strong;
 3. fits the final constants on every query and prints them for
@@ -24,7 +27,7 @@ import argparse
 import collections
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +60,12 @@ class Judgment:
     grades: np.ndarray
     texts: list[str]
     threads: list[str] | None = None
+    # Per candidate: its token count (markers left out), its position in its thread, and the best
+    # cosine of each of the query's word tokens with its tokens (MaxSim before the mean): the
+    # thread-aware variants tried (THREAD_VARIANTS).
+    lengths: np.ndarray | None = None
+    positions: np.ndarray | None = None
+    per_token: np.ndarray | None = None
 
 
 def judged_queries() -> list[tuple[str, Judged]]:
@@ -110,7 +119,7 @@ def contextual_tokens(embedder, snapshot, radius: int | None) -> dict[str, np.nd
 
 def collect(searcher: Searcher) -> list[Judgment]:
     """Each judged query's candidates and their evidence (the columns of ``Judgment.features``)."""
-    from indexer.ranking import late_evidence, maxsim
+    from indexer.ranking import late_evidence, maxsim, word_tokens
 
     snapshot = searcher.snapshot
     collected = []
@@ -140,7 +149,10 @@ def collect(searcher: Searcher) -> list[Judgment]:
         ]
         features = np.column_stack([features, *words, every_token, *contextual])
         threads = [takes[c.row_id].thread_id for c in candidates]
-        collected.append(Judgment(judged, kind, features, grades, texts, threads))
+        lengths = np.array([len(tokens) - 2 for tokens in takes_tokens])
+        positions = np.array([takes[c.row_id].position for c in candidates])
+        per_token = np.array([(word_tokens(query_tokens) @ tokens.T).max(axis=1) for tokens in takes_tokens])
+        collected.append(Judgment(judged, kind, features, grades, texts, threads, lengths, positions, per_token))
     return collected
 
 
@@ -177,7 +189,14 @@ _WEIGHT_OF = {COSINE: "cosine_weight", LEXICAL: "lexical_weight", LATE: "late_we
 
 
 def fit_calibration(train: list[Judgment], columns: list[int]) -> Calibration:
-    """Direction from the pairwise fit, scale from a Platt fit, centre at the strong threshold.
+    """``fit_logistic`` over ``columns`` of the centred judgments, as the product's Calibration."""
+    bias, weights = fit_logistic(train, columns)
+    named = {_WEIGHT_OF[column]: float(weight) for column, weight in zip(columns, weights)}
+    return Calibration(bias=bias, **{"cosine_weight": 0.0, "lexical_weight": 0.0, **named})
+
+
+def fit_logistic(train: list[Judgment], columns: list[int]) -> tuple[float, np.ndarray]:
+    """(bias, weights of ``columns``): direction from the pairwise fit, scale from a Platt fit, centre at the strong threshold.
 
     The Platt fit of P(grade >= 1) gives the slope: how fast relevance grows
     with the evidence. The centre (score 0.5) is put halfway, in logits,
@@ -200,8 +219,7 @@ def fit_calibration(train: list[Judgment], columns: list[int]) -> Calibration:
     ]
     # Answers below every off-topic take cannot be told from noise: they stay weak.
     centre = (offtopic + min((a for a in answers if a > offtopic), default=offtopic)) / 2
-    weights = {_WEIGHT_OF[column]: float(weight) for column, weight in zip(columns, direction * scale)}
-    return Calibration(bias=-centre * scale, **{"cosine_weight": 0.0, "lexical_weight": 0.0, **weights})
+    return -centre * scale, direction * scale
 
 
 def fit_centring(train: list[Judgment]) -> float:
@@ -233,7 +251,7 @@ def centred(
             contextual = j.features[:, EVERY_TOKEN_RAW + 1 + CONTEXT_RADII.index(radius)]
             late = contextual if tokens == CONTEXTUAL else np.maximum(late, contextual)
         features = np.column_stack([cosine, j.features[:, 1], late, thread, j.features[:, EVERY_TOKEN_RAW]])
-        result.append(Judgment(j.judged, j.kind, features, j.grades, j.texts, j.threads))
+        result.append(replace(j, features=features))
     return result
 
 
@@ -295,11 +313,84 @@ def two_stage_method(train: list[Judgment]):
     return score
 
 
+# Thread-aware scoring by length, tried and not kept (docs/QUALITY.md, "Thread-aware scoring"):
+# short takes lean on the ones around them, so the evidence of a take's thread mates counts more
+# the shorter it is. Its shortness is 1 - min(tokens / the corpus's median token count, 1): 0 for
+# a take of typical length or longer. Each variant's extra evidence gets its own fitted weight.
+def thread_mates(judgment: Judgment) -> list[list[int]]:
+    """Each candidate's thread mates at position +-1 among the candidates (the only ones a search has)."""
+    threads, positions = judgment.threads, judgment.positions
+    return [
+        [k for k in range(len(threads)) if threads[k] == threads[i] and abs(positions[k] - positions[i]) == 1]
+        for i in range(len(threads))
+    ]
+
+
+def window_maxsim(judgment: Judgment) -> np.ndarray:
+    """MaxSim over the take's tokens and its +-1 thread mates' (own token vectors): each query word's best match in the window."""
+    per_token = judgment.per_token
+    return np.array([per_token[[i, *mates]].max(axis=0).mean() for i, mates in enumerate(thread_mates(judgment))])
+
+
+def shortness(judgment: Judgment, typical: float) -> np.ndarray:
+    return 1 - np.minimum(judgment.lengths / typical, 1.0)
+
+
+def _thread_times_shortness(j: Judgment, typical: float) -> np.ndarray:
+    return np.column_stack([j.features[:, :4], j.features[:, THREAD] * shortness(j, typical)])
+
+
+def _late_blended_with_mates(j: Judgment, typical: float) -> np.ndarray:
+    late, short = j.features[:, LATE], shortness(j, typical)
+    mates = np.array([max([late[k] for k in m], default=late[i]) for i, m in enumerate(thread_mates(j))])
+    features = j.features[:, :4].copy()
+    features[:, LATE] = (1 - short) * late + short * np.maximum(late, mates)
+    return features
+
+
+def _window_maxsim(j: Judgment, typical: float) -> np.ndarray:
+    return np.column_stack([j.features[:, :4], window_maxsim(j)])
+
+
+THREAD_VARIANTS = {
+    "thread evidence x the take's shortness, its own weight": _thread_times_shortness,
+    "MaxSim blended with the better of its +-1 thread mates' by shortness": _late_blended_with_mates,
+    "window MaxSim (the take's and its +-1 thread mates' tokens), its own weight": _window_maxsim,
+}
+
+
+def typical_length(judgments: list[Judgment]) -> float:
+    """The median token count of the takes the judgments' candidates hold (on the seed: every take)."""
+    lengths = {text: n for j in judgments for text, n in zip(j.texts, j.lengths)}
+    return float(np.median(list(lengths.values())))
+
+
+def thread_variant_method(variant):
+    """Like ``calibrated_method`` over the default's evidence, with ``variant``'s (THREAD_VARIANTS) in its columns."""
+
+    def method(train: list[Judgment]):
+        centring, typical = fit_centring(train), typical_length(train)
+
+        def features(judgments: list[Judgment]) -> list[Judgment]:
+            return [replace(j, features=variant(j, typical)) for j in centred(judgments, centring)]
+
+        product = features(train)
+        bias, weights = fit_logistic(product, list(range(product[0].features.shape[1])))
+        return lambda j: 1 / (1 + np.exp(-(bias + features([j])[0].features @ weights)))
+
+    return method
+
+
 def strong_report(calibration: Calibration, judgments: list[Judgment], threshold: float = STRONG) -> tuple[int, int, int]:
     """(off-topic queries with a strong result, dev answers in a top 10, of those not strong)."""
+    return signal_report(lambda j: calibrated(calibration, j), judgments, threshold)
+
+
+def signal_report(scorer, judgments: list[Judgment], threshold: float = STRONG) -> tuple[int, int, int]:
+    """``strong_report`` for any ``scorer`` (a judgment's scores)."""
     offtopic_strong = answers = weak_answers = 0
     for judgment in judgments:
-        scores = calibrated(calibration, judgment)
+        scores = scorer(judgment)
         top = np.argsort(-scores, kind="stable")[:10]
         if judgment.kind == "offtopic":
             offtopic_strong += bool((scores[top] >= threshold).any())
@@ -309,6 +400,18 @@ def strong_report(calibration: Calibration, judgments: list[Judgment], threshold
                     answers += 1
                     weak_answers += scores[index] < threshold
     return offtopic_strong, answers, weak_answers
+
+
+def cross_validated_signal(judgments: list[Judgment], method) -> np.ndarray:
+    """``signal_report`` summed over five folds, each scored by ``method`` fitted on the other four (half the off-topic queries each side)."""
+    judged = [j for j in judgments if j.kind != "offtopic"]
+    offtopic = [j for j in judgments if j.kind == "offtopic"]
+    totals = np.zeros(3, int)
+    for number in range(FOLDS):
+        train = [j for i, j in enumerate(judged) if i % FOLDS != number] + offtopic[number % 2 :: 2]
+        test = [j for i, j in enumerate(judged) if i % FOLDS == number] + offtopic[1 - number % 2 :: 2]
+        totals += signal_report(method(train), test)
+    return totals
 
 
 def cross_validate(judgments: list[Judgment], method) -> dict[str, float]:
@@ -382,6 +485,7 @@ def main() -> None:
             f"  the same, {label}": calibrated_method([COSINE, LEXICAL, LATE, THREAD], tokens=tokens, radius=radius)
             for tokens, radius, label in CONTEXT_VARIANTS
         },
+        **{f"  the same, {label}": thread_variant_method(variant) for label, variant in THREAD_VARIANTS.items()},
     }
     results = {name: cross_validate(judgments, method) for name, method in methods.items()}
     baseline = results["before: 0.9 cosine + 0.1 BM25/best"]
@@ -399,17 +503,13 @@ def main() -> None:
         print(f"  {kept[query] - baseline[query]:+.3f}  {baseline[query]:.3f} -> {kept[query]:.3f}  {query}")
 
     # The strong/weak signal under cross-validation: fit on the other folds.
-    judged = [j for j in judgments if j.kind != "offtopic"]
-    offtopic = [j for j in judgments if j.kind == "offtopic"]
-    totals = np.zeros(3, int)
-    for number in range(FOLDS):
-        train = [j for i, j in enumerate(judged) if i % FOLDS != number] + offtopic[number % 2 :: 2]
-        test = [j for i, j in enumerate(judged) if i % FOLDS == number] + offtopic[1 - number % 2 :: 2]
-        centring = fit_centring(train)
-        calibration = fit_calibration(centred(train, centring), [COSINE, LEXICAL, LATE, THREAD])
-        totals += strong_report(calibration, centred(test, centring))
-    print(f"\nCross-validated signal (threshold {STRONG}): off-topic query-folds with a strong result {totals[0]}; "
-          f"dev answers in a top 10: {totals[1]}, of them weak: {totals[2]}")
+    signals = {KEPT: calibrated_method([COSINE, LEXICAL, LATE, THREAD])}
+    signals.update({f"  the same, {label}": thread_variant_method(variant) for label, variant in THREAD_VARIANTS.items()})
+    print(f"\nCross-validated signal (threshold {STRONG}):")
+    for name, method in signals.items():
+        totals = cross_validated_signal(judgments, method)
+        print(f"  off-topic query-folds with a strong result {totals[0]}; dev answers in a top 10: {totals[1]}, "
+              f"of them weak: {totals[2]}  ({name.strip()})")
 
     print("\nFitted on every query (paste into indexer/ranking.py):")
     everything = judgments
@@ -448,9 +548,15 @@ def main() -> None:
     print(f"Highest off-topic score {top_offtopic:.3f}; lowest dev answer in a top 10 {min(answer_scores):.3f}")
     print(f"\nRanks of the answers (grade 2) to {RANKS_OF!r}, each method fitted on every query:")
     raw = [j for j in everything if j.judged.query == RANKS_OF]
-    for name, tokens, radius in [(KEPT, OWN, 1)] + [(f"  the same, {label}", tokens, radius) for tokens, radius, label in CONTEXT_VARIANTS]:
+    ranked = [(KEPT, calibrated_method([COSINE, LEXICAL, LATE, THREAD]))]
+    ranked += [
+        (f"  the same, {label}", calibrated_method([COSINE, LEXICAL, LATE, THREAD], tokens=tokens, radius=radius))
+        for tokens, radius, label in CONTEXT_VARIANTS
+    ]
+    ranked += [(f"  the same, {label}", thread_variant_method(variant)) for label, variant in THREAD_VARIANTS.items()]
+    for name, method in ranked:
         judgment = raw[0]
-        scores = calibrated_method([COSINE, LEXICAL, LATE, THREAD], tokens=tokens, radius=radius)(everything)(judgment)
+        scores = method(everything)(judgment)
         order = list(np.argsort(-scores, kind="stable"))
         ranks = sorted(1 + order.index(i) for i in np.flatnonzero(judgment.grades == 2))
         print(f"  {ranks}  {name.strip()}")
