@@ -160,7 +160,7 @@ def late_evidence(
     # One small product a take: each query token's best match in the take,
     # then the mean over query tokens. Stacking every take's tokens into one
     # product made it large enough for OpenBLAS to split over its threads,
-    # which on a busy 2-core server cost 13-17 ms a search instead of 0.5
+    # which on a busy 2-core machine cost 13-17 ms a search in process, not 0.5
     # (docs/PERFORMANCE.md, "Late interaction at 100k").
     return np.array([maxsim(query, tokens) for tokens in takes_tokens])
 
