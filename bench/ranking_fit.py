@@ -465,6 +465,7 @@ def main() -> None:
     judgments = collect(searcher)
     kinds = {j.judged.query: j.kind for j in judgments}
 
+    thread_methods = {f"  the same, {label}": thread_variant_method(variant) for label, variant in THREAD_VARIANTS.items()}
     methods = {
         "dense (cosine)": lambda train: lambda j: j.features[:, 0],
         "lexical (BM25)": lambda train: lambda j: j.features[:, 1] + 1e-6 * j.features[:, 0],
@@ -485,7 +486,7 @@ def main() -> None:
             f"  the same, {label}": calibrated_method([COSINE, LEXICAL, LATE, THREAD], tokens=tokens, radius=radius)
             for tokens, radius, label in CONTEXT_VARIANTS
         },
-        **{f"  the same, {label}": thread_variant_method(variant) for label, variant in THREAD_VARIANTS.items()},
+        **thread_methods,
     }
     results = {name: cross_validate(judgments, method) for name, method in methods.items()}
     baseline = results["before: 0.9 cosine + 0.1 BM25/best"]
@@ -503,8 +504,7 @@ def main() -> None:
         print(f"  {kept[query] - baseline[query]:+.3f}  {baseline[query]:.3f} -> {kept[query]:.3f}  {query}")
 
     # The strong/weak signal under cross-validation: fit on the other folds.
-    signals = {KEPT: calibrated_method([COSINE, LEXICAL, LATE, THREAD])}
-    signals.update({f"  the same, {label}": thread_variant_method(variant) for label, variant in THREAD_VARIANTS.items()})
+    signals = {KEPT: methods[KEPT], **thread_methods}
     print(f"\nCross-validated signal (threshold {STRONG}):")
     for name, method in signals.items():
         totals = cross_validated_signal(judgments, method)
@@ -548,13 +548,9 @@ def main() -> None:
     print(f"Highest off-topic score {top_offtopic:.3f}; lowest dev answer in a top 10 {min(answer_scores):.3f}")
     print(f"\nRanks of the answers (grade 2) to {RANKS_OF!r}, each method fitted on every query:")
     raw = [j for j in everything if j.judged.query == RANKS_OF]
-    ranked = [(KEPT, calibrated_method([COSINE, LEXICAL, LATE, THREAD]))]
-    ranked += [
-        (f"  the same, {label}", calibrated_method([COSINE, LEXICAL, LATE, THREAD], tokens=tokens, radius=radius))
-        for tokens, radius, label in CONTEXT_VARIANTS
-    ]
-    ranked += [(f"  the same, {label}", thread_variant_method(variant)) for label, variant in THREAD_VARIANTS.items()]
-    for name, method in ranked:
+    ranked = [KEPT, *(f"  the same, {label}" for _, _, label in CONTEXT_VARIANTS), *thread_methods]
+    for name in ranked:
+        method = methods[name]
         judgment = raw[0]
         scores = method(everything)(judgment)
         order = list(np.argsort(-scores, kind="stable"))

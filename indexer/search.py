@@ -18,7 +18,7 @@ import numpy as np
 
 from indexer import ranking
 from indexer.errors import InvalidQuery
-from indexer.models import SearchResult
+from indexer.models import SearchResult, Take
 from indexer.query_limits import DEFAULT_K, DEFAULT_MODE, MAX_K, MAX_NEIGHBOURS, MAX_QUERY_CHARS, MODES
 from indexer.ranking import Candidate
 from indexer.storage import Filters
@@ -146,7 +146,7 @@ class Ranker:
             lexical = self._pool().submit(self.lexical_evidence, generation, query, depth, filters)
         vector, query_tokens = self._encode(query, mode)
         candidates = self.candidates(query, mode, depth, filters, generation, vector=vector, lexical=lexical)
-        known: dict = {}
+        known: dict[int, Take] = {}
         if query_tokens is not None:
             # Every candidate's take, read once: the second stage needs their
             # texts and threads, and the results are among them.
@@ -162,9 +162,10 @@ class Ranker:
         return self._results(generation, ranked, k, neighbours, known)
 
     def _results(
-        self, generation: Generation, ranked: list[tuple[int, float]], k: int, neighbours: int, known: dict | None = None
+        self, generation: Generation, ranked: list[tuple[int, float]], k: int, neighbours: int, known: dict[int, Take] | None = None
     ) -> list[SearchResult]:
         """The first ``k`` ranked takes, one per text, with their neighbours if asked (``known``: takes already read, by row id)."""
+        known = known or {}
         results: list[SearchResult] = []
         seen_texts: set[str] = set()
         # Rows are read a window at a time: fusion ranks up to 2 x FUSION_DEPTH
@@ -173,7 +174,7 @@ class Ranker:
         window = max(2 * k, 20)
         for start in range(0, len(ranked), window):
             chunk = ranked[start : start + window]
-            takes = {row_id: known[row_id] for row_id, _ in chunk if known and row_id in known}
+            takes = {row_id: known[row_id] for row_id, _ in chunk if row_id in known}
             missing = [row_id for row_id, _ in chunk if row_id not in takes]
             if missing:
                 takes.update(generation.takes(missing))
@@ -209,7 +210,7 @@ class Ranker:
 
     def _late_and_thread_evidence(
         self, generation: Generation, query_tokens: np.ndarray, candidates: list[Candidate], mode: str = DEFAULT_MODE,
-        depth: int | None = None, takes: dict | None = None,
+        depth: int | None = None, takes: dict[int, Take] | None = None,
     ) -> list[Candidate]:
         """The first stage's best ``depth`` candidates (all: None) with their MaxSim (late) and thread evidence (indexer/ranking.py).
 
@@ -292,9 +293,11 @@ class Ranker:
         already encoded; ``lexical``: the lexical evidence being computed
         (``lexical_evidence``). The late and thread evidence are filled in by search().
         """
+        def lexical_side() -> dict[int, float]:
+            return lexical.result() if lexical is not None else self.lexical_evidence(generation, query, depth, filters)
+
         if mode == "lexical":
-            evidence = lexical.result() if lexical is not None else self.lexical_evidence(generation, query, depth, filters)
-            return [Candidate(row_id, 0.0, value) for row_id, value in evidence.items()]
+            return [Candidate(row_id, 0.0, value) for row_id, value in lexical_side().items()]
         vector = np.ravel(self.encode_query(query) if vector is None else vector)
         if centring:
             vector = vector - centring * generation.mean_direction()
@@ -304,7 +307,7 @@ class Ranker:
         cosines = dict(generation.nearest(vector, depth, filters))
         evidence: dict[int, float] = {}
         if mode == "hybrid":
-            evidence = lexical.result() if lexical is not None else self.lexical_evidence(generation, query, depth, filters)
+            evidence = lexical_side()
             cosines.update(generation.inner_products(vector, [row_id for row_id in evidence if row_id not in cosines]))
         return [Candidate(row_id, cosine, evidence.get(row_id, 0.0)) for row_id, cosine in cosines.items()]
 
