@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sqlite3
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from embeddings import EmbeddingError, ProjectError
 from indexer.api import Takes
 from indexer.errors import (
+    DATABASE_ERRORS,
     DiskFull,
     IndexCorrupt,
     IndexReadOnly,
@@ -136,10 +136,12 @@ def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
         return reply(_status_for(error), str(error), headers)
 
     @app.exception_handler(OSError)
-    @app.exception_handler(sqlite3.Error)
     async def storage_error(request: Request, error: Exception) -> JSONResponse:
         log.warning("%s %s failed: %s", request.method, request.url.path, error)
         return reply(*storage_failure(error))
+
+    for database_error in DATABASE_ERRORS:
+        app.add_exception_handler(database_error, storage_error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import sqlite3
 from pathlib import Path
 
 # Enough to see what was wrong; a 10 MB input is never echoed back whole.
@@ -82,13 +81,15 @@ def without_paths(message: str, index_dir: Path) -> str:
     return message
 
 
-def storage_failure(error: OSError | sqlite3.Error) -> tuple[int, str]:
-    """(status, message) for a failure of the server's disk or database: 507 when it is full, else 503."""
+def storage_failure(error: Exception) -> tuple[int, str]:
+    """(status, message) for a failure of the server's disk or database (OSError, indexer.errors.DATABASE_ERRORS): 507 when it is full, else 503."""
+    from indexer.errors import database_disk_full
+
     if isinstance(error, OSError):
         if error.errno in _DISK_FULL:
             return 507, "the server's disk is full: nothing was written and the index is unchanged; free space and retry"
         reason = error.strerror or type(error).__name__
         return 503, f"the server could not read or write its index ({reason}); the index is unchanged"
-    if isinstance(error, sqlite3.OperationalError) and "full" in str(error):
+    if database_disk_full(error):
         return 507, "the server's disk is full: nothing was written and the index is unchanged; free space and retry"
     return 503, f"the server's database failed ({error}); the index is unchanged"

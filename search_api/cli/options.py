@@ -8,7 +8,6 @@ reaches the index only through ``Takes`` (indexer/api.py).
 from __future__ import annotations
 
 import functools
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -117,13 +116,15 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from indexer.errors import ProjectError
+        from indexer.errors import DATABASE_ERRORS, ProjectError, database_damaged
 
         try:
             return command(*args, **kwargs)
         except ProjectError as error:
             raise click.ClickException(str(error)) from None
-        except sqlite3.DatabaseError as error:
+        except DATABASE_ERRORS as error:
+            if not database_damaged(error):
+                raise
             # A damaged database page met outside the store's own checks.
             raise click.ClickException(
                 f"the index database is damaged ({error}): `takes check` lists the damage, `takes repair` recovers the readable takes"

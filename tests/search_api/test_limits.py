@@ -339,3 +339,16 @@ def test_mcp_argument_errors_are_the_http_apis_422_sentence(client, arguments, p
         expected = expected.replace("q:", "query:", 1)
     assert text == expected
     assert "\n" not in text and "pydantic" not in text
+
+
+def test_a_database_that_turns_unreadable_under_a_server_is_503_in_one_line(index_copy, embedder):
+    # Met outside the store's own checks, SQLite's failure reaches the HTTP
+    # API as the store's DATABASE_ERRORS (indexer/index/failures.py), never a 500.
+    with make_client(index_copy, embedder) as client:
+        assert client.get("/takes/jackclarkSF-2022-08-06-1").status_code == 200
+        database = index_copy / "takes.sqlite"
+        database.write_bytes(b"\0" * database.stat().st_size)
+        response = client.get("/search", params={"q": "compute governance", "mode": "lexical"})
+        assert response.status_code == 503, response.text
+        assert "database failed" in one_line(response)
+        assert str(index_copy) not in response.text
