@@ -90,7 +90,3 @@ class TakeNotFound(TakesError):
 
 __all__ = [name for name, value in globals().items() if isinstance(value, type) and issubclass(value, ProjectError)]
 
-
-# Which database failures the front ends turn into one line (the embedded
-# store's, met outside its own checks): defined by the store that raises them.
-from indexer.index.failures import DATABASE_ERRORS, database_damaged, database_disk_full  # noqa: E402,F401

@@ -16,8 +16,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from embeddings import EmbeddingError, ProjectError
 from indexer.api import Takes
+from indexer.index.failures import DATABASE_ERRORS
 from indexer.errors import (
-    DATABASE_ERRORS,
     DiskFull,
     IndexCorrupt,
     IndexReadOnly,

@@ -82,8 +82,8 @@ def without_paths(message: str, index_dir: Path) -> str:
 
 
 def storage_failure(error: Exception) -> tuple[int, str]:
-    """(status, message) for a failure of the server's disk or database (OSError, indexer.errors.DATABASE_ERRORS): 507 when it is full, else 503."""
-    from indexer.errors import database_disk_full
+    """(status, message) for a failure of the server's disk or database (OSError, indexer.index.failures.DATABASE_ERRORS): 507 when it is full, else 503."""
+    from indexer.index.failures import database_disk_full
 
     if isinstance(error, OSError):
         if error.errno in _DISK_FULL:

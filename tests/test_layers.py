@@ -80,7 +80,7 @@ def test_only_the_stores_import_sqlite3():
 
 def test_the_front_ends_catch_database_failures_by_the_store_s_names():
     # search_api answers a damaged page or a full disk met by SQLite with one
-    # line (507/503, or the CLI's message) through indexer.errors.DATABASE_ERRORS,
+    # line (507/503, or the CLI's message) through indexer.index.failures.DATABASE_ERRORS,
     # without naming a database driver itself.
     drivers = {
         relative(path): found

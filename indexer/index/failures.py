@@ -3,8 +3,7 @@
 A damaged page read mid-query or a full disk met by SQLite surfaces as a
 ``sqlite3`` exception outside the store's own checks. The front ends (HTTP
 API, CLI) turn these into one line without knowing SQLite: they catch
-``DATABASE_ERRORS`` and ask ``database_disk_full`` / ``database_damaged``
-(re-exported by ``indexer.errors``). The PostgreSQL store turns its driver's
+``DATABASE_ERRORS`` and ask ``database_disk_full`` / ``database_damaged``. The PostgreSQL store turns its driver's
 failures into ``TakesError``s itself (``PostgresStore.unavailable``).
 """
 

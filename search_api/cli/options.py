@@ -116,7 +116,8 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from indexer.errors import DATABASE_ERRORS, ProjectError, database_damaged
+        from indexer.errors import ProjectError
+        from indexer.index.failures import DATABASE_ERRORS, database_damaged
 
         try:
             return command(*args, **kwargs)
