@@ -89,4 +89,3 @@ class TakeNotFound(TakesError):
 
 
 __all__ = [name for name, value in globals().items() if isinstance(value, type) and issubclass(value, ProjectError)]
-
