@@ -374,8 +374,12 @@ def _memory() -> dict:
     return fields
 
 
-def query(count: int = 10_000_000, depth: int = 50, nprobe: int | None = None) -> None:
+def query(count: int = 10_000_000, depth: int = 50, nprobe: int | None = None, cold: bool = False) -> None:
     """Load the index the way a server start does (saved trained index + mapped segments), then 1,000 single queries.
+
+    ``cold``: the segment files' pages are dropped from the page cache after
+    the load, so every re-scored row is read from the disk at first (the worst
+    case: a server just started on a machine whose cache holds other things).
 
     Run in a fresh process under the lock. The SQLite half of a load (live
     row ids, manifest) is replaced by the manifest the segments make: the
@@ -396,6 +400,13 @@ def query(count: int = 10_000_000, depth: int = 50, nprobe: int | None = None) -
     snapshot = snapshot_of(SCALE_DIR, manifest, np.arange(1, manifest.count + 1, dtype=np.int64))
     load_s = time.perf_counter() - started
     ann.mean_direction(snapshot.faiss_index, 384)  # what the serving swap computes
+    if cold:
+        for segment in manifest.segments:
+            descriptor = os.open(SCALE_DIR / segment.file, os.O_RDONLY)
+            try:
+                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(descriptor)
     loaded = _memory()
     queries = np.load(SCALE_DIR / "queries.npy")
     truth = np.load(SCALE_DIR / f"truth-{count}.npy")
@@ -410,7 +421,8 @@ def query(count: int = 10_000_000, depth: int = 50, nprobe: int | None = None) -
     warm50, warm99 = percentiles_ms(times[len(times) // 2 :])
     recall_10 = recall_at(found[: len(truth)], truth)
     print(
-        f"{manifest.index_type} {manifest.count:,} takes, nprobe {ann.COMPRESSED_NPROBE}, rescored {ann.RESCORED}, depth {depth}: "
+        f"{manifest.index_type} {manifest.count:,} takes, nprobe {ann.COMPRESSED_NPROBE}, rescored {ann.RESCORED}, depth {depth}, "
+        f"{'segment pages evicted first' if cold else 'page cache as found'}: "
         f"load {load_s:.1f} s; search p50 {p50:.2f} ms p99 {p99:.2f} ms (second half {warm50:.2f} / {warm99:.2f}); "
         f"recall@10 {recall_10:.3f} on {len(truth)} queries; memory GiB before {before}, loaded {loaded}, after {after}; "
         f"load average {os.getloadavg()[0]:.1f}",
@@ -433,7 +445,12 @@ if __name__ == "__main__":
     elif command == "build":
         build(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000)
     elif command == "scale":
-        query(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000, nprobe=int(sys.argv[3]) if len(sys.argv) > 3 else None)
+        # scale [COUNT [NPROBE [cold]]]
+        query(
+            int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000,
+            nprobe=int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] != "-" else None,
+            cold=len(sys.argv) > 4 and sys.argv[4] == "cold",
+        )
     elif command == "synthesize":
         synthesize(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000)
     else:

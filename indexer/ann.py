@@ -41,7 +41,7 @@ IVF_NPROBE = 16
 COMPRESSED_THRESHOLD = 2_000_000
 # Chosen on real int8 vectors (docs/PERFORMANCE.md, "Compressed candidates"):
 # the probe breadth and how many SQ8 candidates are re-scored exactly.
-COMPRESSED_NPROBE = 32
+COMPRESSED_NPROBE = 24
 RESCORED = 100
 
 _TYPE = re.compile(r"^(flat|hnsw(\d+)|ivf(\d+)(sq8)?)$")

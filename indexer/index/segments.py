@@ -297,11 +297,21 @@ class SegmentVectors:
         view = memoryview(out).cast("B")
         # One read per run of consecutive rows (a load reads whole segments; a query's candidates are scattered).
         breaks = np.flatnonzero((np.diff(positions) != 1) | (np.diff(owner) != 0)) + 1
+        runs = []  # (segment number, byte offset in its file, first row, row after the last)
         for first, stop in zip([0, *breaks.tolist()], [*breaks.tolist(), len(positions)]):
             number = int(owner[first])
-            local = int(positions[first]) - int(self._starts[number])
-            wanted = (stop - first) * row_bytes
-            read = os.preadv(self._files[number].fileno(), [view[first * row_bytes : stop * row_bytes]], self._offsets[number] + local * row_bytes)
-            if read != wanted:
+            runs.append((number, self._offsets[number] + (int(positions[first]) - int(self._starts[number])) * row_bytes, first, stop))
+        if len(runs) > 1:
+            # Every scattered run asked of the kernel first (WILLNEED starts its
+            # read and returns), then read in turn: pages not yet cached come
+            # from the disk together, not one wait each. At 10M takes, with the
+            # segments' pages evicted, a query's 100 re-scored rows took a p50
+            # of 23.9 ms read one by one and 5.6 ms prefetched; on cached pages
+            # a call costs about 1 us (docs/PERFORMANCE.md, "Ten million takes").
+            for number, offset, first, stop in runs:
+                os.posix_fadvise(self._files[number].fileno(), offset, (stop - first) * row_bytes, os.POSIX_FADV_WILLNEED)
+        for number, offset, first, stop in runs:
+            read = os.preadv(self._files[number].fileno(), [view[first * row_bytes : stop * row_bytes]], offset)
+            if read != (stop - first) * row_bytes:
                 raise IndexCorrupt(f"vector segment {self._files[number].name} is shorter than its header says: `takes repair` re-embeds its takes")
         return out

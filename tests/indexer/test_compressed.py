@@ -73,10 +73,11 @@ def test_compressed_top_ten_equals_exact_search_on_real_vectors(compressed_index
         if [row for row, _ in found] != ids[order].tolist():
             differing.append(len(set(ids[order].tolist()) - {row for row, _ in found}))
     # The same ten takes in the same order for (nearly) every query. The
-    # tolerance is the IVF probe's, not the codes': on this set one query of
-    # 150 has its 9th neighbour in a list whose centroid ranks 46th of 51 for
-    # that query (nprobe 32 does not reach it; re-scoring cannot add it).
-    assert len(differing) <= 2 and all(missed == 1 for missed in differing), differing
+    # tolerance is the IVF probe's, not the codes': at nprobe 24 of this set's
+    # 51 lists, two queries of 150 have a neighbour in a list not probed (3 of
+    # the 1,500 neighbours; re-scoring cannot add them), recall@10 0.998.
+    assert ann.COMPRESSED_NPROBE == 24
+    assert len(differing) <= 2 and sum(differing) <= 3, differing
 
 
 def snapshot_nearest(snapshot, query, depth):
