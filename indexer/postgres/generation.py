@@ -179,9 +179,10 @@ class PostgresGeneration:
             term_counts = [min((counts[lexeme] for lexeme in term_lexemes[term]), default=0) for term in terms]
             retrieval = lexical_retrieval(terms, term_counts, self.info.count)
             retrieving = sorted({lexeme for term in retrieval.terms for lexeme in term_lexemes[term]})
-            # The candidates' row ids: for a conjunction, the rarest word's
-            # takes probed for each other word (an index lookup each, not a
-            # walk over the common words' postings).
+            # The candidates' row ids, for the filtered and the checked
+            # queries: for a conjunction, the rarest word's takes probed for
+            # each other word (an index lookup each, not a walk over the
+            # common words' postings). Unfiltered, ``_conjunction`` joins them.
             candidate_sql, candidate_params = "", []
             if retrieval.every:
                 rarest_first = sorted(retrieving, key=lambda lexeme: counts[lexeme])
@@ -222,33 +223,22 @@ class PostgresGeneration:
                 # are few (purged by the next write but one); when they push
                 # a live one out of the top, the checked query answers.
                 generation = self.info.generation
-                chosen, postings = "", "unnest(%s::text[], %s::float8[]) AS q(lexeme, idf) JOIN takes_postings p ON p.lexeme = q.lexeme"
-                within = candidates if candidate_sql and not retrieval.every else ""
                 if candidate_sql and retrieval.every:
-                    # The takes holding every word (at most the rarest's
-                    # postings): each one's postings looked up by (word, take),
-                    # an index probe each (LATERAL: the planner, which cannot
-                    # estimate them, read every posting of each through the
-                    # row index instead). Rare words' candidates are more: the
-                    # common words' postings are walked and matched against them.
-                    chosen = f"chosen AS MATERIALIZED ({candidate_sql}),"
-                    postings = (
-                        "chosen CROSS JOIN unnest(%s::text[], %s::float8[]) AS q(lexeme, idf) CROSS JOIN LATERAL "
-                        "(SELECT p.row_id, p.tf, p.length, p.added_generation FROM takes_postings p "
-                        "WHERE p.lexeme = q.lexeme AND p.row_id = chosen.row_id OFFSET 0) AS p"
-                    )
+                    ranked_sql, ranked_params = self._conjunction(lexemes, idfs, generation, 2 * depth, rarest_first)
+                else:
+                    within = candidates if candidate_sql else ""
+                    ranked_sql = f"""SELECT p.row_id, {score} AS score
+                        FROM unnest(%s::text[], %s::float8[]) AS q(lexeme, idf) JOIN takes_postings p ON p.lexeme = q.lexeme
+                        WHERE p.added_generation <= %s {within}
+                        GROUP BY p.row_id ORDER BY score DESC, p.row_id LIMIT %s"""
+                    ranked_params = [self.info.average_length, lexemes, idfs, generation, *(candidate_params if within else []), 2 * depth]
                 rows = connection.execute(
-                    f"""WITH {chosen} ranked AS (
-                            SELECT p.row_id, {score} AS score
-                            FROM {postings}
-                            WHERE p.added_generation <= %s {within}
-                            GROUP BY p.row_id ORDER BY score DESC, p.row_id LIMIT %s)
+                    f"""WITH ranked AS ({ranked_sql})
                         SELECT ranked.row_id, ranked.score, (SELECT count(*) FROM ranked) FROM ranked
                         WHERE NOT EXISTS (SELECT 1 FROM takes r WHERE r.row_id = ranked.row_id
                                           AND r.removed_generation IS NOT NULL AND r.removed_generation <= %s)
                         ORDER BY ranked.score DESC, ranked.row_id LIMIT %s""",
-                    [*(candidate_params if chosen else []), self.info.average_length, lexemes, idfs, generation,
-                     *(candidate_params if within else []), 2 * depth, generation, depth],
+                    [*ranked_params, generation, depth],
                 ).fetchall()
                 if len(rows) >= depth or not rows or rows[0][2] < 2 * depth:
                     return [(row_id, value) for row_id, value, _ in rows]
@@ -259,6 +249,36 @@ class PostgresGeneration:
                 # Fewer takes hold every word than asked for: any of them, as below the rule.
                 rows = ranked("", [])
         return [(int(row_id), float(score)) for row_id, score in rows]
+
+    def _conjunction(self, lexemes: Sequence[str], idfs: Sequence[float], generation: int, limit: int, every: Sequence[str]) -> tuple[str, list]:
+        """SQL (and its parameters) for the best ``limit`` takes holding all of ``every`` (rarest first), by BM25 over ``lexemes``.
+
+        The lexemes' postings joined by take (each lexeme's run of the
+        (lexeme, row_id) index is in row-id order, so the planner can merge
+        them): the join keeps the takes holding them all and brings each one's
+        term frequencies; the rarest's postings carry the length. Finding the
+        takes first (EXISTS probes) and then reading all their postings again
+        by (lexeme, take) cost twice the lookups (docs/PERFORMANCE.md,
+        "Conjunctions on PostgreSQL by joined postings"). Lexemes that score
+        without retrieving, if any, are left-joined and count 0 when missing.
+        """
+        idf_of = dict(zip(lexemes, idfs))
+        norm = f"({1 - BM25_B} + {BM25_B} * r0.length / %s)"
+        parts = [f"%s * r0.tf * {BM25_K1 + 1} / (r0.tf + {BM25_K1} * {norm})"]
+        part_params = [idf_of[every[0]], self.info.average_length]
+        joins, join_params = [], []
+        for number, lexeme in enumerate((lexeme for lexeme in lexemes if lexeme != every[0]), 1):
+            kind = "JOIN" if lexeme in every else "LEFT JOIN"
+            joins.append(f"{kind} takes_postings r{number} ON r{number}.lexeme = %s AND r{number}.row_id = r0.row_id")
+            join_params.append(lexeme)
+            tf = f"coalesce(r{number}.tf, 0)"
+            parts.append(f"%s * {tf} * {BM25_K1 + 1} / ({tf} + {BM25_K1} * {norm})")
+            part_params += [idf_of[lexeme], self.info.average_length]
+        sql = f"""SELECT r0.row_id, {" + ".join(parts)} AS score
+            FROM takes_postings r0 {" ".join(joins)}
+            WHERE r0.lexeme = %s AND r0.added_generation <= %s
+            ORDER BY score DESC, r0.row_id LIMIT %s"""
+        return sql, [*part_params, *join_params, every[0], generation, limit]
 
     def authors(self) -> list[AuthorSummary]:
         clause, params = self._visible()

@@ -9,6 +9,7 @@ Below it (the seed corpus) lexical search is the plain BM25 over every word.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -111,3 +112,34 @@ def test_a_query_of_common_words_retrieves_the_takes_holding_all_of_them(small_c
     assert all(abs(score - plain[row_id]) < 1e-9 for row_id, score in cut)
     # Fewer hold them all than asked for: any of them, as without the rule.
     assert _lexical(generation, terms, 20, 10, monkeypatch) == _lexical(generation, terms, 20, 10**9, monkeypatch)
+
+
+def _varied(number: int) -> Take:
+    # Term frequencies of 1-3 and lengths of 4-12 words, so a conjunction's
+    # ranking is decided by BM25 itself, not by ties in row-id order.
+    keeper = ("keeper " * (1 + number % 3)) if number < 30 else ""
+    harbour = ("harbour " * (1 + number % 2)) if 15 <= number < 45 else ""
+    filler = " ".join(["gulls"] * (number % 7))
+    return replace(_take(number, "x"), text=f"{keeper}{harbour}{filler} note {number}".strip())
+
+
+@pytest.fixture(params=STORES)
+def varied_corpus(request, tmp_path, embedder):
+    where = request.getfixturevalue("database_url") if request.param == "postgres" else str(tmp_path / "index")
+    store = open_store(request.param, where)
+    with store.writer() as writer:
+        writer.replace_all([_varied(n) for n in range(60)], embedder, model=DEFAULT_MODEL)
+    yield store
+    store.close()
+
+
+def test_a_conjunction_ranks_the_takes_holding_every_word_by_their_whole_bm25(varied_corpus, monkeypatch):
+    generation = varied_corpus.load()
+    terms = ["keeper", "harbour"]
+    plain = _lexical(generation, terms, 60, 10**9, monkeypatch)
+    texts = {row_id: take.text for row_id, take in generation.takes([row for row, _ in plain]).items()}
+    holding_both = [(row, score) for row, score in plain if "keeper" in texts[row] and "harbour" in texts[row]]
+    assert len(holding_both) == 15 and len({round(score, 9) for _, score in holding_both}) > 3
+    cut = _lexical(generation, terms, 8, 10, monkeypatch)
+    assert [row for row, _ in cut] == [row for row, _ in holding_both[:8]]
+    assert all(abs(score - expected) < 1e-9 for (_, score), (_, expected) in zip(cut, holding_both))
