@@ -137,21 +137,6 @@ ALTER TABLE takes ADD COLUMN token_vectors bytea;
 ALTER TABLE takes_embedding_cache ADD COLUMN token_vectors bytea;
 """,
     ),
-    (
-        4,
-        "vectors kept in the take's row, not out of line",
-        """
--- pgvector's type is stored EXTERNAL by default, so a 384-dimensional vector
--- (1,540 bytes) in a row this wide went to the TOAST table: every exact score
--- of a candidate (the HNSW search's re-scoring, the lexical candidates'
--- inner products) cost a TOAST index lookup and a second page. MAIN keeps it
--- in the row (compressed only if that helps, out of line only as a last
--- resort): at 100k takes the dense search's p50 went from 4.2-4.7 to 2.9 ms
--- (docs/PERFORMANCE.md, "Vectors in the row"). Rows written from now on;
--- rows already written stay where they are until rewritten (docs/DEPLOY.md).
-ALTER TABLE takes ALTER COLUMN embedding SET STORAGE MAIN;
-""",
-    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

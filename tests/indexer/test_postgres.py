@@ -220,7 +220,7 @@ def test_a_database_made_before_token_vectors_searches_then_migrates_without_los
     with psycopg.connect(seeded.url, autocommit=True) as connection:
         connection.execute("ALTER TABLE takes DROP COLUMN token_vectors")
         connection.execute("ALTER TABLE takes_embedding_cache DROP COLUMN token_vectors")
-        connection.execute("DELETE FROM takes_schema_version WHERE version >= 3")
+        connection.execute("DELETE FROM takes_schema_version WHERE version = 3")
     reader = PostgresStore(seeded.url)
     try:
         generation = reader.load()
@@ -240,15 +240,3 @@ def test_a_database_made_before_token_vectors_searches_then_migrates_without_los
         assert [generation.takes(list(stored))[row_id].id for row_id in stored] == ["dana-1"]
     finally:
         reader.close()
-
-
-def test_the_vectors_are_kept_in_the_takes_rows(seeded):
-    # Out of line (pgvector's default), every exact score of a candidate read a second page.
-    with psycopg.connect(seeded.url) as connection:
-        storage = connection.execute(
-            "SELECT attstorage FROM pg_attribute WHERE attrelid = 'takes'::regclass AND attname = 'embedding'"
-        ).fetchone()[0]
-        out_of_line, rows = connection.execute(
-            "SELECT count(*) FILTER (WHERE pg_column_toast_chunk_id(embedding) IS NOT NULL), count(*) FROM takes"
-        ).fetchone()
-    assert storage == "m" and rows > 0 and out_of_line == 0
