@@ -374,7 +374,7 @@ def _memory() -> dict:
     return fields
 
 
-def query(count: int = 10_000_000, depth: int = 50, nprobe: int | None = None, cold: bool = False) -> None:
+def query(count: int = 10_000_000, depth: int = 50, nprobe: int | None = None, cold: bool = False, rescored: int | None = None) -> None:
     """Load the index the way a server start does (saved trained index + mapped segments), then 1,000 single queries.
 
     ``cold``: the segment files' pages are dropped from the page cache after
@@ -394,6 +394,8 @@ def query(count: int = 10_000_000, depth: int = 50, nprobe: int | None = None, c
     faiss.omp_set_num_threads(1)  # the server's default (TAKES_THREADS unset)
     if nprobe is not None:
         ann.COMPRESSED_NPROBE = nprobe  # read by ann.search_parameters at each query
+    if rescored is not None:
+        ann.RESCORED = rescored  # read by snapshot.nearest at each query
     manifest = _scale_manifest(count)
     before = _memory()
     started = time.perf_counter()
@@ -445,11 +447,12 @@ if __name__ == "__main__":
     elif command == "build":
         build(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000)
     elif command == "scale":
-        # scale [COUNT [NPROBE [cold]]]
+        # scale [COUNT [NPROBE [cold|warm [RESCORED]]]] ("-": the product's setting)
         query(
             int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000,
             nprobe=int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] != "-" else None,
             cold=len(sys.argv) > 4 and sys.argv[4] == "cold",
+            rescored=int(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[5] != "-" else None,
         )
     elif command == "synthesize":
         synthesize(int(sys.argv[2]) if len(sys.argv) > 2 else 10_000_000)
