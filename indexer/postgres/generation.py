@@ -263,14 +263,14 @@ class PostgresGeneration:
         without retrieving, if any, are left-joined and count 0 when missing.
         """
         idf_of = dict(zip(lexemes, idfs))
+        scoring = [every[0], *(lexeme for lexeme in lexemes if lexeme != every[0])]
         norm = f"({1 - BM25_B} + {BM25_B} * r0.length / %s)"
-        parts = [f"%s * r0.tf * {BM25_K1 + 1} / (r0.tf + {BM25_K1} * {norm})"]
-        part_params = [idf_of[every[0]], self.info.average_length]
-        joins, join_params = [], []
-        for number, lexeme in enumerate((lexeme for lexeme in lexemes if lexeme != every[0]), 1):
-            kind = "JOIN" if lexeme in every else "LEFT JOIN"
-            joins.append(f"{kind} takes_postings r{number} ON r{number}.lexeme = %s AND r{number}.row_id = r0.row_id")
-            join_params.append(lexeme)
+        parts, part_params, joins, join_params = [], [], [], []
+        for number, lexeme in enumerate(scoring):
+            if number:
+                kind = "JOIN" if lexeme in every else "LEFT JOIN"
+                joins.append(f"{kind} takes_postings r{number} ON r{number}.lexeme = %s AND r{number}.row_id = r0.row_id")
+                join_params.append(lexeme)
             tf = f"coalesce(r{number}.tf, 0)"
             parts.append(f"%s * {tf} * {BM25_K1 + 1} / ({tf} + {BM25_K1} * {norm})")
             part_params += [idf_of[lexeme], self.info.average_length]

@@ -73,14 +73,18 @@ CORPUS = [
 ]
 
 
-@pytest.fixture(params=STORES)
-def small_corpus(request, tmp_path, embedder, monkeypatch):
+def _stored(request, tmp_path, embedder, takes):
     where = request.getfixturevalue("database_url") if request.param == "postgres" else str(tmp_path / "index")
     store = open_store(request.param, where)
     with store.writer() as writer:
-        writer.replace_all(CORPUS, embedder, model=DEFAULT_MODEL)
+        writer.replace_all(takes, embedder, model=DEFAULT_MODEL)
     yield store
     store.close()
+
+
+@pytest.fixture(params=STORES)
+def small_corpus(request, tmp_path, embedder):
+    yield from _stored(request, tmp_path, embedder, CORPUS)
 
 
 def _lexical(generation, terms, depth, floor, monkeypatch):
@@ -125,12 +129,7 @@ def _varied(number: int) -> Take:
 
 @pytest.fixture(params=STORES)
 def varied_corpus(request, tmp_path, embedder):
-    where = request.getfixturevalue("database_url") if request.param == "postgres" else str(tmp_path / "index")
-    store = open_store(request.param, where)
-    with store.writer() as writer:
-        writer.replace_all([_varied(n) for n in range(60)], embedder, model=DEFAULT_MODEL)
-    yield store
-    store.close()
+    yield from _stored(request, tmp_path, embedder, [_varied(n) for n in range(60)])
 
 
 def test_a_conjunction_ranks_the_takes_holding_every_word_by_their_whole_bm25(varied_corpus, monkeypatch):
