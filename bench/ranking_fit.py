@@ -33,13 +33,16 @@ from pathlib import Path
 import numpy as np
 
 from indexer.evaluation import Judged, fold, load_judgments, score_ranking
-from indexer.ranking import STRONG, TOKEN_CENTRING, Calibration, Candidate
+from indexer.ranking import MATE_DISCOUNT, STRONG, TOKEN_CENTRING, Calibration, Candidate
 from indexer.serving import Searcher
 from indexer.storage import Filters
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 # The token centrings of late interaction that the fit chooses among (indexer/ranking.py, TOKEN_CENTRING).
 TOKEN_CENTRINGS = (0.0, 0.25, 0.5, 0.75)
+# How much a query word's match in a +-1 thread mate counts in a take's MaxSim (indexer/ranking.py,
+# MATE_DISCOUNT): chosen among these on the training queries, like the other parameters. 0: the take alone.
+MATE_DISCOUNTS = (0.0, 0.5, 0.7, 0.85, 1.0)
 # Contextual ("late chunking") token vectors, tried and not kept (docs/QUALITY.md): the thread
 # neighbours each side of a take in its window (None: as much of the thread as fits), and the
 # most tokens a window holds, its markers included (all-MiniLM-L6-v2's sequence limit).
@@ -55,7 +58,9 @@ class Judgment:
     # (candidates, 4 + len(TOKEN_CENTRINGS) + len(CONTEXT_RADII)): cosine, lexical, cosine with
     # the corpus's mean direction, MaxSim over the query's word tokens for each token centring,
     # MaxSim over all its tokens uncentred (the markers too: the opt-in stage before), MaxSim over
-    # the query's word tokens and the takes' contextual token vectors for each context radius
+    # the query's word tokens and the takes' contextual token vectors for each context radius, then
+    # the product's MaxSim with the +-1 thread mates among the candidates for each token centring
+    # and each mate discount (WINDOWS_RAW)
     features: np.ndarray
     grades: np.ndarray
     texts: list[str]
@@ -119,7 +124,7 @@ def contextual_tokens(embedder, snapshot, radius: int | None) -> dict[str, np.nd
 
 def collect(searcher: Searcher) -> list[Judgment]:
     """Each judged query's candidates and their evidence (the columns of ``Judgment.features``)."""
-    from indexer.ranking import late_evidence, maxsim, word_tokens
+    from indexer.ranking import late_evidence, maxsim, thread_mates, word_tokens
 
     snapshot = searcher.snapshot
     collected = []
@@ -147,8 +152,13 @@ def collect(searcher: Searcher) -> list[Judgment]:
             late_evidence(query_tokens, [in_context[radius][text] for text in texts], centroid, TOKEN_CENTRING)
             for radius in CONTEXT_RADII
         ]
-        features = np.column_stack([features, *words, every_token, *contextual])
         threads = [takes[c.row_id].thread_id for c in candidates]
+        mates = thread_mates([(takes[c.row_id].thread_id, takes[c.row_id].position) for c in candidates])
+        windows = [
+            late_evidence(query_tokens, takes_tokens, centroid, centring, mates=mates, discount=discount)
+            for centring in TOKEN_CENTRINGS for discount in MATE_DISCOUNTS
+        ]
+        features = np.column_stack([features, *words, every_token, *contextual, *windows])
         lengths = np.array([len(tokens) - 2 for tokens in takes_tokens])
         positions = np.array([takes[c.row_id].position for c in candidates])
         per_token = np.array([(word_tokens(query_tokens) @ tokens.T).max(axis=1) for tokens in takes_tokens])
@@ -230,13 +240,21 @@ def fit_centring(train: list[Judgment]) -> float:
 
 # Raw columns of Judgment.features past the centred MaxSims.
 EVERY_TOKEN_RAW = 3 + len(TOKEN_CENTRINGS)
+WINDOWS_RAW = EVERY_TOKEN_RAW + 1 + len(CONTEXT_RADII)
+
+
+def window_column(token_centring: float, discount: float) -> int:
+    """The raw column of the MaxSim with thread mates at ``token_centring`` and ``discount``."""
+    return WINDOWS_RAW + TOKEN_CENTRINGS.index(token_centring) * len(MATE_DISCOUNTS) + MATE_DISCOUNTS.index(discount)
+
 # Which token vectors of the takes a MaxSim reads: their own (the product's), their contextual
 # ones only, or the better of the two MaxSims.
 OWN, CONTEXTUAL, BETTER = "own", "contextual", "better"
 
 
 def centred(
-    judgments: list[Judgment], centring: float, token_centring: float = TOKEN_CENTRING, tokens: str = OWN, radius: int | None = 1
+    judgments: list[Judgment], centring: float, token_centring: float = TOKEN_CENTRING, tokens: str = OWN, radius: int | None = 1,
+    discount: float = MATE_DISCOUNT,
 ) -> list[Judgment]:
     """The judgments with the product's evidence, in the columns named above (``tokens``, ``radius``: late evidence tried)."""
     from indexer.ranking import thread_evidence
@@ -246,7 +264,7 @@ def centred(
         cosine = j.features[:, 0] - centring * j.features[:, 2]
         evidence = thread_evidence(dict(enumerate(cosine.tolist())), dict(enumerate(j.threads)))
         thread = np.array([evidence[i] for i in range(len(cosine))])
-        late = j.features[:, 3 + TOKEN_CENTRINGS.index(token_centring)]
+        late = j.features[:, window_column(token_centring, discount)]
         if tokens != OWN:  # measured at TOKEN_CENTRING only
             contextual = j.features[:, EVERY_TOKEN_RAW + 1 + CONTEXT_RADII.index(radius)]
             late = contextual if tokens == CONTEXTUAL else np.maximum(late, contextual)
@@ -269,25 +287,30 @@ def calibrated(calibration: Calibration, judgment: Judgment, late_column: int = 
 
 
 def calibrated_method(
-    columns: list[int], late_column: int = LATE, token_centring: float | None = 0.0, tokens: str = OWN, radius: int | None = 1
+    columns: list[int], late_column: int = LATE, token_centring: float | None = 0.0, tokens: str = OWN, radius: int | None = 1,
+    discount: float | None = MATE_DISCOUNT,
 ):
     """Fit the centring and a calibration over ``columns`` on the training queries; score every candidate.
 
-    ``token_centring`` None: chosen among TOKEN_CENTRINGS on the training
-    queries (their mean nDCG@10 in-sample), like every other parameter.
+    ``token_centring`` or ``discount`` None: chosen among TOKEN_CENTRINGS
+    (MATE_DISCOUNTS) on the training queries (their mean nDCG@10 in-sample),
+    like every other parameter. ``method.chosen`` lists the choices.
     """
 
-    def fitted(train: list[Judgment], centring: float, token: float):
-        calibration = fit_calibration(centred(train, centring, token, tokens, radius), columns)
-        return lambda j: calibrated(calibration, centred([j], centring, token, tokens, radius)[0], late_column)
+    def fitted(train: list[Judgment], centring: float, token: float, mate: float):
+        calibration = fit_calibration(centred(train, centring, token, tokens, radius, mate), columns)
+        return lambda j: calibrated(calibration, centred([j], centring, token, tokens, radius, mate)[0], late_column)
 
     def method(train: list[Judgment]):
         centring = fit_centring(train)
-        if token_centring is not None:
-            return fitted(train, centring, token_centring)
         judged = [j for j in train if j.kind != "offtopic"]
-        scorers = {token: fitted(train, centring, token) for token in TOKEN_CENTRINGS}
-        best = max(TOKEN_CENTRINGS, key=lambda token: np.mean([ndcg(j, scorers[token](j)) for j in judged]))
+        choices = [
+            (token, mate)
+            for token in (TOKEN_CENTRINGS if token_centring is None else (token_centring,))
+            for mate in (MATE_DISCOUNTS if discount is None else (discount,))
+        ]
+        scorers = {choice: fitted(train, centring, *choice) for choice in choices}
+        best = max(choices, key=lambda choice: np.mean([ndcg(j, scorers[choice](j)) for j in judged])) if len(choices) > 1 else choices[0]
         method.chosen.append(best)
         return scorers[best]
 
@@ -372,7 +395,7 @@ def thread_variant_method(variant):
         centring, typical = fit_centring(train), typical_length(train)
 
         def features(judgments: list[Judgment]) -> list[Judgment]:
-            return [replace(j, features=variant(j, typical)) for j in centred(judgments, centring)]
+            return [replace(j, features=variant(j, typical)) for j in centred(judgments, centring, discount=0.0)]
 
         product = features(train)
         bias, weights = fit_logistic(product, list(range(product[0].features.shape[1])))
@@ -442,7 +465,8 @@ def build_seed_index(backend: str) -> Path:
     return index_dir
 
 
-KEPT = "+ late interaction (word tokens) + thread evidence (kept: the default)"
+BEFORE_MATES = "+ late interaction (word tokens) + thread evidence (the default of 2026-12-02)"
+KEPT = "  the same, with the +-1 thread mates' token matches at a discount chosen on the training folds (kept: the default)"
 # Late evidence from contextual token vectors (tried, not kept): (tokens, radius, row label).
 CONTEXT_VARIANTS = [
     (kind, radius, f"{label} contextual tokens ({'the thread' if radius is None else f'+-{radius}'})")
@@ -472,21 +496,26 @@ def main() -> None:
         "before: 0.9 cosine + 0.1 BM25/best": lambda train: before,
         "calibrated, hubs centred (the default before)": calibrated_method([COSINE, LEXICAL]),
         "+ late interaction, every query token, top 30 (the opt-in before)": two_stage_method,
-        "+ late interaction over the query's word tokens": calibrated_method([COSINE, LEXICAL, LATE]),
+        "+ late interaction over the query's word tokens": calibrated_method([COSINE, LEXICAL, LATE], discount=0.0),
         "+ thread evidence, no late interaction": calibrated_method([COSINE, LEXICAL, THREAD]),
+        BEFORE_MATES: calibrated_method([COSINE, LEXICAL, LATE, THREAD], discount=0.0),
         **{
-            f"  the same, token centring {token}": calibrated_method([COSINE, LEXICAL, LATE, THREAD], token_centring=token)
-            for token in TOKEN_CENTRINGS if token != TOKEN_CENTRING
-        },
-        "  the same, token centring chosen on the training folds": (
-            chooser := calibrated_method([COSINE, LEXICAL, LATE, THREAD], token_centring=None)
-        ),
-        KEPT: calibrated_method([COSINE, LEXICAL, LATE, THREAD], token_centring=TOKEN_CENTRING),
-        **{
-            f"  the same, {label}": calibrated_method([COSINE, LEXICAL, LATE, THREAD], tokens=tokens, radius=radius)
+            f"  the same, {label}": calibrated_method([COSINE, LEXICAL, LATE, THREAD], tokens=tokens, radius=radius, discount=0.0)
             for tokens, radius, label in CONTEXT_VARIANTS
         },
         **thread_methods,
+        **{
+            f"  the same, thread mates' matches at {discount}": calibrated_method([COSINE, LEXICAL, LATE, THREAD], discount=discount)
+            for discount in MATE_DISCOUNTS if discount
+        },
+        KEPT: (kept_method := calibrated_method([COSINE, LEXICAL, LATE, THREAD], discount=None)),
+        **{
+            f"    and token centring {token}": calibrated_method([COSINE, LEXICAL, LATE, THREAD], token_centring=token, discount=None)
+            for token in TOKEN_CENTRINGS if token != TOKEN_CENTRING
+        },
+        "    and token centring chosen on the training folds": (
+            chooser := calibrated_method([COSINE, LEXICAL, LATE, THREAD], token_centring=None, discount=None)
+        ),
     }
     results = {name: cross_validate(judgments, method) for name, method in methods.items()}
     baseline = results["before: 0.9 cosine + 0.1 BM25/best"]
@@ -497,14 +526,15 @@ def main() -> None:
         mean = {kind: np.mean([v for q, v in scores.items() if kinds[q] == kind]) for kind in ("dev", "own")}
         worst = min((scores[q] - baseline[q], q) for q in scores if kinds[q] == "dev")
         print(f"| {name} | {mean['dev']:.3f} | {mean['own']:.3f} | {np.mean(list(scores.values())):.3f} | {worst[0]:+.3f} {worst[1]} |")
-    print(f"\nToken centring chosen per training fold: {sorted(collections.Counter(chooser.chosen).items())}")
+    print(f"\nMate discount chosen per training fold (kept): {sorted(collections.Counter(d for _, d in kept_method.chosen).items())}")
+    print(f"(token centring, mate discount) chosen per training fold: {sorted(collections.Counter(chooser.chosen).items())}")
     print("\nPer dev query, kept against before:")
     kept = results[KEPT]
     for query in sorted((q for q in kept if kinds[q] == "dev"), key=lambda q: kept[q] - baseline[q]):
         print(f"  {kept[query] - baseline[query]:+.3f}  {baseline[query]:.3f} -> {kept[query]:.3f}  {query}")
 
     # The strong/weak signal under cross-validation: fit on the other folds.
-    signals = {KEPT: methods[KEPT], **thread_methods}
+    signals = {name: methods[name] for name in (BEFORE_MATES, KEPT, *thread_methods)}
     print(f"\nCross-validated signal (threshold {STRONG}):")
     for name, method in signals.items():
         totals = cross_validated_signal(judgments, method)
@@ -515,11 +545,19 @@ def main() -> None:
     everything = judgments
     centring = fit_centring(judgments)
     judged = [j for j in judgments if j.kind != "offtopic"]
-    token_scores = {token: np.mean([ndcg(j, s) for j, s in zip(judged, map(calibrated_method([COSINE, LEXICAL, LATE, THREAD], token_centring=token)(judgments), judged))]) for token in TOKEN_CENTRINGS}
+    def in_sample(**choice) -> float:
+        scorer = calibrated_method([COSINE, LEXICAL, LATE, THREAD], **choice)(judgments)
+        return float(np.mean([ndcg(j, scorer(j)) for j in judged]))
+
+    token_scores = {token: in_sample(token_centring=token, discount=MATE_DISCOUNT) for token in TOKEN_CENTRINGS}
+    mate_scores = {discount: in_sample(discount=discount) for discount in MATE_DISCOUNTS}
+    discount = max(MATE_DISCOUNTS, key=lambda d: mate_scores[d])
     # TOKEN_CENTRING is a choice, not a fit: larger centrings lift our paraphrases but take a dev
     # query to the issue's -0.05 limit and weaken the strong/weak line (docs/QUALITY.md).
-    judgments = centred(judgments, centring, TOKEN_CENTRING)
+    judgments = centred(judgments, centring, TOKEN_CENTRING, discount=discount)
     print(f"CENTRING = {centring:.3f}")
+    print(f"MATE_DISCOUNT = {discount} (mean nDCG@10 in-sample by discount: "
+          + ", ".join(f"{d}: {score:.3f}" for d, score in mate_scores.items()) + ")")
     print(f"TOKEN_CENTRING = {TOKEN_CENTRING} as set (mean nDCG@10 in-sample by token centring: "
           + ", ".join(f"{token}: {score:.3f}" for token, score in token_scores.items()) + ")")
     fits = {
@@ -548,7 +586,7 @@ def main() -> None:
     print(f"Highest off-topic score {top_offtopic:.3f}; lowest dev answer in a top 10 {min(answer_scores):.3f}")
     print(f"\nRanks of the answers (grade 2) to {RANKS_OF!r}, each method fitted on every query:")
     raw = [j for j in everything if j.judged.query == RANKS_OF]
-    ranked = [KEPT, *(f"  the same, {label}" for _, _, label in CONTEXT_VARIANTS), *thread_methods]
+    ranked = [BEFORE_MATES, *(f"  the same, {label}" for _, _, label in CONTEXT_VARIANTS), *thread_methods, KEPT]
     for name in ranked:
         method = methods[name]
         judgment = raw[0]

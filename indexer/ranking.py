@@ -13,7 +13,9 @@ of evidence, each on a scale that means the same from one query to the next:
 - ``late``: late interaction, MaxSim of the query's word tokens with the
   take's token vectors from the same model (``late_evidence``): a take that
   says each thing the query asks somewhere in it scores high even when its
-  pooled vector is a blur of other things;
+  pooled vector is a blur of other things. Each query word may also find its
+  match in the take's +-1 thread mates, at ``MATE_DISCOUNT`` of its cosine: a
+  take is read with the ones around it;
 - ``thread``: the best cosine of another candidate in the take's thread
   (``thread_evidence``): whether the thread around the take is about the
   query too.
@@ -79,13 +81,13 @@ class Calibration:
 # index of the seed (its output, pasted). Other models place cosines
 # differently; their scores still rank correctly but are calibrated for this
 # one (docs/QUALITY.md, "Scores"). Cross-validated nDCG@10 of the hybrid fit:
-# 0.945 dev, 0.755 our paraphrases (the first stage alone 0.924, 0.696).
-# With late interaction and the thread in, BM25 adds nothing to the score
+# 0.943 dev, 0.770 our paraphrases (the first stage alone 0.924, 0.696).
+# With late interaction and the thread in, BM25 adds little to the score
 # (its weight fits near 0): MaxSim already sees a rare name's tokens. It
 # still brings candidates the meaning misses.
 CALIBRATIONS = {
-    "hybrid": Calibration(bias=-5.235, cosine_weight=4.315, lexical_weight=-0.145, late_weight=10.074, thread_weight=1.950),
-    "dense": Calibration(bias=-5.218, cosine_weight=4.380, lexical_weight=0.000, late_weight=10.000, thread_weight=1.919),
+    "hybrid": Calibration(bias=-5.436, cosine_weight=5.500, lexical_weight=0.271, late_weight=10.489, thread_weight=0.385),
+    "dense": Calibration(bias=-5.484, cosine_weight=5.564, lexical_weight=0.000, late_weight=10.576, thread_weight=0.380),
     "lexical": Calibration(bias=-3.339, cosine_weight=0.000, lexical_weight=8.134),
 }
 # Without token vectors (Searcher(late_interaction=False), or an embedder that
@@ -109,6 +111,14 @@ CENTRING = 0.118
 # lets an off-topic query reach "strong"; the fit would choose it, we do not
 # (bench.ranking_fit prints both; docs/QUALITY.md).
 TOKEN_CENTRING = 0.0
+# How much a query word's match in one of the take's +-1 thread mates counts
+# against a match in the take itself (late_evidence): 0, the take alone; 1,
+# the mates' words as the take's own. A take in a thread is read with the
+# ones around it: "depriving people of the means of production (H100s)"
+# answers "what about compute governance" with its mate's "compute" beside its
+# own "policy" (5th-7th alone, 3rd with its mates). Fitted with the weights
+# (bench.ranking_fit chooses it among 0, 0.5, 0.7, 0.85 and 1; docs/QUALITY.md).
+MATE_DISCOUNT = 0.85
 # Scores at or above this are strong matches: no off-topic query reaches it,
 # every answer to a dev query ranked in the top 10 does (docs/QUALITY.md).
 STRONG = 0.5
@@ -141,8 +151,10 @@ def late_evidence(
     takes_tokens: Sequence[np.ndarray],
     centroid: np.ndarray | None = None,
     centring: float | None = None,
+    mates: Sequence[Sequence[int]] | None = None,
+    discount: float = MATE_DISCOUNT,
 ) -> np.ndarray:
-    """MaxSim of the query's word tokens with each take's tokens.
+    """MaxSim of the query's word tokens with each take's tokens (and, with ``mates``, its thread mates').
 
     With ``centroid`` (the corpus's mean direction), each similarity is less
     ``centring`` (default ``TOKEN_CENTRING``) times the take token's cosine
@@ -153,6 +165,11 @@ def late_evidence(
     that projects its pooled vectors (a Dense layer: 128 dimensions from
     384-dimensional tokens) has no mean direction in token space: no
     correction then.
+
+    ``mates``: for each take, the positions in ``takes_tokens`` of its thread
+    mates (``thread_mates``). Each query word's match is then the better of
+    its best in the take and ``discount`` times its best in a mate: a window
+    of the thread, the take's own words first.
     """
     query = word_tokens(query_tokens)
     shift = TOKEN_CENTRING if centring is None else centring
@@ -160,12 +177,36 @@ def late_evidence(
         query = query - shift * centroid
     if not len(takes_tokens) or not len(query):
         return np.zeros(len(takes_tokens))
-    # One small product a take: each query token's best match in the take,
-    # then the mean over query tokens. Stacking every take's tokens into one
-    # product made it large enough for OpenBLAS to split over its threads,
-    # which on a busy 2-core machine cost 13-17 ms a search in process, not 0.5
-    # (docs/PERFORMANCE.md, "Late interaction at 100k").
-    return np.array([maxsim(query, tokens) for tokens in takes_tokens])
+    # One small product a take: each query token's best match in the take.
+    # Stacking every take's tokens into one product made it large enough for
+    # OpenBLAS to split over its threads, which on a busy 2-core machine cost
+    # 13-17 ms a search in process, not 0.5 (docs/PERFORMANCE.md, "Late
+    # interaction at 100k").
+    best = [_word_matches(query, tokens) for tokens in takes_tokens]
+    if mates is not None:
+        best = [
+            np.maximum(own, discount * np.max([best[mate] for mate in around], axis=0)) if around else own
+            for own, around in zip(best, mates)
+        ]
+    # sum / count, not .mean(): the same value, and np.mean's overhead on an
+    # array this small was 40% of a served search's MaxSim (docs/PERFORMANCE.md).
+    return np.array([float(words.sum()) / len(words) for words in best])
+
+
+def _word_matches(query: np.ndarray, take_tokens: np.ndarray) -> np.ndarray:
+    """Each query token's best cosine with a token of the take (0 for a take without tokens)."""
+    if not len(take_tokens):
+        return np.zeros(len(query), dtype=np.float32)
+    return (query @ take_tokens.T).max(axis=1)
+
+
+def thread_mates(places: Sequence[tuple[str, int]]) -> list[list[int]]:
+    """For each (thread id, position), the indices of the others at position +-1 in the same thread."""
+    at = {place: index for index, place in enumerate(places)}
+    return [
+        [at[(thread, position + step)] for step in (-1, 1) if (thread, position + step) in at]
+        for thread, position in places
+    ]
 
 
 def thread_evidence(cosines: dict[int, float], threads: dict[int, str]) -> dict[int, float]:
@@ -220,6 +261,6 @@ def fuse(candidates: Sequence[Candidate], mode: str, *, late: bool = True) -> li
 
 
 __all__ = [
-    "CALIBRATIONS", "FIRST_STAGE", "Calibration", "Candidate", "STRONG", "fuse", "idf", "idf_mass",
-    "late_evidence", "match_label", "maxsim", "thread_evidence", "word_tokens",
+    "CALIBRATIONS", "FIRST_STAGE", "MATE_DISCOUNT", "Calibration", "Candidate", "STRONG", "fuse", "idf", "idf_mass",
+    "late_evidence", "match_label", "maxsim", "thread_evidence", "thread_mates", "word_tokens",
 ]

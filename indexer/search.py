@@ -215,8 +215,10 @@ class Ranker:
         """The first stage's best ``depth`` candidates (all: None) with their MaxSim (late) and thread evidence (indexer/ranking.py).
 
         The thread evidence still sees every candidate: a take's thread mates
-        count whether or not they are re-scored. ``takes``: the candidates'
-        takes by row id, when already read.
+        count whether or not they are re-scored, and so does the MaxSim: a
+        re-scored take's +-1 thread mates among the candidates lend it their
+        token matches (``ranking.late_evidence``), so their token vectors are
+        read too. ``takes``: the candidates' takes by row id, when already read.
         """
         if takes is None:
             takes = generation.takes([candidate.row_id for candidate in candidates])
@@ -224,6 +226,7 @@ class Ranker:
         thread = ranking.thread_evidence(
             {c.row_id: c.cosine for c in present}, {c.row_id: takes[c.row_id].thread_id for c in present}
         )
+        scored = present
         if depth is not None and len(present) > depth:
             # The first stage's best ``depth`` texts: copies of one text are
             # folded into one result, so they count once (and share one read).
@@ -234,14 +237,21 @@ class Ranker:
                 if len(best) == depth:
                     break
             # In retrieval order still: fusion keeps it for ties.
-            present = [candidate for candidate in present if folded[candidate.row_id] in best]
-        tokens = self._token_cache.get_many(
-            [takes[c.row_id].text for c in present], self.embedder, [c.row_id for c in present], generation.token_vectors
-        )
-        late = ranking.late_evidence(query_tokens, tokens, generation.mean_direction())
+            scored = [candidate for candidate in present if folded[candidate.row_id] in best]
+        # Each re-scored take's +-1 thread mates among the candidates, re-scored or not:
+        # their token vectors are read after the re-scored takes' own.
+        places = [(takes[c.row_id].thread_id, takes[c.row_id].position) for c in present]
+        mates_of = {c.row_id: [present[m].row_id for m in near] for c, near in zip(present, ranking.thread_mates(places))}
+        rows = [c.row_id for c in scored]
+        rows += sorted({mate for row_id in rows for mate in mates_of[row_id]} - set(rows))
+        place = {row_id: index for index, row_id in enumerate(rows)}
+        mates = [[place[mate] for mate in mates_of[row_id]] for row_id in rows[: len(scored)]]
+        mates += [[] for _ in rows[len(scored) :]]
+        tokens = self._token_cache.get_many([takes[row_id].text for row_id in rows], self.embedder, rows, generation.token_vectors)
+        late = ranking.late_evidence(query_tokens, tokens, generation.mean_direction(), mates=mates)
         return [
             dataclasses.replace(candidate, late=float(value), thread=thread[candidate.row_id])
-            for candidate, value in zip(present, late)
+            for candidate, value in zip(scored, late)
         ]
 
     def _rerank(self, generation: Generation, query: str, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:

@@ -129,11 +129,20 @@ class _CountingTokens(_Recording):
 
 
 @pytest.mark.parametrize("k", [10, 20])
-def test_late_interaction_reads_only_the_first_stages_best_candidates(searcher, embedder, monkeypatch, k):
+def test_late_interaction_reads_only_the_first_stages_best_candidates_and_their_thread_mates(searcher, embedder, monkeypatch, k):
+    query, generation = "export controls on chips", searcher.snapshot
     # A new ranker: an empty token cache, so every re-scored take is read from the store.
-    counting = _CountingTokens(searcher.snapshot)
-    results = [(r.take.id, r.score) for r in search.Ranker(embedder).search(counting, "export controls on chips", k)]
-    assert 0 < len(counting.read) <= max(2 * k, search.LATE_DEPTH)
+    counting = _CountingTokens(generation)
+    ranker = search.Ranker(embedder)
+    results = [(r.take.id, r.score) for r in ranker.search(counting, query, k)]
+    # What it should read: the first stage's best texts, and the candidates at +-1 in their threads.
+    candidates = ranker.candidates(query, "hybrid", search.FUSION_DEPTH, Filters(), generation, vector=ranker._encode(query, "hybrid")[0])
+    takes = generation.takes([c.row_id for c in candidates])
+    best = [row_id for row_id, _ in ranking.fuse(candidates, "hybrid", late=False)][: max(2 * k, search.LATE_DEPTH)]
+    at = {(take.thread_id, take.position): row_id for row_id, take in takes.items()}
+    mates = {at.get((takes[row_id].thread_id, takes[row_id].position + step)) for row_id in best for step in (-1, 1)}
+    assert set(best) <= counting.read == set(best) | (mates - {None})
+    assert len(counting.read) < len(candidates)
     # Re-scoring every candidate instead gives the same page on the seed (docs/QUALITY.md, "Cost").
     monkeypatch.setattr(search, "LATE_DEPTH", 10**6)
     assert [(r.take.id, r.score) for r in search.Ranker(embedder).search(searcher.snapshot, "export controls on chips", k)] == results
