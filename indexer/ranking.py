@@ -182,15 +182,15 @@ def late_evidence(
     # OpenBLAS to split over its threads, which on a busy 2-core machine cost
     # 13-17 ms a search in process, not 0.5 (docs/PERFORMANCE.md, "Late
     # interaction at 100k").
-    best = [_word_matches(query, tokens) for tokens in takes_tokens]
-    if mates is not None:
-        best = [
-            np.maximum(own, discount * np.max([best[mate] for mate in around], axis=0)) if around else own
-            for own, around in zip(best, mates)
-        ]
-    # sum / count, not .mean(): the same value, and np.mean's overhead on an
-    # array this small was 40% of a served search's MaxSim (docs/PERFORMANCE.md).
-    return np.array([float(words.sum()) / len(words) for words in best])
+    best = np.array([_word_matches(query, tokens) for tokens in takes_tokens])  # (takes, query words)
+    width = max(map(len, mates), default=0) if mates is not None and discount else 0
+    if width:
+        # Each take's mates' rows, padded with a row that matches nothing.
+        nothing = len(best)
+        around = np.array([list(near) + [nothing] * (width - len(near)) for near in mates])
+        padded = np.vstack([best, np.full((1, best.shape[1]), -np.inf, dtype=best.dtype)])
+        best = np.maximum(best, discount * padded[around].max(axis=1))
+    return best.sum(axis=1) / best.shape[1]
 
 
 def _word_matches(query: np.ndarray, take_tokens: np.ndarray) -> np.ndarray:
