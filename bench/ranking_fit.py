@@ -18,7 +18,9 @@ Searcher for each judged query's hybrid candidates and their evidence, then:
 2. checks the strong/weak signal the same way: off-topic queries with a
    strong result, and answers (grade 2) in a dev top 10 that are not strong;
 3. fits the final constants on every query and prints them for
-   ``CALIBRATIONS`` in indexer/ranking.py.
+   ``CALIBRATIONS`` (and ``MATE_DISCOUNT``, the weight of a query word's
+   match in a take's +-1 thread mates, chosen among MATE_DISCOUNTS by the
+   same in-sample nDCG as on each training fold) in indexer/ranking.py.
 """
 
 from __future__ import annotations
@@ -336,7 +338,8 @@ def two_stage_method(train: list[Judgment]):
     return score
 
 
-# Thread-aware scoring by length, tried and not kept (docs/QUALITY.md, "Thread-aware scoring"):
+# Thread-aware scoring by length, tried and not kept, on the default before the thread mates
+# joined the MaxSim (docs/QUALITY.md, "Thread-aware scoring"):
 # short takes lean on the ones around them, so the evidence of a take's thread mates counts more
 # the shorter it is. Its shortness is 1 - min(tokens / the corpus's median token count, 1): 0 for
 # a take of typical length or longer. Each variant's extra evidence gets its own fitted weight.
