@@ -116,7 +116,7 @@ TOKEN_CENTRING = 0.0
 # the mates' words as the take's own. A take in a thread is read with the
 # ones around it: "depriving people of the means of production (H100s)"
 # answers "what about compute governance" with its mate's "compute" beside its
-# own "policy" (5th-7th alone, 3rd with its mates). Fitted with the weights
+# own "policy" (6th-7th alone, 3rd with its mates). Fitted with the weights
 # (bench.ranking_fit chooses it among 0, 0.5, 0.7, 0.85 and 1; docs/QUALITY.md).
 MATE_DISCOUNT = 0.85
 # Scores at or above this are strong matches: no off-topic query reaches it,
