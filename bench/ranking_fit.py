@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer import ranking
 from indexer.evaluation import Judged, fold, load_judgments, score_ranking
 from indexer.ranking import MATE_DISCOUNT, STRONG, TOKEN_CENTRING, Calibration, Candidate
 from indexer.serving import Searcher
@@ -126,7 +127,7 @@ def contextual_tokens(embedder, snapshot, radius: int | None) -> dict[str, np.nd
 
 def collect(searcher: Searcher) -> list[Judgment]:
     """Each judged query's candidates and their evidence (the columns of ``Judgment.features``)."""
-    from indexer.ranking import late_evidence, maxsim, thread_mates, word_tokens
+    from indexer.ranking import late_evidence, maxsim, thread_mates, word_matches, word_tokens
 
     snapshot = searcher.snapshot
     collected = []
@@ -163,7 +164,7 @@ def collect(searcher: Searcher) -> list[Judgment]:
         features = np.column_stack([features, *words, every_token, *contextual, *windows])
         lengths = np.array([len(tokens) - 2 for tokens in takes_tokens])
         positions = np.array([takes[c.row_id].position for c in candidates])
-        per_token = np.array([(word_tokens(query_tokens) @ tokens.T).max(axis=1) for tokens in takes_tokens])
+        per_token = np.array([word_matches(word_tokens(query_tokens), tokens) for tokens in takes_tokens])
         collected.append(Judgment(judged, kind, features, grades, texts, threads, lengths, positions, per_token))
     return collected
 
@@ -345,11 +346,7 @@ def two_stage_method(train: list[Judgment]):
 # a take of typical length or longer. Each variant's extra evidence gets its own fitted weight.
 def thread_mates(judgment: Judgment) -> list[list[int]]:
     """Each candidate's thread mates at position +-1 among the candidates (the only ones a search has)."""
-    threads, positions = judgment.threads, judgment.positions
-    return [
-        [k for k in range(len(threads)) if threads[k] == threads[i] and abs(positions[k] - positions[i]) == 1]
-        for i in range(len(threads))
-    ]
+    return ranking.thread_mates(list(zip(judgment.threads, judgment.positions.tolist())))
 
 
 def window_maxsim(judgment: Judgment) -> np.ndarray:
@@ -548,6 +545,7 @@ def main() -> None:
     everything = judgments
     centring = fit_centring(judgments)
     judged = [j for j in judgments if j.kind != "offtopic"]
+
     def in_sample(**choice) -> float:
         scorer = calibrated_method([COSINE, LEXICAL, LATE, THREAD], **choice)(judgments)
         return float(np.mean([ndcg(j, scorer(j)) for j in judged]))

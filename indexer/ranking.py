@@ -130,7 +130,7 @@ def maxsim(query_tokens: np.ndarray, take_tokens: np.ndarray) -> float:
         return 0.0
     # sum / count, not .mean(): the same value, and np.mean's overhead on an
     # array this small was 40% of a served search's MaxSim (docs/PERFORMANCE.md).
-    best = (query_tokens @ take_tokens.T).max(axis=1)
+    best = word_matches(query_tokens, take_tokens)
     return float(best.sum()) / len(best)
 
 
@@ -182,7 +182,7 @@ def late_evidence(
     # OpenBLAS to split over its threads, which on a busy 2-core machine cost
     # 13-17 ms a search in process, not 0.5 (docs/PERFORMANCE.md, "Late
     # interaction at 100k").
-    best = np.array([_word_matches(query, tokens) for tokens in takes_tokens])  # (takes, query words)
+    best = np.array([word_matches(query, tokens) for tokens in takes_tokens])  # (takes, query words)
     width = max(map(len, mates), default=0) if mates is not None and discount else 0
     if width:
         # Each take's mates' rows, padded with a row that matches nothing.
@@ -193,7 +193,7 @@ def late_evidence(
     return best.sum(axis=1) / best.shape[1]
 
 
-def _word_matches(query: np.ndarray, take_tokens: np.ndarray) -> np.ndarray:
+def word_matches(query: np.ndarray, take_tokens: np.ndarray) -> np.ndarray:
     """Each query token's best cosine with a token of the take (0 for a take without tokens)."""
     if not len(take_tokens):
         return np.zeros(len(query), dtype=np.float32)
@@ -262,5 +262,5 @@ def fuse(candidates: Sequence[Candidate], mode: str, *, late: bool = True) -> li
 
 __all__ = [
     "CALIBRATIONS", "FIRST_STAGE", "MATE_DISCOUNT", "Calibration", "Candidate", "STRONG", "fuse", "idf", "idf_mass",
-    "late_evidence", "match_label", "maxsim", "thread_evidence", "thread_mates", "word_tokens",
+    "late_evidence", "match_label", "maxsim", "thread_evidence", "thread_mates", "word_matches", "word_tokens",
 ]

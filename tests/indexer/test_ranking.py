@@ -227,6 +227,7 @@ def test_a_query_word_may_find_its_match_in_a_thread_mate_at_the_discount():
     np.testing.assert_allclose(evidence, [(1 + 0.85) / 2, (0.85 + 1) / 2, 0.0])
     assert ranking.thread_mates([("t", 1), ("t", 2), ("u", 3), ("t", 4), ("t", 3)]) == [[1], [0, 4], [], [4], [1, 3]]
 
+
 def test_thread_evidence_is_the_best_other_take_of_the_thread():
     cosines = {1: 0.5, 2: 0.3, 3: 0.2, 4: 0.4, 5: 0.1}
     threads = {1: "a", 2: "a", 3: "a", 4: "b", 5: "c"}
