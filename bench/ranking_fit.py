@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer import ranking
 from indexer.evaluation import Judged, fold, load_judgments, score_ranking
 from indexer.ranking import MATE_DISCOUNT, STRONG, TOKEN_CENTRING, Calibration, Candidate
 from indexer.serving import Searcher
@@ -68,11 +67,11 @@ class Judgment:
     grades: np.ndarray
     texts: list[str]
     threads: list[str] | None = None
-    # Per candidate: its token count (markers left out), its position in its thread, and the best
-    # cosine of each of the query's word tokens with its tokens (MaxSim before the mean): the
-    # thread-aware variants tried (THREAD_VARIANTS).
+    # Per candidate: its token count (markers left out), its +-1 thread mates among the candidates
+    # (ranking.thread_mates), and the best cosine of each of the query's word tokens with its tokens
+    # (MaxSim before the mean): the thread-aware variants tried (THREAD_VARIANTS).
     lengths: np.ndarray | None = None
-    positions: np.ndarray | None = None
+    mates: list[list[int]] | None = None
     per_token: np.ndarray | None = None
 
 
@@ -163,9 +162,9 @@ def collect(searcher: Searcher) -> list[Judgment]:
         ]
         features = np.column_stack([features, *words, every_token, *contextual, *windows])
         lengths = np.array([len(tokens) - 2 for tokens in takes_tokens])
-        positions = np.array([takes[c.row_id].position for c in candidates])
-        per_token = np.array([word_matches(word_tokens(query_tokens), tokens) for tokens in takes_tokens])
-        collected.append(Judgment(judged, kind, features, grades, texts, threads, lengths, positions, per_token))
+        query_words = word_tokens(query_tokens)
+        per_token = np.array([word_matches(query_words, tokens) for tokens in takes_tokens])
+        collected.append(Judgment(judged, kind, features, grades, texts, threads, lengths, mates, per_token))
     return collected
 
 
@@ -344,15 +343,10 @@ def two_stage_method(train: list[Judgment]):
 # short takes lean on the ones around them, so the evidence of a take's thread mates counts more
 # the shorter it is. Its shortness is 1 - min(tokens / the corpus's median token count, 1): 0 for
 # a take of typical length or longer. Each variant's extra evidence gets its own fitted weight.
-def thread_mates(judgment: Judgment) -> list[list[int]]:
-    """Each candidate's thread mates at position +-1 among the candidates (the only ones a search has)."""
-    return ranking.thread_mates(list(zip(judgment.threads, judgment.positions.tolist())))
-
-
 def window_maxsim(judgment: Judgment) -> np.ndarray:
     """MaxSim over the take's tokens and its +-1 thread mates' (own token vectors): each query word's best match in the window."""
     per_token = judgment.per_token
-    return np.array([per_token[[i, *mates]].max(axis=0).mean() for i, mates in enumerate(thread_mates(judgment))])
+    return np.array([per_token[[i, *mates]].max(axis=0).mean() for i, mates in enumerate(judgment.mates)])
 
 
 def shortness(judgment: Judgment, typical: float) -> np.ndarray:
@@ -365,7 +359,7 @@ def _thread_times_shortness(j: Judgment, typical: float) -> np.ndarray:
 
 def _late_blended_with_mates(j: Judgment, typical: float) -> np.ndarray:
     late, short = j.features[:, LATE], shortness(j, typical)
-    mates = np.array([max([late[k] for k in m], default=late[i]) for i, m in enumerate(thread_mates(j))])
+    mates = np.array([max([late[k] for k in m], default=late[i]) for i, m in enumerate(j.mates)])
     features = j.features[:, :4].copy()
     features[:, LATE] = (1 - short) * late + short * np.maximum(late, mates)
     return features
