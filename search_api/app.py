@@ -8,6 +8,7 @@ import os
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -90,7 +91,8 @@ def create_app(settings: Settings | None = None, served: Takes | Searcher | None
     settings = settings or Settings()
     # Cheap: nothing loads until the lifespan starts.
     served = served if isinstance(served, Takes) else open_takes(settings, searcher=served, batch_queries=settings.query_batching)
-    mcp_endpoint = _mcp_endpoint(served, settings)
+    search_limiter = anyio.CapacityLimiter(settings.search_threads)
+    mcp_endpoint = _mcp_endpoint(served, settings, search_limiter)
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from this
     # server (the assets ship in the fastapi-offline package), not from a CDN.
     app = FastAPIOffline(
@@ -105,6 +107,8 @@ def create_app(settings: Settings | None = None, served: Takes | Searcher | None
     )
     app.state.settings = settings
     app.state.takes = served
+    # Every search (the routes, the fast path, the page, MCP over HTTP) takes a slot here.
+    app.state.search_limiter = search_limiter
 
     _add_error_handlers(app, settings)
     for router in (search.router, takes.router, listing.router, health.router, admin.router, tools.router, page.router):
@@ -112,7 +116,7 @@ def create_app(settings: Settings | None = None, served: Takes | Searcher | None
     if mcp_endpoint is not None:
         app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
 
-    app.add_middleware(search.SearchFastPath, served=served)
+    app.add_middleware(search.SearchFastPath, served=served, limiter=search_limiter)
     app.add_middleware(ResponseHeaders)
     # Outermost last: an unknown Host is refused before its body is read.
     app.add_middleware(RequestGuard, settings=settings)
@@ -193,11 +197,11 @@ DOCUMENTATION_POLICY = (
 _DOCUMENTATION_POLICY = DOCUMENTATION_POLICY.encode()
 
 
-def _mcp_endpoint(served: Takes, settings: Settings):
+def _mcp_endpoint(served: Takes, settings: Settings, limiter: anyio.CapacityLimiter):
     """The /mcp endpoint, or None when the optional `mcp` package is not installed."""
     try:
         from search_api.mcp_server import HttpEndpoint, build_server
     except ImportError as error:
         log.info("MCP over HTTP is off (%s): pip install 'takes[mcp]'", error)
         return None
-    return HttpEndpoint(build_server(served), hosts=settings.hosts())
+    return HttpEndpoint(build_server(served, limiter=limiter), hosts=settings.hosts())

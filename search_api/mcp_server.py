@@ -18,6 +18,7 @@ import sys
 from datetime import date
 from typing import Annotated
 
+import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
@@ -95,11 +96,13 @@ class TakesMCPServer(MCPServer):
             raise
 
 
-def build_server(served: Takes, *, quiet_stdout: bool = False) -> MCPServer:
+def build_server(served: Takes, *, quiet_stdout: bool = False, limiter: anyio.CapacityLimiter | None = None) -> MCPServer:
     """The MCP server with its two tools over ``served``.
 
     ``quiet_stdout``: whatever a model load prints goes to stderr, never into
-    the protocol (stdio transport). ``served`` loads lazily and retries after a
+    the protocol (stdio transport). ``limiter``: the searches' slots, shared
+    with the HTTP routes when the server is mounted at /mcp (None: anyio's
+    default thread pool). ``served`` loads lazily and retries after a
     failure, so a missing index is reported per call and works once it exists.
     """
     guard = (lambda: contextlib.redirect_stdout(sys.stderr)) if quiet_stdout else contextlib.nullcontext
@@ -112,7 +115,7 @@ def build_server(served: Takes, *, quiet_stdout: bool = False) -> MCPServer:
     )
 
     @server.tool(name="search_takes", title="Search AI-policy takes", description=SEARCH_DESCRIPTION)
-    def search_takes(
+    async def search_takes(
         query: Annotated[
             str,
             Field(min_length=1, max_length=MAX_QUERY_CHARS, description="The question or topic, in plain natural language."),
@@ -123,9 +126,12 @@ def build_server(served: Takes, *, quiet_stdout: bool = False) -> MCPServer:
         since: Annotated[date | None, Field(description="Only takes dated on or after this ISO date (YYYY-MM-DD).")] = None,
         until: Annotated[date | None, Field(description="Only takes dated on or before this ISO date (YYYY-MM-DD).")] = None,
     ) -> Annotated[CallToolResult, SearchTakesOutput]:
-        try:
+        def search():
             with guard():
-                results = served.search(query, k, author=author, since=since, until=until)
+                return served.search(query, k, author=author, since=since, until=until)
+
+        try:
+            results = await anyio.to_thread.run_sync(search, limiter=limiter)
         except ProjectError as error:
             raise _tool_error(error) from None
         return CallToolResult(

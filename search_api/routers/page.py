@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
+import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import ValidationError
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from indexer.errors import ProjectError
 from indexer.api import Takes
 from indexer.search import STOPWORDS
-from search_api.dependencies import TakesDep
+from search_api.dependencies import SearchLimiterDep, TakesDep
 from search_api.routers.search import search_body
 from search_api.schemas import SearchParams
 
@@ -206,11 +207,13 @@ def render_page(served: Takes, query: str, filters: dict[str, str]) -> str:
 
 
 @router.get("/", response_class=HTMLResponse)
-def page(request: Request, served: TakesDep) -> HTMLResponse:
+async def page(request: Request, served: TakesDep, limiter: SearchLimiterDep) -> HTMLResponse:
     params = request.query_params
     filters = {name: params[name].strip() for name in ("author", "since", "until") if params.get(name, "").strip()}
     query = "" if params.get("thread") else params.get("q", "")
-    return HTMLResponse(render_page(served, query, filters), headers=SECURITY_HEADERS)
+    # A search, when there is a query: a slot of the same limiter as /search.
+    html_page = await anyio.to_thread.run_sync(render_page, served, query, filters, limiter=limiter)
+    return HTMLResponse(html_page, headers=SECURITY_HEADERS)
 
 
 @router.get("/static/{name}", response_class=FileResponse)

@@ -13,7 +13,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from indexer.api import Takes, prompt_block
 from indexer.models import SearchResult, group_by_thread, strong_matches
-from search_api.dependencies import TakesDep
+from search_api.dependencies import SearchLimiterDep, TakesDep
 from search_api.schemas import PROMPT_FORMAT, SearchParams, SearchResponse
 
 router = APIRouter(tags=["search"])
@@ -70,7 +70,8 @@ def respond(served: Takes, params: SearchParams) -> Response:
     return Response(body.encode("utf-8"), media_type="application/json")
 
 
-# Plain `def`: encoding the query blocks, so FastAPI runs it in its thread pool.
+# Encoding the query blocks, so the search runs in a worker thread, at most
+# TAKES_SEARCH_THREADS of them at once (``limiter``), in arrival order.
 @router.get(
     "/search",
     response_model=SearchResponse,
@@ -78,13 +79,13 @@ def respond(served: Takes, params: SearchParams) -> Response:
     summary="Takes that answer a question",
     responses={200: {"content": {"text/plain": {"example": "Takes retrieved for: ...\n\n[1] Jack Clark (@jackclarkSF), ..."}}}},
 )
-def search_get(served: TakesDep, params: Annotated[SearchParams, Query()]) -> Response:
-    return respond(served, params)
+async def search_get(served: TakesDep, limiter: SearchLimiterDep, params: Annotated[SearchParams, Query()]) -> Response:
+    return await anyio.to_thread.run_sync(respond, served, params, limiter=limiter)
 
 
 @router.post("/search", response_model=SearchResponse, summary="Same as GET /search, with a JSON body")
-def search_post(served: TakesDep, params: SearchParams) -> Response:
-    return respond(served, params)
+async def search_post(served: TakesDep, limiter: SearchLimiterDep, params: SearchParams) -> Response:
+    return await anyio.to_thread.run_sync(respond, served, params, limiter=limiter)
 
 
 class SearchFastPath:
@@ -94,15 +95,15 @@ class SearchFastPath:
     third of the rest was the framework around a handler of three lines
     (docs/PERFORMANCE.md, "Where a request spends its time"). This layer
     validates the query string with the same ``SearchParams`` and calls the
-    same ``respond`` in the same thread pool; anything else (another route, a
+    same ``respond`` under the same limiter; anything else (another route, a
     repeated parameter, a validation error, an exception from the search)
     goes on to the FastAPI route, which answers it exactly as before (the
     search then runs again there: errors are rare, and their answers stay in
     one place).
     """
 
-    def __init__(self, app, served: Takes):
-        self.app, self.served = app, served
+    def __init__(self, app, served: Takes, limiter: anyio.CapacityLimiter):
+        self.app, self.served, self.limiter = app, served, limiter
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != "/search":
@@ -115,7 +116,7 @@ class SearchFastPath:
         if len(values) == len(pairs):
             try:
                 params = SearchParams.model_validate(values)
-                response = await anyio.to_thread.run_sync(respond, self.served, params)
+                response = await anyio.to_thread.run_sync(respond, self.served, params, limiter=self.limiter)
             except Exception:  # noqa: BLE001 - a validation error or a failed search: the route answers it
                 response = None
         if response is None:

@@ -239,6 +239,7 @@ def test_disk_full_during_writes_is_507_in_one_line_and_loses_nothing(seed_index
         ("TAKES_RELOAD_INTERVAL", "abc", "TAKES_RELOAD_INTERVAL='abc': Input should be a valid number"),
         ("TAKES_PORT", "99999", "TAKES_PORT='99999': Input should be less than or equal to 65535"),
         ("TAKES_MAX_CONNECTIONS", "0", "TAKES_MAX_CONNECTIONS='0'"),
+        ("TAKES_SEARCH_THREADS", "0", "TAKES_SEARCH_THREADS='0': Input should be greater than or equal to 1"),
         ("TAKES_ADMIN_TOKEN_FILE", "/no/such/token", "TAKES_ADMIN_TOKEN_FILE: cannot read /no/such/token"),
     ],
 )
