@@ -24,6 +24,9 @@ TAKES_MAX_CONNECTIONS and TAKES_MAX_QUEUED_WRITES.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import logging
 import os
 import signal
@@ -219,3 +222,80 @@ def cpu_count() -> int:
 
 
 __all__ = ["Supervisor", "WorkerFailed", "cpu_count"]
+
+
+# After taking a connection, a worker waits this long before taking another,
+# so a burst of new connections is shared out instead of all landing on
+# whichever worker woke first (share_accepts). It caps a worker at 500 new
+# connections a second, twice the searches it answers a second on two cores.
+ACCEPT_PAUSE_SECONDS = 0.002
+# Out of file descriptors or memory: how long to wait before accepting again
+# (asyncio's own ACCEPT_RETRY_DELAY).
+ACCEPT_RETRY_SECONDS = 1.0
+
+
+def share_accepts(server_class: type) -> type:
+    """``server_class`` (uvicorn.Server) accepting from a shared listening socket one connection at a time.
+
+    asyncio and uvloop accept every connection waiting on the socket in one
+    wake-up, so when 8 clients connect at once the worker that wakes first
+    takes most of them (5/3, 6/2 and 7/1 of the benchmark's 8 keep-alive
+    connections), and its clients wait behind each other while the other
+    worker idles. Here each worker runs its own accept loop: it takes one
+    connection, hands it to uvicorn's protocol exactly as uvicorn's server
+    would, and pauses ``ACCEPT_PAUSE_SECONDS`` so the other workers, woken by
+    the same connection, take the next ones. A busy worker is slower to wake
+    and so takes fewer.
+    """
+
+    class SharedSocketServer(server_class):
+        async def startup(self, sockets=None):
+            # uvicorn sets up everything but the listening server; the loop below is that.
+            await super().startup(sockets=[])
+            if self.should_exit:
+                return
+            self.servers.append(_AcceptLoop(asyncio.get_running_loop().create_task(self._accept_forever(sockets))))
+
+        def _protocol(self):
+            return self.config.http_protocol_class(config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
+
+        async def _accept_forever(self, sockets) -> None:
+            loop = asyncio.get_running_loop()
+            (listener,) = sockets
+            listener.setblocking(False)
+            while True:
+                try:
+                    connection, _address = await loop.sock_accept(listener)
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    continue
+                except OSError as error:
+                    if error.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        raise
+                    log.warning("worker %d cannot accept a connection (%s); retrying in %.0f s", os.getpid(), error.strerror, ACCEPT_RETRY_SECONDS)
+                    await asyncio.sleep(ACCEPT_RETRY_SECONDS)
+                    continue
+                except Exception:  # noqa: BLE001 - a worker that cannot accept exits, and is replaced
+                    log.exception("worker %d stopped accepting connections", os.getpid())
+                    self.should_exit = True
+                    return
+                try:
+                    await loop.connect_accepted_socket(self._protocol, connection)
+                except OSError:
+                    connection.close()  # the client went away between accept and set-up
+                await asyncio.sleep(ACCEPT_PAUSE_SECONDS)
+
+    return SharedSocketServer
+
+
+class _AcceptLoop:
+    """What uvicorn's shutdown asks of a listening server: stop accepting, then be waited for."""
+
+    def __init__(self, task: asyncio.Task):
+        self.task = task
+
+    def close(self) -> None:
+        self.task.cancel()
+
+    async def wait_closed(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task

@@ -137,6 +137,7 @@ def _run_uvicorn(settings, served, listener) -> None:
 
     from search_api.app import create_app
     from search_api.limits import guarded_protocol
+    from search_api.workers import share_accepts
 
     config = uvicorn.Config(
         create_app(settings, served),
@@ -144,7 +145,9 @@ def _run_uvicorn(settings, served, listener) -> None:
         http=guarded_protocol(settings),
         timeout_keep_alive=settings.keep_alive_timeout,
     )
-    uvicorn.Server(config).run(sockets=[listener])
+    # Several workers on one socket take new connections in turn.
+    server_class = share_accepts(uvicorn.Server) if settings.workers > 1 else uvicorn.Server
+    server_class(config).run(sockets=[listener])
 
 
 def _start_workers(settings, listener):

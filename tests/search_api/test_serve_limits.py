@@ -31,10 +31,13 @@ def served(index_dir: Path, log: Path, *, open_files: int | None = None, **env: 
         yield url, urlsplit(url).port
 
 
-def test_idle_sockets_and_endless_heads_do_not_lock_out_a_new_client(index_copy, tmp_path):
+# Two workers take connections through their own accept loop (search_api/workers.py, share_accepts).
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_idle_sockets_and_endless_heads_do_not_lock_out_a_new_client(index_copy, tmp_path, workers):
     # 300 idle sockets against a server allowed 256 open files: without the cap
     # it runs out of descriptors and /health is never accepted.
-    with served(index_copy, tmp_path / "serve.log", open_files=256, TAKES_MAX_CONNECTIONS="50", TAKES_HEADER_TIMEOUT="120") as (url, port):
+    limits = {"TAKES_MAX_CONNECTIONS": "50", "TAKES_HEADER_TIMEOUT": "120", "TAKES_WORKERS": workers}
+    with served(index_copy, tmp_path / "serve.log", open_files=256, **limits) as (url, port):
         idle = []
         try:
             for _ in range(300):

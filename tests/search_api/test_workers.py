@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+from collections import Counter
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -112,3 +115,31 @@ def test_a_worker_that_cannot_load_stops_the_server_with_its_reason(index_copy):
     assert "some-other-model" in result.stderr and "Traceback" not in result.stderr
     assert "serving" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _worker_of(connection: socket.socket) -> str:
+    """The X-Takes-Worker of one /health asked on ``connection``."""
+    connection.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = connection.recv(65536)
+        assert chunk, "the server closed the connection"
+        head += chunk
+    lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    return next(line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("x-takes-worker:"))
+
+
+def test_a_burst_of_new_connections_is_shared_between_the_workers(index_copy, tmp_path):
+    # The 8 connections are all waiting in the socket's queue before either
+    # worker accepts one: a worker taking whatever is waiting (asyncio's and
+    # uvloop's accept) takes most of them.
+    with serving(index_copy, log=tmp_path / "serve.log", TAKES_WORKERS="2") as (url, _server):
+        _by_worker(url, "/health", 2)
+        connections = [socket.create_connection(("127.0.0.1", urlsplit(url).port), timeout=DEADLINE) for _ in range(8)]
+        try:
+            workers = [_worker_of(connection) for connection in connections]
+        finally:
+            for connection in connections:
+                connection.close()
+    spread = sorted(Counter(workers).values())
+    assert len(spread) == 2 and spread[0] >= 3, spread
