@@ -47,6 +47,12 @@ class GenerationFollower:
                 # Keep serving the generation we have; say why the new one was refused.
                 log.warning("not switching to the new index generation: %s", error)
                 wait = next_wait(self.interval, wait, failed=True)
+            except Exception as error:  # noqa: BLE001 - the thread must outlive any one failed look
+                # The store could not even be read (out of file descriptors, a
+                # database file that is not one): say so, and look again later.
+                # A dead thread would serve the old generation forever, in silence.
+                log.warning("cannot look for a new index generation: %s: %s", type(error).__name__, error)
+                wait = next_wait(self.interval, wait, failed=True)
 
     def stop(self) -> None:
         self._stop.set()

@@ -6,6 +6,7 @@ import logging
 
 from indexer.api import Takes
 from indexer.following import MAX_RETRY_WAIT, next_wait
+from indexer.index.layout import database_path
 from indexer.index.manifest import open_index_database
 from indexer.serving import Searcher
 from tests.cli_process import wait_until
@@ -53,3 +54,29 @@ def test_a_follower_serves_another_writers_takes_and_keeps_serving_through_a_ref
         wait_until(lambda: served.generation == report.generation, timeout=60, what="the follower to serve the repaired generation")
     finally:
         follower.stop()
+
+
+def test_a_follower_outlives_a_store_it_cannot_open_and_follows_again_once_it_can(index_copy, embedder, caplog):
+    caplog.set_level(logging.WARNING, logger="takes")
+    served = Takes(index_copy, searcher=Searcher(index_copy, embedder=embedder))
+    served.load()
+    writer = Takes(index_copy)
+    database = database_path(index_copy)
+    moved = database.with_name(database.name + ".away")
+    # A folder where the database was: SQLite cannot open it ("unable to open
+    # database file"), as when the process is out of file descriptors.
+    database.rename(moved)
+    database.mkdir()
+    follower = served.follow(0.05)
+    try:
+        wait_until(lambda: "cannot look for a new index generation" in caplog.text, timeout=30, what="the failed look")
+        assert follower._thread.is_alive()
+        database.rmdir()
+        moved.rename(database)
+        report = writer.add(new_thread(2)[:1])
+        wait_until(lambda: served.generation == report.generation, timeout=60, what="the follower to serve the new take")
+    finally:
+        follower.stop()
+        if database.is_dir():
+            database.rmdir()
+            moved.rename(database)
