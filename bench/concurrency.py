@@ -112,12 +112,14 @@ def bare_encode_cpu_ms(index_dir: Path, count: int = SEQUENTIAL) -> dict:
     return out
 
 
-def measure(index_dir: Path, workers: int, checkout: Path | None = None) -> dict:
+def measure(index_dir: Path, workers: int, checkout: Path | None = None, requests: int = CONCURRENT_REQUESTS, search_threads: int | None = None) -> dict:
     """One server with ``workers`` processes: sequential, then 8 clients, each with server CPU per request.
 
     ``checkout``: run the server from that source tree instead (a before/after comparison in one run).
     """
     env = {"TAKES_WORKERS": str(workers)}
+    if search_threads is not None:
+        env["TAKES_SEARCH_THREADS"] = str(search_threads)
     if checkout is not None:
         env["PYTHONPATH"] = str(checkout)
     with Server(index_dir, "onnx", env) as server:
@@ -126,7 +128,7 @@ def measure(index_dir: Path, workers: int, checkout: Path | None = None) -> dict
             result["checkout"] = str(checkout)
         for name, run, requests in (
             ("sequential", lambda: http_sequential(server.port), SEQUENTIAL + WARM_UP),
-            ("concurrent", lambda: http_concurrent(server.port), CONCURRENT_REQUESTS + CLIENTS),
+            ("concurrent", lambda: http_concurrent(server.port, count=requests), requests + CLIENTS),
         ):
             before = tree_cpu_seconds(server.process.pid)
             client_before = cpu_seconds()
@@ -137,22 +139,32 @@ def measure(index_dir: Path, workers: int, checkout: Path | None = None) -> dict
     return result
 
 
-def run(index_dir: Path, worker_counts=(1, 2), rounds: int = 3, baseline: Path | None = None) -> dict:
-    """``baseline``: another checkout, served with one worker as the first row of each round."""
+def run(
+    index_dir: Path,
+    worker_counts=(1, 2),
+    rounds: int = 3,
+    baseline: Path | None = None,
+    requests: int = CONCURRENT_REQUESTS,
+    search_threads: tuple[int | None, ...] = (None,),
+) -> dict:
+    """``baseline``: another checkout, served with each worker count before this one's rows in every round.
+
+    ``search_threads``: TAKES_SEARCH_THREADS values, a row each per worker count (None: the server's default).
+    """
     rounds_out = []
-    servers = [(None, workers) for workers in worker_counts]
+    servers = [(None, workers, threads) for workers in worker_counts for threads in search_threads]
     if baseline is not None:
-        servers.insert(0, (baseline, 1))
+        servers = [(baseline, workers, None) for workers in worker_counts] + servers
     for round_number in range(rounds):
         bare = bare_encode_cpu_ms(index_dir)
         rows = []
-        for checkout, workers in servers:
-            row = measure(index_dir, workers, checkout)
+        for checkout, workers, threads in servers:
+            row = measure(index_dir, workers, checkout, requests, threads)
             row["speedup"] = row["concurrent"]["requests_per_s"] / row["sequential"]["requests_per_s"]
             row["p99_over_sequential_p50"] = row["concurrent"]["p99_ms"] / row["sequential"]["p50_ms"]
             row["cpu_over_bare"] = row["sequential"]["server_cpu_ms"] / bare["mean_ms"]
             rows.append(row)
-            print(f"[concurrency] round {round_number + 1} workers {workers}: {json.dumps(_brief(row, bare))}", file=sys.stderr, flush=True)
+            print(f"[concurrency] round {round_number + 1} workers {workers}{f' search threads {threads}' if threads else ''}: {json.dumps(_brief(row, bare))}", file=sys.stderr, flush=True)
         rounds_out.append({"bare_encode": bare, "rows": rows})
     return {"machine": machine(), "rounds": rounds_out, "summary": summarize(rounds_out, servers)}
 
@@ -175,7 +187,7 @@ def _brief(row: dict, bare: dict) -> dict:
 def summarize(rounds: list[dict], servers) -> list[dict]:
     """Per server (checkout, worker count), the median over rounds of every figure."""
     summary = []
-    for position, (checkout, workers) in enumerate(servers):
+    for position, (checkout, workers, threads) in enumerate(servers):
         rows = [round_["rows"][position] for round_ in rounds]
 
         def median(get):
@@ -184,7 +196,8 @@ def summarize(rounds: list[dict], servers) -> list[dict]:
         summary.append(
             {
                 "workers": workers,
-                "server": f"{_commit(checkout)} (baseline)" if checkout else _commit(None),
+                "server": (f"{_commit(checkout)} (baseline)" if checkout else _commit(None))
+                + (f", TAKES_SEARCH_THREADS={threads}" if threads is not None else ""),
                 "sequential_rps": median(lambda row: row["sequential"]["requests_per_s"]),
                 "sequential_p50_ms": median(lambda row: row["sequential"]["p50_ms"]),
                 "sequential_p99_ms": median(lambda row: row["sequential"]["p99_ms"]),
@@ -198,6 +211,7 @@ def summarize(rounds: list[dict], servers) -> list[dict]:
                 "client_cpu_ms": median(lambda row: row["concurrent"]["client_cpu_ms"]),
                 "cpu_over_bare": median(lambda row: row["cpu_over_bare"]),
                 "cold_start_s": median(lambda row: row["cold_start_s"]),
+                "spreads": [row["concurrent"].get("connections_per_worker") for row in rows],
             }
         )
     bare = statistics.median(round_["bare_encode"]["mean_ms"] for round_ in rounds)
@@ -246,15 +260,15 @@ def table(summary: list[dict]) -> str:
     lines = [
         "| server | workers | sequential req/s | sequential p50 ms | 8 clients req/s | 8-client p50 ms | 8-client p99 ms "
         "| 8 clients / sequential req/s | 8-client p99 / sequential p50 | server CPU ms/request, sequential → 8 clients "
-        "| bare int8 encode CPU ms | server CPU / bare encode |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+        "| bare int8 encode CPU ms | server CPU / bare encode | 8 connections per worker, each round |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |",
     ]
     for row in summary:
         lines.append(
             f"| {row['server']} | {row['workers']} | {row['sequential_rps']:.0f} | {row['sequential_p50_ms']:.2f} | {row['concurrent_rps']:.0f} "
             f"| {row['concurrent_p50_ms']:.2f} | {row['concurrent_p99_ms']:.2f} | {row['speedup']:.2f}x "
             f"| {row['p99_over_sequential_p50']:.1f}x | {row['server_cpu_ms_sequential']:.2f} → {row['server_cpu_ms_concurrent']:.2f} "
-            f"| {row['bare_encode_cpu_ms']:.2f} | {row['cpu_over_bare']:.2f}x |"
+            f"| {row['bare_encode_cpu_ms']:.2f} | {row['cpu_over_bare']:.2f}x | {', '.join('/'.join(map(str, spread or [])) for spread in row['spreads'])} |"
         )
     return "\n".join(lines)
 
@@ -263,14 +277,19 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.concurrency", description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default="1,2", help="worker counts to compare, comma-separated (default 1,2)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the table shows medians (default 3)")
-    parser.add_argument("--baseline", type=Path, help="also serve from this checkout (one worker), for a before/after in one run")
+    parser.add_argument("--baseline", type=Path, help="also serve from this checkout (each worker count), for a before/after in one run")
+    parser.add_argument("--search-threads", help="TAKES_SEARCH_THREADS values to compare, comma-separated (default: the server's)")
+    parser.add_argument(
+        "--requests", type=int, default=CONCURRENT_REQUESTS, help=f"8-client requests per row and round; more give a steadier p99 (default {CONCURRENT_REQUESTS})"
+    )
     args = parser.parse_args(argv)
     counts = tuple(int(part) for part in args.workers.split(","))
     index_dir = build_seed_index(bench_dir() / "seed-index-onnx", "onnx")
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with open("/proc/loadavg") as handle:
         load_before = handle.read().split()[:3]
-    results = run(index_dir, counts, args.rounds, args.baseline)
+    threads = tuple(int(part) for part in args.search_threads.split(",")) if args.search_threads else (None,)
+    results = run(index_dir, counts, args.rounds, args.baseline, args.requests, threads)
     with open("/proc/loadavg") as handle:
         load_after = handle.read().split()[:3]
     results.update(started=started, load_before=load_before, load_after=load_after)

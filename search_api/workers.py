@@ -62,14 +62,15 @@ def _die_with_parent() -> None:
 
 
 class Supervisor:
-    """Forks ``count`` workers, each running ``run_worker(ready)``; waits for them.
+    """Forks ``count`` workers, each running ``run_worker(ready, slot)``; waits for them.
 
     ``run_worker`` loads what it serves, calls ``ready()`` once it can answer,
     then serves until SIGTERM and returns; a ``TakesError`` it raises before
-    ``ready()`` is the reason the whole server stops.
+    ``ready()`` is the reason the whole server stops. ``slot`` (0 to count - 1)
+    is the worker's place among them, which a replacement takes over.
     """
 
-    def __init__(self, count: int, run_worker: Callable[[Callable[[], None]], None]):
+    def __init__(self, count: int, run_worker: Callable[[Callable[[], None], int], None]):
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
         self.count = count
@@ -79,7 +80,7 @@ class Supervisor:
 
     # -- the child ------------------------------------------------------------
 
-    def _child(self, write_end: int) -> None:
+    def _child(self, write_end: int, slot: int) -> None:
         """In the forked worker: never returns (exits with the worker's status)."""
         status = 0
         try:
@@ -91,7 +92,7 @@ class Supervisor:
             def ready() -> None:
                 os.write(write_end, READY)
 
-            self.run_worker(ready)
+            self.run_worker(ready, slot)
         except TakesError as error:
             status = 1
             _tell(write_end, f"error {error}")
@@ -112,7 +113,7 @@ class Supervisor:
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            self._child(write_end)
+            self._child(write_end, slot)
         os.close(write_end)
         self.workers[pid] = slot
         return pid, read_end
@@ -224,78 +225,139 @@ def cpu_count() -> int:
 __all__ = ["Supervisor", "WorkerFailed", "cpu_count"]
 
 
-# After taking a connection, a worker waits this long before taking another,
-# so a burst of new connections is shared out instead of all landing on
-# whichever worker woke first (share_accepts). It caps a worker at 500 new
-# connections a second, twice the searches it answers a second on two cores.
-ACCEPT_PAUSE_SECONDS = 0.002
+# A worker holding more connections than another waits for that one to take
+# the next connection, but no longer than this (it may be busy, or dying).
+ACCEPT_DEFER_SECONDS = 0.01
+# How often a worker re-reads the others' counts while it defers, and
+# publishes its own as its connections close.
+ACCEPT_POLL_SECONDS = 0.001
+PUBLISH_SECONDS = 0.1
 # Out of file descriptors or memory: how long to wait before accepting again
 # (asyncio's own ACCEPT_RETRY_DELAY).
 ACCEPT_RETRY_SECONDS = 1.0
 
 
-def share_accepts(server_class: type) -> type:
-    """``server_class`` (uvicorn.Server) accepting from a shared listening socket one connection at a time.
+class ConnectionCounts:
+    """Each worker's open connections, in memory the workers share (made before they fork)."""
+
+    def __init__(self, workers: int):
+        import multiprocessing
+
+        self._counts = multiprocessing.RawArray("q", workers)
+
+    def publish(self, slot: int, count: int) -> None:
+        self._counts[slot] = count
+
+    def fewest_elsewhere(self, slot: int) -> int | None:
+        """The fewest connections another worker holds; None when there is no other."""
+        others = [count for index, count in enumerate(self._counts) if index != slot]
+        return min(others) if others else None
+
+
+def share_accepts(server_class: type, counts: ConnectionCounts, slot: int) -> type:
+    """``server_class`` (uvicorn.Server) taking connections from a shared socket in turn with the other workers.
 
     asyncio and uvloop accept every connection waiting on the socket in one
     wake-up, so when 8 clients connect at once the worker that wakes first
     takes most of them (5/3, 6/2 and 7/1 of the benchmark's 8 keep-alive
     connections), and its clients wait behind each other while the other
-    worker idles. Here each worker runs its own accept loop: it takes one
-    connection, hands it to uvicorn's protocol exactly as uvicorn's server
-    would, and pauses ``ACCEPT_PAUSE_SECONDS`` so the other workers, woken by
-    the same connection, take the next ones. A busy worker is slower to wake
-    and so takes fewer.
+    worker idles. Here each worker runs its own accept loop, one connection
+    at a time, handed to uvicorn's protocol exactly as uvicorn's server would;
+    a worker that holds more connections than another first gives that one
+    up to ``ACCEPT_DEFER_SECONDS`` to take the next. Counts are published in
+    ``counts`` at every accept and every ``PUBLISH_SECONDS``.
     """
 
     class SharedSocketServer(server_class):
         async def startup(self, sockets=None):
-            # uvicorn sets up everything but the listening server; the loop below is that.
+            # uvicorn sets up everything but the listening server; the loops below are that.
             await super().startup(sockets=[])
             if self.should_exit:
                 return
-            self.servers.append(_AcceptLoop(asyncio.get_running_loop().create_task(self._accept_forever(sockets))))
+            loop = asyncio.get_running_loop()
+            counts.publish(slot, 0)
+            tasks = [loop.create_task(self._accept_forever(sockets)), loop.create_task(self._publish_forever())]
+            self.servers.append(_AcceptLoop(tasks))
 
         def _protocol(self):
             return self.config.http_protocol_class(config=self.config, server_state=self.server_state, app_state=self.lifespan.state)
+
+        def _held(self) -> int:
+            held = len(self.server_state.connections)
+            counts.publish(slot, held)
+            return held
+
+        async def _publish_forever(self) -> None:
+            while True:
+                self._held()
+                await asyncio.sleep(PUBLISH_SECONDS)
+
+        async def _wait_turn(self) -> None:
+            waited = 0.0
+            while waited < ACCEPT_DEFER_SECONDS:
+                fewest = counts.fewest_elsewhere(slot)
+                if fewest is None or self._held() <= fewest:
+                    return
+                await asyncio.sleep(ACCEPT_POLL_SECONDS)
+                waited += ACCEPT_POLL_SECONDS
 
         async def _accept_forever(self, sockets) -> None:
             loop = asyncio.get_running_loop()
             (listener,) = sockets
             listener.setblocking(False)
             while True:
+                # A connection is waiting: take it if it is this worker's turn
+                # (another worker may take it first, then accept says so).
+                await _readable(loop, listener)
+                await self._wait_turn()
                 try:
-                    connection, _address = await loop.sock_accept(listener)
+                    connection, _address = listener.accept()
                 except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                     continue
                 except OSError as error:
                     if error.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        raise
+                        log.exception("worker %d stopped accepting connections", os.getpid())
+                        self.should_exit = True
+                        return
                     log.warning("worker %d cannot accept a connection (%s); retrying in %.0f s", os.getpid(), error.strerror, ACCEPT_RETRY_SECONDS)
                     await asyncio.sleep(ACCEPT_RETRY_SECONDS)
                     continue
-                except Exception:  # noqa: BLE001 - a worker that cannot accept exits, and is replaced
-                    log.exception("worker %d stopped accepting connections", os.getpid())
-                    self.should_exit = True
-                    return
+                connection.setblocking(False)
                 try:
                     await loop.connect_accepted_socket(self._protocol, connection)
                 except OSError:
                     connection.close()  # the client went away between accept and set-up
-                await asyncio.sleep(ACCEPT_PAUSE_SECONDS)
+                self._held()
 
     return SharedSocketServer
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, listener) -> None:
+    """Until ``listener`` has a connection waiting (which this worker may or may not get)."""
+    waiting = loop.create_future()
+
+    def ready() -> None:
+        if not waiting.done():
+            waiting.set_result(None)
+
+    loop.add_reader(listener.fileno(), ready)
+    try:
+        await waiting
+    finally:
+        loop.remove_reader(listener.fileno())
 
 
 class _AcceptLoop:
     """What uvicorn's shutdown asks of a listening server: stop accepting, then be waited for."""
 
-    def __init__(self, task: asyncio.Task):
-        self.task = task
+    def __init__(self, tasks: list[asyncio.Task]):
+        self.tasks = tasks
 
     def close(self) -> None:
-        self.task.cancel()
+        for task in self.tasks:
+            task.cancel()
 
     async def wait_closed(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

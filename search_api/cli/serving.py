@@ -132,7 +132,8 @@ def _load(settings):
     return open_takes(settings, batch_queries=settings.query_batching).load()
 
 
-def _run_uvicorn(settings, served, listener) -> None:
+def _run_uvicorn(settings, served, listener, shares=None) -> None:
+    """``shares``: (ConnectionCounts, this worker's slot) when several workers share ``listener``."""
     import uvicorn
 
     from search_api.app import create_app
@@ -146,7 +147,7 @@ def _run_uvicorn(settings, served, listener) -> None:
         timeout_keep_alive=settings.keep_alive_timeout,
     )
     # Several workers on one socket take new connections in turn.
-    server_class = share_accepts(uvicorn.Server) if settings.workers > 1 else uvicorn.Server
+    server_class = share_accepts(uvicorn.Server, *shares) if shares is not None else uvicorn.Server
     server_class(config).run(sockets=[listener])
 
 
@@ -154,7 +155,7 @@ def _start_workers(settings, listener):
     """Fork ``settings.workers`` servers on ``listener``; (takes served, a function that waits for them)."""
     from indexer.errors import IndexNotFound
     from search_api.settings import open_takes
-    from search_api.workers import Supervisor
+    from search_api.workers import ConnectionCounts, Supervisor
 
     # Checked here, before any fork: a missing index is one line, not one per worker.
     takes = open_takes(settings)
@@ -163,10 +164,12 @@ def _start_workers(settings, listener):
     # Connections queue in the backlog while the workers load.
     listener.listen(2048)
 
-    def run_worker(ready) -> None:
+    counts = ConnectionCounts(settings.workers)
+
+    def run_worker(ready, slot) -> None:
         served = _load(settings)
         ready()
-        _run_uvicorn(settings, served, listener)
+        _run_uvicorn(settings, served, listener, shares=(counts, slot))
 
     supervisor = Supervisor(settings.workers, run_worker)
     supervisor.start()
