@@ -3,8 +3,8 @@
 One Python process serves one core's worth of Python at a time (the
 interpreter lock), so on a machine with several cores the server forks N
 workers after binding the port. Each worker loads its own ``Takes`` (model,
-index, SQLite connections) and runs its own uvicorn loop on the shared socket;
-the kernel hands each new connection to whichever worker accepts it first.
+index, SQLite connections) and runs its own uvicorn loop on the shared socket,
+taking new connections in turn with the others (``share_accepts``).
 
 The parent loads nothing and starts no thread before forking (a fork copies
 only the calling thread, so a lock held by another thread would stay held in
@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -241,8 +242,6 @@ class ConnectionCounts:
     """Each worker's open connections, in memory the workers share (made before they fork)."""
 
     def __init__(self, workers: int):
-        import multiprocessing
-
         self._counts = multiprocessing.RawArray("q", workers)
 
     def publish(self, slot: int, count: int) -> None:
