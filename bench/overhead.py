@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 from bench.common import free_port
 from bench.concurrency import bare_encode_cpu_ms, tree_cpu_seconds
 from bench.fixtures import bench_dir, build_seed_index
-from bench.latency import WARM_UP, Server, http_sequential, search_path, wait_healthy
+from bench.latency import WARM_UP, Server, http_sequential, search_path
 
 REQUESTS = 1000
 # About the size of a seed search's JSON body of ten takes.
@@ -83,15 +82,11 @@ def floor(thread: bool) -> tuple[float, float]:
     (folder / "floor_app.py").write_text(FLOOR_APP)
     port = free_port()
     uvicorn = Path(sys.executable).with_name("uvicorn")
-    command = [str(uvicorn), "floor_app:app", "--port", str(port), "--log-level", "warning", "--no-access-log"]
-    env = {**os.environ, "FLOOR_THREAD": "1" if thread else ""}
-    process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_healthy(port, process, path="/")
-        return server_cpu_ms(process, port, search_path)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    command = [str(uvicorn), "floor_app:app", "--app-dir", str(folder), "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    server = Server(folder, command=command, env={"FLOOR_THREAD": "1" if thread else ""}, health_path="/")
+    server.port = port
+    with server:
+        return server_cpu_ms(server.process, port, search_path)
 
 
 def takes(index_dir: Path, env: dict, path_for) -> tuple[float, float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio
-
 from fastapi import Depends, Request
 
 from indexer.api import Takes

@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     # Server processes sharing the port (search_api/workers.py); each loads its own model and index.
     workers: int = Field(1, ge=1, le=64)
     # Searches a server process runs at once; the rest wait their turn in
-    # arrival order (search_api/routers/search.py). Two lets one query's model
+    # arrival order (search_api/app.py, search_limiter). Two lets one query's model
     # run overlap another's Python; more only contend for the interpreter
     # lock and lengthen the slowest answers (docs/PERFORMANCE.md).
     search_threads: int = Field(2, ge=1, le=64)

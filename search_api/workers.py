@@ -223,15 +223,12 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-__all__ = ["Supervisor", "WorkerFailed", "cpu_count"]
-
-
 # A worker holding more connections than another waits for that one to take
 # the next connection, but no longer than this (it may be busy, or dying).
 ACCEPT_DEFER_SECONDS = 0.01
-# How often a worker re-reads the others' counts while it defers, and
-# publishes its own as its connections close.
+# How often a worker re-reads the others' counts while it defers.
 ACCEPT_POLL_SECONDS = 0.001
+# How often a worker publishes its count, so connections it closed are seen.
 PUBLISH_SECONDS = 0.1
 # Out of file descriptors or memory: how long to wait before accepting again
 # (asyncio's own ACCEPT_RETRY_DELAY).
@@ -292,13 +289,13 @@ def share_accepts(server_class: type, counts: ConnectionCounts, slot: int) -> ty
                 await asyncio.sleep(PUBLISH_SECONDS)
 
         async def _wait_turn(self) -> None:
-            waited = 0.0
-            while waited < ACCEPT_DEFER_SECONDS:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + ACCEPT_DEFER_SECONDS
+            while loop.time() < deadline:
                 fewest = counts.fewest_elsewhere(slot)
                 if fewest is None or self._held() <= fewest:
                     return
                 await asyncio.sleep(ACCEPT_POLL_SECONDS)
-                waited += ACCEPT_POLL_SECONDS
 
         async def _accept_forever(self, sockets) -> None:
             loop = asyncio.get_running_loop()
@@ -360,3 +357,6 @@ class _AcceptLoop:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+__all__ = ["ConnectionCounts", "Supervisor", "WorkerFailed", "cpu_count", "share_accepts"]

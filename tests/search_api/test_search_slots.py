@@ -7,6 +7,7 @@ call on unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -46,22 +47,16 @@ class Spy:
 def app_with(seed_index, searcher):
     """A client of an app allowing ``threads`` searches at once, and the spy on its searches."""
 
-    clients = []
+    with contextlib.ExitStack() as clients:
 
-    def build(threads: int, barrier: threading.Barrier | None = None) -> tuple[TestClient, Spy]:
-        app = create_app(Settings(index_dir=seed_index, reload_interval=0, search_threads=threads), searcher)
-        served = app.state.takes
-        spy = Spy(served.search, barrier)
-        served.search = spy
-        client = TestClient(app)
-        client.__enter__()
-        clients.append((client, served))
-        return client, spy
+        def build(threads: int, barrier: threading.Barrier | None = None) -> tuple[TestClient, Spy]:
+            app = create_app(Settings(index_dir=seed_index, reload_interval=0, search_threads=threads), searcher)
+            # The app's own Takes (over the shared searcher): the spy goes no further.
+            served = app.state.takes
+            served.search = spy = Spy(served.search, barrier)
+            return clients.enter_context(TestClient(app)), spy
 
-    yield build
-    for client, served in clients:
-        client.__exit__(None, None, None)
-        del served.search  # the instance attribute; the shared searcher's Takes is its own object
+        yield build
 
 
 def _requests(client: TestClient) -> list:
