@@ -1,48 +1,46 @@
-"""int8 indexing throughput before and after per-token activation scales, in one run (needs the recipe-3 model of branch speed-per-row).
+"""int8 throughput with the weight products as stored (unsigned) against signed where this CPU makes them exact.
 
-    .venv/bin/python -m bench.indexing_int8
+    .venv/bin/python -m bench.indexing_int8 --texts 1000 --rounds 3
 
-The recipe-2 model (one activation scale per batch tensor, so one text per
-model run) comes from git (``--before``, default the last commit that shipped
-it) into a scratch index folder; the current shipped model batches texts of
-equal token count. Both run through OnnxEmbedder in this process, in
-interleaved rounds (the shared machine's speed drifts); takes/s is wall
-clock, takes per CPU-second is the process's CPU time, steadier when other
-work shares the cores.
+Two OnnxEmbedders of the shipped model in this process, one with
+``signed_weights=False``, take turns over interleaved rounds (the shared
+machine's speed drifts):
+
+- indexing: ``encode`` over seed takes repeated and over generated varied
+  takes (what `takes index` and `takes add` spend their time on: one text per
+  model run, on the bulk worker threads); takes/s is wall clock, takes per
+  CPU-second the process's CPU time;
+- queries: one query at a time, CPU ms a query, over the dev and paraphrase
+  queries.
+
+Every vector and token vector of both is compared: the run stops if one bit
+differs. On a CPU where signed products are not exact both embedders run the
+file as stored and the bench says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
+
+import numpy as np
 
 from bench.common import REPO
 
-SHIPPED = "embeddings/shipped/all-MiniLM-L6-v2"
 
-
-def _old_copy(commit: str, index_dir: Path) -> None:
-    from embeddings import DEFAULT_MODEL
-    from embeddings.onnx import model_cache_dir
-
-    target = model_cache_dir(DEFAULT_MODEL, index_dir)
-    shutil.copytree(REPO / SHIPPED, target)
-    for relative in ("onnx/model_qint8_avx2.onnx", "takes-onnx.json"):
-        blob = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:{SHIPPED}/{relative}"], capture_output=True, check=True).stdout
-        (target / relative).write_bytes(blob)
+def _queries() -> list[str]:
+    queries = []
+    for name in ("dev_queries.json", "paraphrase_queries.json"):
+        queries += [item["query"] for item in json.loads((REPO / "tests" / "data" / name).read_text(encoding="utf-8"))["queries"]]
+    return queries
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.indexing_int8")
-    parser.add_argument("--before", default="76c0e44", help="a commit whose shipped model is recipe 2")
-    parser.add_argument("--texts", type=int, default=1500)
+    parser.add_argument("--texts", type=int, default=1000, help="takes in each indexing corpus")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     from bench.indexing import texts as seed_texts
@@ -50,32 +48,52 @@ def main(argv=None) -> None:
     from embeddings import DEFAULT_MODEL
     from embeddings.onnx import OnnxEmbedder
 
-    scratch = Path(tempfile.mkdtemp(prefix="takes-int8-"))
-    _old_copy(args.before, scratch / "before")
-    embedders = {"before": OnnxEmbedder(DEFAULT_MODEL, cache_dir=scratch / "before"), "after": OnnxEmbedder(DEFAULT_MODEL, cache_dir=scratch / "after")}
-    assert not embedders["before"]._runtime.per_row and embedders["after"]._runtime.per_row
+    embedders = {"as stored": OnnxEmbedder(DEFAULT_MODEL, signed_weights=False), "signed": OnnxEmbedder(DEFAULT_MODEL)}
+    if not embedders["signed"].signed_weights:
+        print("signed products are not exact on this CPU (or the model has no unsigned weights): both run the file as stored")
     corpora = {"seed takes repeated": seed_texts(args.texts), "generated varied takes": generate(args.texts, seed=3)}
+    queries = _queries()
+
+    for texts in (*corpora.values(), queries):
+        stored, stored_tokens = embedders["as stored"].encode_with_token_vectors(texts)
+        signed, signed_tokens = embedders["signed"].encode_with_token_vectors(texts)
+        if not np.array_equal(stored, signed) or not all(map(np.array_equal, stored_tokens, signed_tokens)):
+            raise SystemExit("the signed weights changed a vector: not the same model")
+    print(f"vectors and token vectors bit-identical over {sum(map(len, corpora.values())) + len(queries)} texts")
+
     results = {}
     for corpus, texts in corpora.items():
-        for embedder in embedders.values():
-            embedder.encode(texts[:64])
         rounds = {name: [] for name in embedders}
         for _ in range(args.rounds):
             for name, embedder in embedders.items():
                 wall, cpu = time.perf_counter(), time.process_time()
                 embedder.encode(texts)
                 rounds[name].append((len(texts) / (time.perf_counter() - wall), len(texts) / (time.process_time() - cpu)))
-        for name, values in rounds.items():
-            results[(corpus, name)] = {
-                "takes_per_s": statistics.median(value[0] for value in values),
-                "takes_per_cpu_s": statistics.median(value[1] for value in values),
-            }
-        ratios = [after[0] / before[0] for before, after in zip(rounds["before"], rounds["after"])]
-        cpu_ratios = [after[1] / before[1] for before, after in zip(rounds["before"], rounds["after"])]
-        results[(corpus, "ratio")] = {"wall": ratios, "cpu": cpu_ratios}
-    shutil.rmtree(scratch, ignore_errors=True)
-    for key, value in results.items():
-        print(key, json.dumps(value))
+        results[corpus] = rounds
+    query_rounds = {name: [] for name in embedders}
+    for _ in range(args.rounds):
+        for name, embedder in embedders.items():
+            cpu = time.process_time()
+            for query in queries * 5:
+                embedder.encode([query])
+            query_rounds[name].append((time.process_time() - cpu) / (len(queries) * 5) * 1000)
+
+    print("| texts | as stored takes/s | signed takes/s | as stored takes/CPU-s | signed takes/CPU-s | signed/stored wall (each round) | per CPU-s (each round) |")
+    print("| --- | ---: | ---: | ---: | ---: | --- | --- |")
+    for corpus, rounds in results.items():
+        before, after = rounds["as stored"], rounds["signed"]
+        wall = [a[0] / b[0] for b, a in zip(before, after)]
+        cpu = [a[1] / b[1] for b, a in zip(before, after)]
+        print(
+            f"| {corpus} ({len(corpora[corpus]):,}) | {statistics.median(v[0] for v in before):.1f} | {statistics.median(v[0] for v in after):.1f} "
+            f"| {statistics.median(v[1] for v in before):.1f} | {statistics.median(v[1] for v in after):.1f} "
+            f"| {', '.join(f'{r:.2f}' for r in wall)} | {', '.join(f'{r:.2f}' for r in cpu)} |"
+        )
+    before, after = query_rounds["as stored"], query_rounds["signed"]
+    print(
+        f"\nqueries ({len(queries)} x 5, one at a time): CPU ms a query as stored {statistics.median(before):.2f}, "
+        f"signed {statistics.median(after):.2f}; signed/stored each round {', '.join(f'{a / b:.2f}' for b, a in zip(before, after))}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from embeddings import int8_kernels
 from embeddings.base import DEFAULT_THREADS, EmbeddingError
 from embeddings.sentence_transformer import _load_sentence_transformer
 
@@ -190,9 +191,10 @@ class _LeanRuntime:
         self._tokenizer = tokenizer
         self._inputs = {item.name for item in session.get_inputs()}
         self.dim = dim
+        self.signed_weights = False
 
     @classmethod
-    def open(cls, model_dir: Path, manifest: dict, session_options, onnxruntime) -> "_LeanRuntime | None":
+    def open(cls, model_dir: Path, manifest: dict, session_options, onnxruntime, *, signed_weights: bool = True) -> "_LeanRuntime | None":
         try:
             from tokenizers import Tokenizer
 
@@ -212,13 +214,20 @@ class _LeanRuntime:
         # use; sentence-transformers truncates at the model's length, unpadded.
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=min(max_length, 512))
+        model_path = model_dir / manifest["file_name"]
+        # The same model with its weights signed where that is exact here and faster (embeddings/int8_kernels.py).
+        signed = None
+        if signed_weights and int8_kernels.signed_products_exact(onnxruntime):
+            signed = int8_kernels.signed_weights(model_path.read_bytes())
         session = onnxruntime.InferenceSession(
-            str(model_dir / manifest["file_name"]), session_options, providers=["CPUExecutionProvider"]
+            str(model_path) if signed is None else signed, session_options, providers=["CPUExecutionProvider"]
         )
         dim = session.get_outputs()[0].shape[-1]
         if not isinstance(dim, int):
             return None
-        return cls(session, tokenizer, dim)
+        runtime = cls(session, tokenizer, dim)
+        runtime.signed_weights = signed is not None
+        return runtime
 
     def encode(self, texts: list[str], progress: bool = False, tokens: list | None = None) -> np.ndarray:
         """Unit vectors of ``texts``; with ``tokens`` (a list as long as ``texts``) also each text's unit token vectors."""
@@ -583,7 +592,15 @@ class OnnxEmbedder:
 
     backend = "onnx"
 
-    def __init__(self, name: str, cache_dir: str | os.PathLike | None = None, threads: int | None = None):
+    def __init__(
+        self, name: str, cache_dir: str | os.PathLike | None = None, threads: int | None = None, *, signed_weights: bool = True
+    ):
+        """Load ``name``'s int8 model, from the index folder ``cache_dir`` when given.
+
+        ``signed_weights=False`` runs the weight products as the file stores
+        them even where signed ones are exact on this CPU: the same vectors,
+        for comparing speed (bench.indexing_int8).
+        """
         self.name = name
         onnxruntime = _require_onnx_runtime(for_build=False)
         self.model_dir = ensure_quantized_model(name, cache_dir)
@@ -617,7 +634,10 @@ class OnnxEmbedder:
         # (a search scoring takes whose token vectors are not stored).
         self.token_texts_encoded = 0
         self._model = None
-        self._runtime = _LeanRuntime.open(self.model_dir, manifest, session_options, onnxruntime)
+        self._runtime = _LeanRuntime.open(self.model_dir, manifest, session_options, onnxruntime, signed_weights=signed_weights)
+        # Whether the weight products run signed (the same vectors, faster on this CPU); the
+        # sentence-transformers path for other model shapes loads the file as it is.
+        self.signed_weights = self._runtime is not None and self._runtime.signed_weights
         if self._runtime is not None:
             self.dim = self._runtime.dim
             return

@@ -204,7 +204,7 @@ def test_the_lean_runtime_matches_sentence_transformers_own_onnx_path(onnx_embed
     long_text = " ".join(seed_texts) * 3  # past the model's 256-token limit: truncation must agree too
     texts = [*seed_texts[:20], long_text]
     lean = onnx_embedder.encode(texts)
-    monkeypatch.setattr(onnx_module._LeanRuntime, "open", classmethod(lambda cls, *args: None))
+    monkeypatch.setattr(onnx_module._LeanRuntime, "open", classmethod(lambda cls, *args, **options: None))
     reference = OnnxEmbedder(DEFAULT_MODEL, cache_dir=onnx_cache)
     assert reference._runtime is None
     np.testing.assert_allclose(lean, reference.encode(texts), atol=1e-5)
