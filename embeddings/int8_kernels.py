@@ -5,8 +5,8 @@ on AVX2 without VNNI, ONNX Runtime's u8 x s8 kernel adds pairs of products in
 int16 and saturates, so signed weights would change the vectors. On CPUs with
 VNNI or AMX the u8 x s8 kernel accumulates in int32 and is exact, and it is
 the fast one: ONNX Runtime 1.32 sends u8 x u8 products to the AVX2 kernel
-there. On a 2-core Xeon with AVX-512 VNNI and AMX, one seed take ran in 3.6 ms
-instead of 10 and a query in 1.1 ms instead of 1.8, with every output bit the
+there. On a 2-core Xeon with AVX-512 VNNI and AMX, indexing ran 2.2-2.5x the
+takes/s and a query's encode took 0.62x the CPU, with every output bit the
 same (docs/PERFORMANCE.md, "Signed weights where the kernel is exact").
 
 Subtracting 128 from a weight and from its zero point leaves their

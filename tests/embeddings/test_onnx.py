@@ -78,6 +78,18 @@ def test_batched_and_single_encoding_give_the_same_vectors(backend, onnx_embedde
     np.testing.assert_allclose(batched, one_at_a_time, atol=1e-4)
 
 
+def test_an_int8_vector_is_bit_identical_whatever_it_is_embedded_with(onnx_embedder, seed_texts):
+    """The int8 scales come from the tensor run, so a take's vector must not see its batch-mates."""
+    take = seed_texts[3]
+    alone = onnx_embedder.encode([take])[0]
+    short, long = min(seed_texts, key=len), max(seed_texts, key=len)
+    for batch in ([short, take], [take, long, short], [long] * 5 + [take], seed_texts[:3] + [take]):
+        vectors = onnx_embedder.encode(batch, batch_size=len(batch))
+        assert np.array_equal(vectors[batch.index(take)], alone)
+    # Bulk encoding (indexing) runs texts on several threads at once.
+    assert np.array_equal(onnx_embedder.encode(seed_texts)[3], alone)
+
+
 def test_texts_encoded_counts_texts(onnx_embedder, seed_texts):
     before = onnx_embedder.texts_encoded
     onnx_embedder.encode(seed_texts[:3])
