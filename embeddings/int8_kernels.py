@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 
 import numpy as np
 
@@ -229,20 +230,37 @@ def signed_weights(model: bytes) -> bytes | None:
     handle (external data, subgraphs, a weight shared with another node) gives
     None too, with a debug line.
     """
+    return _signed_in_place(bytearray(model))
+
+
+def signed_weights_of_file(path: str | os.PathLike) -> bytes | None:
+    """:func:`signed_weights` of the ONNX file at ``path``, read straight into the buffer it is changed in.
+
+    The shipped model is 23 MB, and in a process that has just started each
+    copy of it costs about 10 ms of the server's cold start.
+    """
+    with open(path, "rb") as file:
+        work = bytearray(os.fstat(file.fileno()).st_size)
+        if file.readinto(work) != len(work):
+            return None  # the file changed while it was read: it is loaded as it is
+    return _signed_in_place(work)
+
+
+def _signed_in_place(work: bytearray) -> bytes | None:
     try:
         graph = next(
-            ((value, field_start, field_end) for number, wire, value, field_start, field_end in _fields(model) if number == _MODEL_GRAPH and wire == _LENGTH),
+            ((value, field_start, field_end) for number, wire, value, field_start, field_end in _fields(work) if number == _MODEL_GRAPH and wire == _LENGTH),
             None,
         )
         if graph is None:
             return None
-        tensors = _weight_tensors(model, graph[0])
+        tensors = _weight_tensors(work, graph[0])
         if not tensors:
             return None
-        # The large weights keep their length and are flipped where they lie;
-        # the few tensors stored as int32 varints are rebuilt.
-        work = bytearray(model)
-        rebuilt = {tensor.span: tensor.signed(model) for tensor in tensors if not tensor.sign_in_place(work)}
+        # The large weights keep their length and are flipped where they lie,
+        # which leaves every field's place unchanged; the few tensors stored
+        # as int32 varints are rebuilt.
+        rebuilt = {tensor.span: tensor.signed(work) for tensor in tensors if not tensor.sign_in_place(work)}
     except _Unsupported as reason:
         logger.debug("int8 weights kept unsigned: %s", reason)
         return None
@@ -250,7 +268,7 @@ def signed_weights(model: bytes) -> bytes | None:
         return bytes(work)
     view = memoryview(work)
     parts = []
-    for number, wire, value, field_start, field_end in _fields(model, *graph[0]):
+    for number, wire, value, field_start, field_end in _fields(work, *graph[0]):
         if number == _GRAPH_INITIALIZER and wire == _LENGTH and value in rebuilt:
             parts.append(_length_field(_GRAPH_INITIALIZER, rebuilt[value]))
         else:
@@ -328,4 +346,4 @@ def signed_products_exact(onnxruntime) -> bool:
     return True
 
 
-__all__ = ["signed_products_exact", "signed_weights"]
+__all__ = ["signed_products_exact", "signed_weights", "signed_weights_of_file"]

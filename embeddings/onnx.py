@@ -218,7 +218,7 @@ class _LeanRuntime:
         # The same model with its weights signed where that is exact here and faster (embeddings/int8_kernels.py).
         signed = None
         if signed_weights and int8_kernels.signed_products_exact(onnxruntime):
-            signed = int8_kernels.signed_weights(model_path.read_bytes())
+            signed = int8_kernels.signed_weights_of_file(model_path)
         session = onnxruntime.InferenceSession(
             str(model_path) if signed is None else signed, session_options, providers=["CPUExecutionProvider"]
         )

@@ -16,8 +16,12 @@ SEED_CORPUS = Path(__file__).resolve().parents[2] / "indexer" / "corpus" / "jack
 QUERIES = ["what about compute governance", "should models be open sourced", "export controls on chips", "x", "?" * 300]
 
 
+def _shipped_model_path():
+    return next((shipped_model_dir(DEFAULT_MODEL) / "onnx").glob("*.onnx"))
+
+
 def _shipped_model() -> bytes:
-    return next((shipped_model_dir(DEFAULT_MODEL) / "onnx").glob("*.onnx")).read_bytes()
+    return _shipped_model_path().read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +70,8 @@ def test_the_rewrite_signs_the_weights_and_their_zero_points_and_nothing_else():
         else:
             assert new[tensor.name].dtype == old.dtype and np.array_equal(new[tensor.name], old)
     assert changed == 72  # 36 weight products: each weight and its zero point
+    # Read from the file into the buffer it is changed in, as the embedder opens it: the same bytes.
+    assert int8_kernels.signed_weights_of_file(_shipped_model_path()) == int8_kernels.signed_weights(original)
 
 
 def test_a_file_with_nothing_to_sign_or_not_understood_is_left_as_it_is():
