@@ -6,7 +6,10 @@ request and batching threads must each apply the limit themselves.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 
 import faiss
@@ -31,6 +34,27 @@ def test_each_searching_thread_keeps_to_the_configured_openmp_threads(seed_index
     for worker in workers:
         worker.join()
     assert [seen[f"worker-{number}"] for number in range(3)] == [1, 1, 1]
+
+
+def test_a_program_that_loaded_numpy_first_searches_with_one_blas_thread(seed_index):
+    """numpy's OpenBLAS sizes its pool when numpy loads: a program that imported numpy before takes must not keep
+    one thread per core, whose idle worker spun after every MaxSim product (twice the CPU a search)."""
+    code = f"""
+import json
+import numpy
+from threadpoolctl import threadpool_info
+blas = lambda: sorted({{pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}})
+before = blas()
+from indexer.api import Takes
+takes = Takes({str(seed_index)!r}, threads=1).load()
+takes.search("how should governments measure and monitor what AI systems can do")
+print(json.dumps({{"before": before, "after": blas()}}))
+"""
+    # Two BLAS threads at load, whatever this machine's core count.
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
+    env.pop("OMP_NUM_THREADS", None)
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert json.loads(output.splitlines()[-1]) == {"before": [2], "after": [1]}
 
 
 def test_threads_come_from_the_environment_and_zero_leaves_the_libraries_alone(seed_index, embedder, monkeypatch):
