@@ -1,6 +1,7 @@
 """int8 throughput with the weight products as stored (unsigned) against signed where this CPU makes them exact.
 
     .venv/bin/python -m bench.indexing_int8 --texts 1000 --rounds 3
+    .venv/bin/python -m bench.indexing_int8 --texts 2000 --rounds 3 --baseline CHECKOUT
 
 Two OnnxEmbedders of the shipped model in this process, one with
 ``signed_weights=False``, take turns over interleaved rounds (the shared
@@ -16,15 +17,26 @@ machine's speed drifts):
 Every vector and token vector of both is compared: the run stops if one bit
 differs. On a CPU where signed products are not exact both embedders run the
 file as stored and the bench says so.
+
+With ``--baseline``, instead: ``takes index`` end to end (a JSONL file of
+generated varied takes in threads of 5, into a fresh index folder, so every
+text goes through the model), from this checkout and the other one
+(``PYTHONPATH``) in turn; wall seconds from the command's start to its exit,
+model load included.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -38,11 +50,56 @@ def _queries() -> list[str]:
     return queries
 
 
+def _write_takes(path: Path, count: int) -> None:
+    from bench.take_texts import generate
+
+    with path.open("w", encoding="utf-8") as file:
+        for number, text in enumerate(generate(count, seed=5)):
+            thread = number // 5
+            take = {"id": f"bench-{number}", "text": text, "author": "Bench Author", "handle": "@bench",
+                    "date": f"2024-{thread % 12 + 1:02d}-{thread % 28 + 1:02d}", "thread_id": f"bench-{thread}", "position": number % 5 + 1}
+            file.write(json.dumps(take) + "\n")
+
+
+def _revision(checkout: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def end_to_end(baseline: Path, count: int, rounds: int) -> None:
+    """``takes index`` of ``count`` generated takes from ``baseline`` and from this checkout, in turn each round."""
+    takes = Path(sys.executable).with_name("takes")
+    checkouts = {f"{_revision(baseline)} (baseline)": baseline.resolve(), _revision(REPO): REPO}
+    seconds: dict[str, list[float]] = {label: [] for label in checkouts}
+    with tempfile.TemporaryDirectory(prefix="takes-index-bench-") as scratch:
+        source = Path(scratch) / "takes.jsonl"
+        _write_takes(source, count)
+        for _ in range(rounds):
+            for label, checkout in checkouts.items():
+                index_dir = Path(scratch) / "index"
+                shutil.rmtree(index_dir, ignore_errors=True)
+                env = {**os.environ, "PYTHONPATH": str(checkout)}
+                started = time.perf_counter()
+                subprocess.run([str(takes), "index", str(source), "--index-dir", str(index_dir)], env=env, cwd=checkout,
+                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                seconds[label].append(time.perf_counter() - started)
+                print(f"[indexing_int8] {label}: {seconds[label][-1]:.2f} s", file=sys.stderr, flush=True)
+    (before, after) = seconds.values()
+    print(f"| code | `takes index` of {count:,} generated takes, s (median) | takes/s | each round, s | this checkout's takes/s over the baseline's, each round |")
+    print("| --- | ---: | ---: | --- | --- |")
+    for label, values in seconds.items():
+        ratios = ", ".join(f"{b / a:.2f}" for b, a in zip(before, after)) if values is after else ""
+        print(f"| {label} | {statistics.median(values):.2f} | {count / statistics.median(values):.0f} | {', '.join(f'{v:.2f}' for v in values)} | {ratios} |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.indexing_int8")
     parser.add_argument("--texts", type=int, default=1000, help="takes in each indexing corpus")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="time `takes index` end to end from this checkout and the other one instead")
     args = parser.parse_args(argv)
+    if args.baseline is not None:
+        end_to_end(args.baseline, args.texts, args.rounds)
+        return
     from bench.indexing import texts as seed_texts
     from bench.take_texts import generate
     from embeddings import DEFAULT_MODEL
