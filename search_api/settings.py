@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     max_queued_writes: int = Field(16, ge=1)
     # Server processes sharing the port (search_api/workers.py); each loads its own model and index.
     workers: int = Field(1, ge=1, le=64)
+    # With two or more workers and a core for each, hold every worker to its
+    # own core (search_api/workers.py, worker_cores); off, the kernel moves them.
+    pin_workers: bool = True
     # Searches a server process runs at once; the rest wait their turn in
     # arrival order (search_api/app.py, search_limiter). Two lets one query's model
     # run overlap another's Python; more only contend for the interpreter

@@ -75,7 +75,8 @@ def _bind(host: str, port: int):
     default=default("workers"),
     show_default=True,
     help="Server processes sharing the port, each with its own model and index in memory "
-    "(about one per core; docs/PERFORMANCE.md, \"Concurrent clients\").",
+    "(about one per core; with a core for each, each stays on its own: TAKES_PIN_WORKERS; "
+    "docs/PERFORMANCE.md, \"Concurrent clients\").",
 )
 @user_errors
 def serve(host, port, index_dir, model, backend, token_file, reranker, late_interaction, workers):
@@ -107,10 +108,12 @@ def serve(host, port, index_dir, model, backend, token_file, reranker, late_inte
     if settings.workers == 1:
         # Load before serving, so a missing index is one clear line.
         served = _load(settings)
-        count, serve_forever = served.count, lambda: _run_uvicorn(settings, served, listener)
+        count, serve_forever, cores = served.count, lambda: _run_uvicorn(settings, served, listener), None
     else:
-        count, serve_forever = _start_workers(settings, listener)
+        count, serve_forever, cores = _start_workers(settings, listener)
     where = f" in {settings.workers} worker processes" if settings.workers > 1 else ""
+    if cores is not None:
+        where += f", each on its own core ({', '.join(map(str, cores))})"
     click.echo(f"serving {count} takes from {_location(settings)} on http://{host}:{port}{where}", err=True)
     if not is_loopback(host):
         click.echo(f"answering only Host {', '.join(settings.hosts())} (add names with TAKES_ALLOWED_HOSTS)", err=True)
@@ -155,7 +158,7 @@ def _start_workers(settings, listener):
     """Fork ``settings.workers`` servers on ``listener``; (takes served, a function that waits for them)."""
     from indexer.errors import IndexNotFound
     from search_api.settings import open_takes
-    from search_api.workers import ConnectionCounts, Supervisor
+    from search_api.workers import ConnectionCounts, Supervisor, worker_cores
 
     # Checked here, before any fork: a missing index is one line, not one per worker.
     takes = open_takes(settings)
@@ -171,9 +174,10 @@ def _start_workers(settings, listener):
         ready()
         _run_uvicorn(settings, served, listener, shares=(counts, slot))
 
-    supervisor = Supervisor(settings.workers, run_worker)
+    cores = worker_cores(settings.workers) if settings.pin_workers else None
+    supervisor = Supervisor(settings.workers, run_worker, cores)
     supervisor.start()
-    return takes.count, supervisor.wait
+    return takes.count, supervisor.wait, cores
 
 
 @cli.command()

@@ -9,7 +9,9 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
+from search_api.workers import worker_cores
 from tests.cli_process import free_port, run_takes, serving, wait_until
 from tests.samples import UNROLL, UNROLL_IDS
 
@@ -144,3 +146,59 @@ def test_a_burst_of_new_connections_is_shared_between_the_workers(index_copy, tm
                 connection.close()
     spread = sorted(Counter(workers).values())
     assert len(spread) == 2 and spread[0] >= 3, spread
+
+
+def _cores_of_every_thread(pid: int) -> list[set[int]]:
+    """The affinity of each thread of process ``pid`` (its model, lexical and pool threads included)."""
+    cores = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            cores.append(os.sched_getaffinity(int(task)))
+        except ProcessLookupError:
+            pass  # a thread that ended between listing and asking
+    return cores
+
+
+MY_CORES = os.sched_getaffinity(0)
+two_cores = pytest.mark.skipif(len(MY_CORES) < 2, reason="a core for each of two workers needs two cores")
+
+
+def test_which_workers_are_held_to_cores():
+    cores = sorted(MY_CORES)
+    assert worker_cores(1) is None  # one worker keeps every core for its model and lexical threads
+    assert worker_cores(len(cores) + 1) is None  # more workers than cores: the kernel shares them out
+    if len(cores) >= 2:
+        assert worker_cores(2) == cores[:2]
+
+
+@two_cores
+def test_each_worker_is_held_to_a_core_of_its_own_and_a_replacement_takes_its_core(index_copy, tmp_path):
+    with serving(index_copy, log=tmp_path / "serve.log", TAKES_WORKERS="2") as (url, server):
+        workers = [int(pid) for pid in _by_worker(url, "/health", 2)]
+        held = {pid: _cores_of_every_thread(pid) for pid in workers}
+        for pid, threads in held.items():
+            assert len(threads) > 1 and all(cores == threads[0] and len(cores) == 1 for cores in threads), (pid, threads)
+        assert held[workers[0]][0] != held[workers[1]][0]
+        assert os.sched_getaffinity(server.pid) == MY_CORES  # the supervisor stays free
+
+        victim, survivor = workers
+        os.kill(victim, signal.SIGKILL)
+        new = {}
+
+        def replaced() -> bool:
+            new.update({int(pid): None for pid in _by_worker(url, "/health", 2)})
+            return bool(set(new) - set(workers))
+
+        wait_until(replaced, timeout=DEADLINE, what="a new worker in place of the killed one", interval=0.1)
+        (replacement,) = set(new) - set(workers)
+        assert os.sched_getaffinity(replacement) == held[victim][0]
+    named = sorted(core for threads in held.values() for core in threads[0])
+    assert f"in 2 worker processes, each on its own core ({named[0]}, {named[1]})" in (tmp_path / "serve.log").read_text()
+
+
+@two_cores
+def test_workers_stay_on_every_core_when_told_not_to_hold_them(index_copy, tmp_path):
+    with serving(index_copy, log=tmp_path / "serve.log", TAKES_WORKERS="2", TAKES_PIN_WORKERS="false") as (url, _server):
+        for pid in _by_worker(url, "/health", 2):
+            assert all(cores == MY_CORES for cores in _cores_of_every_thread(int(pid)))
+    assert "own core" not in (tmp_path / "serve.log").read_text()
