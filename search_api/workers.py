@@ -75,13 +75,18 @@ def worker_cores(count: int) -> list[int] | None:
     is left free: it would lose the second core its model runs and lexical
     thread use.
     """
-    try:
-        cores = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return None
-    if count < 2 or count > len(cores):
+    cores = _my_cores()
+    if cores is None or count < 2 or count > len(cores):
         return None
     return cores[:count]
+
+
+def _my_cores() -> list[int] | None:
+    """The cores of this process's affinity mask, in order; None where the platform does not say."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
 
 
 def _hold_to_core(core: int) -> None:
@@ -99,17 +104,16 @@ class Supervisor:
     then serves until SIGTERM and returns; a ``TakesError`` it raises before
     ``ready()`` is the reason the whole server stops. ``slot`` (0 to count - 1)
     is the worker's place among them, which a replacement takes over.
-    ``cores``: the core each slot is held to (``worker_cores``), or None.
+    ``pin``: hold each slot to a core of its own where ``worker_cores`` finds
+    one for each (``cores``, else None).
     """
 
-    def __init__(self, count: int, run_worker: Callable[[Callable[[], None], int], None], cores: list[int] | None = None):
+    def __init__(self, count: int, run_worker: Callable[[Callable[[], None], int], None], pin: bool = False):
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
-        if cores is not None and len(cores) != count:
-            raise ValueError(f"cores must name one core per worker, got {len(cores)} for {count}")
         self.count = count
         self.run_worker = run_worker
-        self.cores = cores
+        self.cores = worker_cores(count) if pin else None
         self.workers: dict[int, int] = {}  # pid -> slot
         self._stopping = False
 
@@ -254,10 +258,8 @@ def _describe_status(status: int) -> str:
 
 def cpu_count() -> int:
     """Cores this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    cores = _my_cores()
+    return len(cores) if cores is not None else os.cpu_count() or 1
 
 
 # A worker holding more connections than another waits for that one to take

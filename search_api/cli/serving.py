@@ -108,12 +108,12 @@ def serve(host, port, index_dir, model, backend, token_file, reranker, late_inte
     if settings.workers == 1:
         # Load before serving, so a missing index is one clear line.
         served = _load(settings)
-        count, serve_forever, cores = served.count, lambda: _run_uvicorn(settings, served, listener), None
+        count, serve_forever, where = served.count, lambda: _run_uvicorn(settings, served, listener), ""
     else:
-        count, serve_forever, cores = _start_workers(settings, listener)
-    where = f" in {settings.workers} worker processes" if settings.workers > 1 else ""
-    if cores is not None:
-        where += f", each on its own core ({', '.join(map(str, cores))})"
+        count, supervisor = _start_workers(settings, listener)
+        serve_forever, where = supervisor.wait, f" in {settings.workers} worker processes"
+        if supervisor.cores is not None:
+            where += f", each on its own core ({', '.join(map(str, supervisor.cores))})"
     click.echo(f"serving {count} takes from {_location(settings)} on http://{host}:{port}{where}", err=True)
     if not is_loopback(host):
         click.echo(f"answering only Host {', '.join(settings.hosts())} (add names with TAKES_ALLOWED_HOSTS)", err=True)
@@ -155,10 +155,10 @@ def _run_uvicorn(settings, served, listener, shares=None) -> None:
 
 
 def _start_workers(settings, listener):
-    """Fork ``settings.workers`` servers on ``listener``; (takes served, a function that waits for them)."""
+    """Fork ``settings.workers`` servers on ``listener``; (takes served, the started ``Supervisor``)."""
     from indexer.errors import IndexNotFound
     from search_api.settings import open_takes
-    from search_api.workers import ConnectionCounts, Supervisor, worker_cores
+    from search_api.workers import ConnectionCounts, Supervisor
 
     # Checked here, before any fork: a missing index is one line, not one per worker.
     takes = open_takes(settings)
@@ -174,10 +174,9 @@ def _start_workers(settings, listener):
         ready()
         _run_uvicorn(settings, served, listener, shares=(counts, slot))
 
-    cores = worker_cores(settings.workers) if settings.pin_workers else None
-    supervisor = Supervisor(settings.workers, run_worker, cores)
+    supervisor = Supervisor(settings.workers, run_worker, pin=settings.pin_workers)
     supervisor.start()
-    return takes.count, supervisor.wait, cores
+    return takes.count, supervisor
 
 
 @cli.command()

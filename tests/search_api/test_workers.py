@@ -181,16 +181,16 @@ def test_each_worker_is_held_to_a_core_of_its_own_and_a_replacement_takes_its_co
         assert held[workers[0]][0] != held[workers[1]][0]
         assert os.sched_getaffinity(server.pid) == MY_CORES  # the supervisor stays free
 
-        victim, survivor = workers
+        victim = workers[0]
         os.kill(victim, signal.SIGKILL)
-        new = {}
+        seen: set[int] = set()
 
         def replaced() -> bool:
-            new.update({int(pid): None for pid in _by_worker(url, "/health", 2)})
-            return bool(set(new) - set(workers))
+            seen.update(int(pid) for pid in _by_worker(url, "/health", 2))
+            return bool(seen - set(workers))
 
         wait_until(replaced, timeout=DEADLINE, what="a new worker in place of the killed one", interval=0.1)
-        (replacement,) = set(new) - set(workers)
+        (replacement,) = seen - set(workers)
         assert os.sched_getaffinity(replacement) == held[victim][0]
     named = sorted(core for threads in held.values() for core in threads[0])
     assert f"in 2 worker processes, each on its own core ({named[0]}, {named[1]})" in (tmp_path / "serve.log").read_text()
