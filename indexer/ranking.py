@@ -221,17 +221,24 @@ def thread_evidence(cosines: dict[int, float], threads: dict[int, str]) -> dict[
     if not cosines:
         return {}
     floor = min(cosines.values())
-    best: dict[str, list[float]] = {}  # the two best cosines per thread
+    keys = {row_id: threads[row_id] if row_id in threads else f"row-{row_id}" for row_id in cosines}
+    first: dict[str, float] = {}  # the best cosine per thread
+    second: dict[str, float] = {}  # and the next best
     for row_id, cosine in cosines.items():
-        top = best.setdefault(threads.get(row_id, f"row-{row_id}"), [])
-        top.append(cosine)
-        top.sort(reverse=True)
-        del top[2:]
+        key = keys[row_id]
+        top = first.get(key)
+        if top is None:
+            first[key] = cosine
+        elif cosine > top:
+            first[key], second[key] = cosine, top
+        elif cosine > second.get(key, -math.inf):
+            second[key] = cosine
     evidence = {}
     for row_id, cosine in cosines.items():
-        top = best[threads.get(row_id, f"row-{row_id}")]
+        key = keys[row_id]
+        top = first[key]
         # The best other one: the second best when this take is the best.
-        other = top[1] if top[0] == cosine and len(top) > 1 else (top[0] if top[0] != cosine else floor)
+        other = second.get(key, floor) if top == cosine else top
         evidence[row_id] = max(other, floor)
     return evidence
 

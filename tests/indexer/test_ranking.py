@@ -235,6 +235,10 @@ def test_thread_evidence_is_the_best_other_take_of_the_thread():
     # the lowest cosine retrieved (5's) stands in for the takes not retrieved.
     assert ranking.thread_evidence(cosines, threads) == {1: 0.3, 2: 0.5, 3: 0.5, 4: 0.1, 5: 0.1}
     assert ranking.thread_evidence({}, {}) == {}
+    # Two of a thread at the same best cosine are each other's best mate,
+    # whatever order they come in; a take with no thread known is alone in its own.
+    tied = {1: 0.2, 2: 0.6, 3: 0.6, 4: 0.7}
+    assert ranking.thread_evidence(tied, {1: "a", 2: "a", 3: "a"}) == {1: 0.6, 2: 0.6, 3: 0.6, 4: 0.2}
 
 
 @pytest.mark.parametrize("fixture", ["embedder", "torch_embedder"])
