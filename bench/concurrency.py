@@ -80,8 +80,11 @@ def bare_encode_cpu_ms(index_dir: Path, count: int = SEQUENTIAL) -> dict:
 
     ``mean_ms``: ``embedder.encode([query])``; ``search_ms``: ``Takes.search``
     (ranking, FAISS, FTS5, SQLite rows); ``respond_ms``: the /search handler's
-    work (parameters validated, search, JSON body). Interleaved per query, so
-    a drift of the machine's speed hits all three alike.
+    work (parameters validated, search, JSON body). Interleaved, so a drift of
+    the machine's speed hits all three alike, and each step over every query,
+    but never right after another step ran the same query: a query searched
+    twice in a row finds its model run and its candidates' rows and tokens
+    in the CPU's caches, which a server cycling through queries does not.
     """
     from embeddings import DEFAULT_MODEL, load_embedder
     from indexer.api import Takes
@@ -101,8 +104,10 @@ def bare_encode_cpu_ms(index_dir: Path, count: int = SEQUENTIAL) -> dict:
         for step in steps.values():
             step(query)
     costs: dict[str, list[float]] = {name: [] for name in steps}
-    for query in queries(count):
-        for name, step in steps.items():
+    pool = queries(count)
+    for index in range(count):
+        for offset, (name, step) in enumerate(steps.items()):
+            query = pool[(index + offset) % count]
             started = time.process_time()
             step(query)
             costs[name].append(time.process_time() - started)
