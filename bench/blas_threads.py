@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-from bench.common import REPO
+from bench.common import REPO, run_in_checkout
 from bench.fixtures import bench_dir, build_seed_index
 
 PROGRAM = """
@@ -55,10 +54,7 @@ print(json.dumps({{
 
 def measure(checkout: Path, index_dir: Path, numpy_first: bool) -> dict:
     program = PROGRAM.format(numpy_first=numpy_first, data=str(REPO / "tests" / "data"), index=str(index_dir))
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
-    env.pop("OMP_NUM_THREADS", None)
-    env.pop("OPENBLAS_NUM_THREADS", None)
-    output = subprocess.run([sys.executable, "-c", program], cwd=checkout, env=env, capture_output=True, text=True, check=True).stdout
+    output = run_in_checkout(checkout, program, unset=("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"))
     return json.loads(output.splitlines()[-1])
 
 

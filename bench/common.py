@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +19,18 @@ def percentiles_ms(seconds: list[float]) -> tuple[float, float]:
     """(p50, p99) in milliseconds."""
     values = np.asarray(seconds) * 1000
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+def run_in_checkout(checkout: Path, program: str, *, unset: tuple[str, ...] = (), path: tuple[Path, ...] = ()) -> str:
+    """The standard output of ``python -c program`` run with ``checkout``'s code (``path``: folders before it).
+
+    ``unset``: environment variables the program must not inherit. A failure
+    raises ``subprocess.CalledProcessError`` with the program's stderr.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (*path, checkout)))}
+    for name in unset:
+        env.pop(name, None)
+    return subprocess.run([sys.executable, "-c", program], cwd=checkout, env=env, capture_output=True, text=True, check=True).stdout
 
 
 def free_port() -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -46,14 +45,16 @@ def results(index_dir: Path, count: int) -> list[list]:
 
 def of_checkout(checkout: Path, index_dir: Path, count: int) -> list[list]:
     """``results`` as ``checkout``'s code gives them (this module lent to it, so any checkout will do)."""
+    # Here, not at the top: the lent copy imports only what every checkout has.
+    from bench.common import run_in_checkout
+
+    program = f"import json, sys; from takes_same_results import results; json.dump(results({str(index_dir)!r}, {count}), sys.stdout)"
     with tempfile.TemporaryDirectory() as lent:
         shutil.copy(__file__, Path(lent) / "takes_same_results.py")
-        script = f"import json, sys; from takes_same_results import results; json.dump(results({str(index_dir)!r}, {count}), sys.stdout)"
-        env = {**os.environ, "PYTHONPATH": f"{lent}{os.pathsep}{checkout}"}
-        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=checkout)
-    if done.returncode:
-        raise SystemExit(f"the baseline's searches failed:\n{done.stderr.strip()}")
-    return json.loads(done.stdout)
+        try:
+            return json.loads(run_in_checkout(checkout, program, path=(Path(lent),)))
+        except subprocess.CalledProcessError as error:
+            raise SystemExit(f"the baseline's searches failed:\n{error.stderr.strip()}") from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -256,7 +256,7 @@ class Ranker:
         late = ranking.late_evidence(query_tokens, tokens, generation.mean_direction(), mates=mates)
         # Built directly: dataclasses.replace reads the fields anew each call (0.1 ms a search).
         return [
-            Candidate(candidate.row_id, candidate.cosine, candidate.lexical, float(value), thread[candidate.row_id])
+            Candidate(candidate.row_id, candidate.cosine, candidate.lexical, late=float(value), thread=thread[candidate.row_id])
             for candidate, value in zip(scored, late)
         ]
 

@@ -70,8 +70,8 @@ def worker_cores(count: int) -> list[int] | None:
     cores pays for it twice: the interpreter lock is handed between threads
     on different cores (a search thread, the lexical thread, the event loop),
     and the worker's caches go cold. Held to one core each, two workers under
-    8 clients answered with a p99 6-17% lower and used 6-17% less CPU a
-    request (docs/PERFORMANCE.md, "Each worker on its own core"). One worker
+    8 clients answered with a p99 about a fifth lower and used up to 17% less
+    CPU a request (docs/PERFORMANCE.md, "Each worker on its own core"). One worker
     is left free: it would lose the second core its model runs and lexical
     thread use.
     """
